@@ -1,0 +1,205 @@
+"""The contract every GroupNorm implementation meets: :class:`GroupNormBackend`.
+
+Design requirements (see ``../shared/DESIGN.md``):
+
+* A backend is a small object; the harness never imports a framework itself. A backend
+  module imports its framework inside its methods only, so ``import backends`` stays
+  light and a missing framework is a reason (``availability``), not an ImportError.
+* A subclass sets ``name``, ``devices``, ``dtypes`` and defines ``group_norm``,
+  ``from_numpy`` and ``to_numpy``; everything else has a default.
+* Argument validation is done once, here, for every backend: defining ``group_norm`` in
+  a subclass wraps it (at class creation) with :func:`backends.validation.check_group_norm_args`,
+  so a user's backend raises exactly the same ``ValueError``/``TypeError`` as ours.
+* Optional abilities that a later issue adds (device events, free memory, an L2 flush,
+  backward) come as methods with defaults, so a backend written against this first
+  contract keeps working.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import math
+import re
+from typing import Any, Callable
+
+from .dtypes import DTYPES
+from .validation import check_group_norm_args
+
+DEVICES = ("cpu", "cuda")
+LAYOUTS = ("contiguous", "channels_last", "strided")
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.+-]*$")
+
+
+def _validated(group_norm: Callable) -> Callable:
+    """Wrap a ``group_norm(self, x, num_groups, weight, bias, eps)`` with validation."""
+    if getattr(group_norm, "_groupnorm_bench_validated", False):
+        return group_norm
+
+    @functools.wraps(group_norm)
+    def wrapper(self, x, num_groups, weight=None, bias=None, eps=1e-5):
+        check_group_norm_args(x, num_groups, weight, bias, eps)
+        return group_norm(self, x, num_groups, weight, bias, eps)
+
+    wrapper._groupnorm_bench_validated = True
+    return wrapper
+
+
+def _byte_extent(array) -> tuple[int, int] | None:
+    """[first byte, last byte + 1) of an array exposing an array interface, else None."""
+    iface = getattr(array, "__cuda_array_interface__", None) or getattr(
+        array, "__array_interface__", None
+    )
+    if not iface:
+        return None
+    start = int(iface["data"][0])
+    shape = tuple(iface["shape"])
+    itemsize = int(re.sub(r"\D", "", iface["typestr"]) or 1)
+    if math.prod(shape) == 0:
+        return (start, start)
+    strides = iface.get("strides")
+    if strides is None:
+        return (start, start + math.prod(shape) * itemsize)
+    low = start + sum((n - 1) * s for n, s in zip(shape, strides) if s < 0)
+    high = start + sum((n - 1) * s for n, s in zip(shape, strides) if s > 0) + itemsize
+    return (low, high)
+
+
+class GroupNormBackend(abc.ABC):
+    """One GroupNorm implementation, on one or more devices.
+
+    Subclass it, set the class attributes and define the three abstract methods::
+
+        class MyBackend(GroupNormBackend):
+            name = "mine"
+            devices = ("cpu",)
+            dtypes = ("float32", "float64")
+
+            def group_norm(self, x, num_groups, weight=None, bias=None, eps=1e-5):
+                ...  # x is validated already
+            def from_numpy(self, array, device):
+                return array
+            def to_numpy(self, array):
+                return array
+
+        backends.register(MyBackend())
+
+    Attributes:
+        name: registry key, lowercase (``"torch"``, ``"numba-cuda"``); no ``:``.
+        devices: the harness's device names this backend can run on (``"cpu"``, ``"cuda"``).
+        dtypes: input dtypes it implements (names from :data:`backends.dtypes.DTYPES`).
+        layouts: input layouts it accepts (``contiguous``, ``channels_last``, ``strided``).
+            A framework whose arrays have no strides (JAX) lists only ``contiguous``.
+        description: one line shown by ``gnbench list``.
+    """
+
+    name: str = ""
+    devices: tuple[str, ...] = ("cpu",)
+    dtypes: tuple[str, ...] = DTYPES
+    layouts: tuple[str, ...] = LAYOUTS
+    description: str = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        raw = cls.__dict__.get("group_norm")
+        if raw is None:
+            return
+        if isinstance(raw, staticmethod):
+            function = raw.__func__
+            raw = lambda self, *args, **kw: function(*args, **kw)  # noqa: E731
+        if callable(raw) and not getattr(raw, "__isabstractmethod__", False):
+            cls.group_norm = _validated(raw)
+
+    # -- the operation and host <-> device transfer (required) ---------------------------
+
+    @abc.abstractmethod
+    def group_norm(self, x, num_groups: int, weight=None, bias=None, eps: float = 1e-5):
+        """GroupNorm of ``x`` (N, C, *) in ``num_groups`` groups, torch semantics.
+
+        Arrays are the framework's own, already on their device. Returns a new array of
+        x's shape and dtype; never modifies x, weight or bias and never aliases x.
+        Arguments are validated before this body runs (see :mod:`backends.validation`).
+        """
+
+    @abc.abstractmethod
+    def from_numpy(self, array, device: str):
+        """A framework array on ``device`` holding ``array``'s values, keeping its strides
+        where the framework has strides (channels-last, strided views)."""
+
+    @abc.abstractmethod
+    def to_numpy(self, array):
+        """A host NumPy array with the values (and dtype) of a framework array."""
+
+    # -- optional, with defaults ---------------------------------------------------------
+
+    def availability(self, device: str) -> str | None:
+        """None when the backend can run on ``device``, else a reason the user can act on."""
+        if device not in self.devices:
+            return f"{self.name} does not run on {device!r} (it runs on {', '.join(self.devices)})"
+        return None
+
+    def supports(self, case) -> str | None:
+        """None when ``case`` is in scope, else why not (a dtype, a layout, a device).
+
+        ``case`` is a :class:`harness.cases.Case` (read by attribute: ``device``,
+        ``dtype``, ``layout``, ``param_dtype``, ``shape``, ``num_groups``).
+        """
+        if case.device not in self.devices:
+            return f"{self.name} does not run on {case.device} (only {', '.join(self.devices)})"
+        if case.dtype not in self.dtypes:
+            return f"{self.name} does not implement {case.dtype} (only {', '.join(self.dtypes)})"
+        if case.layout not in self.layouts:
+            return f"{self.name} does not accept the {case.layout} layout (only {', '.join(self.layouts)})"
+        return None
+
+    def synchronize(self, device: str) -> None:
+        """Wait for all work queued on ``device``. No-op by default (synchronous backends)."""
+
+    def version(self) -> str:
+        """The implementation's version: the framework's, plus a kernel-source hash for our own kernels."""
+        return "unknown"
+
+    def shares_memory(self, a, b) -> bool:
+        """Whether two arrays of this backend may overlap in memory (used to catch an
+        output that aliases the input). The default reads array interfaces; a backend
+        whose arrays have none (JAX: immutable) keeps False."""
+        extent_a, extent_b = _byte_extent(a), _byte_extent(b)
+        if extent_a is None or extent_b is None:
+            return False
+        return extent_a[0] < extent_b[1] and extent_b[0] < extent_a[1]
+
+    # -- conveniences ----------------------------------------------------------------------
+
+    @classmethod
+    def from_function(
+        cls,
+        name: str,
+        group_norm: Callable[..., Any],
+        *,
+        from_numpy: Callable[[Any, str], Any] | None = None,
+        to_numpy: Callable[[Any], Any] | None = None,
+        devices: tuple[str, ...] = ("cpu",),
+        dtypes: tuple[str, ...] = DTYPES,
+        layouts: tuple[str, ...] = LAYOUTS,
+        description: str = "",
+    ) -> "GroupNormBackend":
+        """A backend built from plain functions, e.g. a NumPy ``group_norm`` under test.
+
+        ``from_numpy``/``to_numpy`` default to the identity on NumPy arrays (host only).
+        """
+        import numpy as np
+
+        attributes = {
+            "name": name,
+            "devices": tuple(devices),
+            "dtypes": tuple(dtypes),
+            "layouts": tuple(layouts),
+            "description": description or f"user function {getattr(group_norm, '__name__', '?')}",
+            "group_norm": staticmethod(group_norm),
+            "from_numpy": lambda self, array, device: (from_numpy or (lambda a, d: a))(array, device),
+            "to_numpy": lambda self, array: (to_numpy or np.asarray)(array),
+        }
+        return type(f"FunctionBackend[{name}]", (cls,), attributes)()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} devices={self.devices}>"

@@ -1,0 +1,128 @@
+"""``jax``: GroupNorm written in jax.numpy and compiled with ``jax.jit``, on CPU and CUDA.
+
+* Centered two-pass statistics (mean, then the mean of squared residuals), never
+  E[x^2] - E[x]^2 (flax's ``use_fast_variance`` default); half inputs compute in float32.
+* float64 works without the user touching JAX's configuration: the backend enters
+  ``jax.enable_x64`` as a context around its own work when an array is float64, and
+  never flips ``jax_enable_x64`` for the whole process.
+* JAX's default of grabbing 75% of GPU memory at start is turned off
+  (``XLA_PYTHON_CLIENT_PREALLOCATE=false``) unless the user set the variable or imported
+  JAX before us.
+* JAX arrays have no strides: only the contiguous layout is expressible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+
+from .base import GroupNormBackend
+from .dtypes import DTYPES
+
+INSTALL_HINT = "pip install 'groupnorm-bench[jax]' (for CUDA: pip install 'jax[cuda13]')"
+_JAX_PLATFORM = {"cpu": "cpu", "cuda": "cuda"}
+
+
+def _jax():
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    import jax
+
+    return jax
+
+
+def _x64(enabled: bool):
+    """A context enabling 64-bit types for this thread only, when ``enabled``."""
+    if not enabled:
+        return contextlib.nullcontext()
+    jax = _jax()
+    if hasattr(jax, "enable_x64"):
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64  # older JAX
+
+    return enable_x64()
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled():
+    jax = _jax()
+    import jax.numpy as jnp
+
+    @functools.partial(jax.jit, static_argnames=("num_groups",))
+    def group_norm(x, weight, bias, eps, *, num_groups):
+        n, channels = x.shape[:2]
+        size = x.size // max(n * num_groups, 1) if x.size else 0
+        compute = jnp.float32 if x.dtype in (jnp.float16, jnp.bfloat16) else x.dtype
+        grouped = x.astype(compute).reshape(n, num_groups, size)
+        mean = jnp.mean(grouped, axis=2, keepdims=True)
+        centered = grouped - mean
+        variance = jnp.mean(jnp.square(centered), axis=2, keepdims=True)
+        y = (centered * jax.lax.rsqrt(variance + eps.astype(compute))).reshape(x.shape)
+        broadcast = (1, channels) + (1,) * (x.ndim - 2)
+        if weight is not None:
+            y = y * weight.astype(compute).reshape(broadcast)
+        if bias is not None:
+            y = y + bias.astype(compute).reshape(broadcast)
+        return y.astype(x.dtype)
+
+    return group_norm
+
+
+class JaxBackend(GroupNormBackend):
+    name = "jax"
+    devices = ("cpu", "cuda")
+    dtypes = DTYPES
+    layouts = ("contiguous",)
+    description = "jax.numpy, jit-compiled (centered variance, float32 stats for half)"
+
+    def availability(self, device):
+        reason = super().availability(device)
+        if reason:
+            return reason
+        try:
+            jax = _jax()
+        except ImportError as error:
+            return f"jax is not installed ({error}): {INSTALL_HINT}"
+        try:
+            jax.devices(_JAX_PLATFORM[device])
+        except RuntimeError as error:
+            return f"JAX has no {device} backend here ({error}): {INSTALL_HINT}"
+        return None
+
+    def supports(self, case):
+        if case.layout != "contiguous":
+            return (f"JAX arrays carry no strides, so the {case.layout} layout cannot be expressed "
+                    "(JAX copies every input into a dense array)")
+        return super().supports(case)
+
+    def group_norm(self, x, num_groups, weight=None, bias=None, eps=1e-5):
+        import numpy as np
+
+        wide = any(a is not None and a.dtype == np.float64 for a in (x, weight, bias))
+        with _x64(wide):
+            jnp = _jax().numpy
+            eps_array = jnp.asarray(eps, dtype=x.dtype if wide else jnp.float32)
+            return _compiled()(x, weight, bias, eps_array, num_groups=int(num_groups))
+
+    def from_numpy(self, array, device):
+        import numpy as np
+
+        jax = _jax()
+        with _x64(array.dtype == np.float64):
+            return jax.device_put(np.ascontiguousarray(array), jax.devices(_JAX_PLATFORM[device])[0])
+
+    def to_numpy(self, array):
+        import numpy as np
+
+        return np.asarray(array)
+
+    def synchronize(self, device):
+        # JAX dispatch is asynchronous per array; results are awaited with
+        # block_until_ready on the arrays themselves (to_numpy blocks too).
+        pass
+
+    def version(self):
+        jax = _jax()
+        import jaxlib
+
+        return f"jax {jax.__version__} (jaxlib {jaxlib.__version__}, {jax.default_backend()})"

@@ -1,0 +1,61 @@
+"""``numpy``: GroupNorm in NumPy, a float32-capable CPU contestant (not the oracle).
+
+Half and float32 inputs compute in float32 (NumPy's pairwise summation along the
+contiguous group axis keeps the error near u * log2(m)), float64 in float64; centered
+two-pass statistics. Separate from :mod:`harness.reference`, which is float64 only and
+judges this backend like any other.
+"""
+
+from __future__ import annotations
+
+from .base import GroupNormBackend
+from .dtypes import DTYPES
+
+
+class NumpyBackend(GroupNormBackend):
+    name = "numpy"
+    devices = ("cpu",)
+    dtypes = DTYPES
+    description = "NumPy, float32 statistics for half/float32 (two-pass, pairwise sums)"
+
+    def group_norm(self, x, num_groups, weight=None, bias=None, eps=1e-5):
+        import math
+        import warnings
+
+        import numpy as np
+
+        compute = np.float64 if x.dtype == np.float64 else np.float32
+        n, channels = x.shape[:2]
+        size = channels // num_groups * math.prod(x.shape[2:])
+        grouped = np.asarray(x, dtype=compute).reshape(n, num_groups, size)
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)  # empty groups; NaN/Inf inputs
+            mean = grouped.mean(axis=2, keepdims=True)
+            centered = grouped - mean
+            variance = np.square(centered).mean(axis=2, keepdims=True)
+            y = (centered / np.sqrt(variance + compute(eps))).reshape(x.shape)
+            broadcast = (1, channels) + (1,) * (x.ndim - 2)
+            if weight is not None:
+                y = y * np.asarray(weight, dtype=compute).reshape(broadcast)
+            if bias is not None:
+                y = y + np.asarray(bias, dtype=compute).reshape(broadcast)
+        return y.astype(x.dtype)
+
+    def from_numpy(self, array, device):
+        import numpy as np
+
+        # A fresh buffer with exactly the host array's strides (strided views included).
+        if array.size == 0 or min(array.strides, default=0) < 0:
+            return array.copy()
+        span = sum((n - 1) * s for n, s in zip(array.shape, array.strides)) + array.itemsize
+        out = np.ndarray(array.shape, array.dtype, np.empty(span, np.uint8), 0, array.strides)
+        out[...] = array
+        return out
+
+    def to_numpy(self, array):
+        return array
+
+    def version(self):
+        import numpy as np
+
+        return f"numpy {np.__version__}"

@@ -1,0 +1,85 @@
+"""``torch``: ``torch.nn.functional.group_norm``, eager, on CPU and CUDA.
+
+The reference contestant. torch is imported inside the methods only.
+Arrays keep their strides on the way in (channels-last and strided views are built with
+``empty_strided`` + ``copy_``); bfloat16 crosses the host boundary as 16-bit integers,
+since NumPy has no bfloat16 of its own.
+"""
+
+from __future__ import annotations
+
+from .base import GroupNormBackend
+from .dtypes import DTYPES
+
+INSTALL_HINT = "pip install 'groupnorm-bench[torch]'"
+
+
+class TorchBackend(GroupNormBackend):
+    name = "torch"
+    devices = ("cpu", "cuda")
+    dtypes = DTYPES
+    description = "torch.nn.functional.group_norm (eager)"
+
+    def availability(self, device):
+        reason = super().availability(device)
+        if reason:
+            return reason
+        try:
+            import torch
+        except ImportError as error:
+            return f"torch is not installed ({error}): {INSTALL_HINT}"
+        if device == "cuda" and not torch.cuda.is_available():
+            built = torch.version.cuda
+            return (
+                "no CUDA device visible to torch (torch.cuda.is_available() is False; this torch "
+                + (f"was built for CUDA {built})" if built else "is a CPU-only build: install a CUDA build of torch)")
+            )
+        return None
+
+    def group_norm(self, x, num_groups, weight=None, bias=None, eps=1e-5):
+        import torch.nn.functional as F
+
+        return F.group_norm(x, num_groups, weight, bias, eps)
+
+    def from_numpy(self, array, device):
+        import numpy as np
+        import torch
+
+        if array.dtype.name == "bfloat16":
+            host = torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+        else:
+            host = torch.from_numpy(array)
+        out = torch.empty_strided(host.size(), host.stride(), dtype=host.dtype, device=device)
+        return out.copy_(host)
+
+    def to_numpy(self, array):
+        import ml_dtypes
+        import torch
+
+        host = array.detach().cpu()
+        if host.dtype == torch.bfloat16:
+            return host.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+        return host.numpy()
+
+    def synchronize(self, device):
+        if device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+    def version(self):
+        import torch
+
+        cuda = torch.version.cuda
+        return f"torch {torch.__version__}" + (f" (CUDA {cuda})" if cuda else "")
+
+    def shares_memory(self, a, b):
+        def extent(t):
+            start = t.data_ptr()
+            if t.numel() == 0:
+                return start, start
+            span = sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride()))
+            return start, start + (span + 1) * t.element_size()
+
+        (a0, a1), (b0, b1) = extent(a), extent(b)
+        return a.device == b.device and a0 < b1 and b0 < a1

@@ -1,0 +1,1 @@
+"""airspeed velocity (asv) benchmarks for groupnorm-bench (the asv issue fills this in)."""

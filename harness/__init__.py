@@ -1,0 +1,28 @@
+"""groupnorm-bench's harness: cases, the float64 oracle, the tolerance model and verification.
+
+The harness knows backends only through the contract in :mod:`backends`; it never imports
+torch, JAX, CuPy or Numba itself (a test proves it).
+
+    >>> import harness
+    >>> frame = harness.verify(backends=["torch", "numpy"], suite="smoke")
+    >>> frame.groupby("backend").status.value_counts()
+"""
+
+from .cases import Case
+from .reference import Reference, group_norm_reference
+from .tolerances import tolerance, unit_roundoff
+from .verify import FAILED, STATUSES, Verdict, judge, plan, verify
+
+__all__ = [
+    "FAILED",
+    "STATUSES",
+    "Case",
+    "Reference",
+    "Verdict",
+    "group_norm_reference",
+    "judge",
+    "plan",
+    "tolerance",
+    "unit_roundoff",
+    "verify",
+]

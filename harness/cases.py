@@ -1,0 +1,170 @@
+"""A case: one frozen GroupNorm problem, with one printable id used everywhere.
+
+The id names everything that decides the inputs and the expected output except the
+device (so results from cpu and cuda compare by id)::
+
+    2x320x64x64-g32-float16-channels_last-normal-s0
+    2x24x6x6-g6-float16-contiguous-normal-s1-eps0.0-affine_none-wfloat32
+
+Fixed fields first (shape, groups, dtype, layout, distribution, seed), then only the
+fields that differ from their defaults (eps, affine, parameter dtype). The id is the
+test id, the results row key, the asv parameter and the CLI's ``--case``;
+:meth:`Case.from_id` parses it back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+
+from backends.base import DEVICES, LAYOUTS
+from backends.dtypes import DTYPES, HALF_DTYPES
+from backends.errors import InvalidArgumentError
+
+AFFINES = ("none", "default", "random")
+DEFAULT_EPS = 1e-5
+DEFAULT_AFFINE = "random"
+_TOKEN_SPLIT = re.compile(r"-(?=[a-z])")  # eps1e-05 keeps its minus: split before letters only
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One GroupNorm problem.
+
+    Attributes:
+        shape: (N, C, *) with rank >= 2.
+        num_groups: divides C.
+        dtype: input (and output) dtype name.
+        layout: ``contiguous``, ``channels_last`` (rank >= 3) or ``strided`` (every other
+            element of a buffer twice as long in the last dimension).
+        distribution: name of an input distribution in :mod:`harness.inputs`.
+        seed: seeds the input generator; inputs are a function of the case alone.
+        eps: added to the variance inside the square root.
+        affine: ``none`` (no weight/bias), ``default`` (ones and zeros, as
+            ``nn.GroupNorm`` initializes them) or ``random`` (per-channel values).
+        param_dtype: dtype of weight and bias; None means the input dtype (float32 is
+            the other choice, for half inputs).
+        device: where the backend runs; not part of the id.
+    """
+
+    shape: tuple[int, ...]
+    num_groups: int
+    dtype: str = "float32"
+    layout: str = "contiguous"
+    distribution: str = "normal"
+    seed: int = 0
+    eps: float = DEFAULT_EPS
+    affine: str = DEFAULT_AFFINE
+    param_dtype: str | None = None
+    device: str = "cpu"
+
+    def __post_init__(self):
+        from .inputs import DISTRIBUTIONS, ZERO_VARIANCE_DISTRIBUTIONS
+
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        object.__setattr__(self, "eps", float(self.eps))
+        shape = self.shape
+        if len(shape) < 2 or any(s < 0 for s in shape):
+            raise InvalidArgumentError(f"shape must be (N, C, *) of rank >= 2 with sizes >= 0; got {shape}")
+        if self.num_groups <= 0 or shape[1] % self.num_groups:
+            raise InvalidArgumentError(
+                f"num_groups must be a positive divisor of C={shape[1]}; got {self.num_groups}"
+            )
+        checks = (
+            ("dtype", self.dtype, DTYPES),
+            ("layout", self.layout, LAYOUTS),
+            ("distribution", self.distribution, tuple(DISTRIBUTIONS)),
+            ("affine", self.affine, AFFINES),
+            ("device", self.device, DEVICES),
+        )
+        for field, value, allowed in checks:
+            if value not in allowed:
+                raise InvalidArgumentError(f"{field} must be one of {', '.join(allowed)}; got {value!r}")
+        if self.layout == "channels_last" and len(shape) < 3:
+            raise InvalidArgumentError(f"the channels_last layout needs rank >= 3; got shape {shape}")
+        if self.param_dtype is not None:
+            if self.param_dtype == self.dtype:
+                object.__setattr__(self, "param_dtype", None)
+            elif not (self.dtype in HALF_DTYPES and self.param_dtype == "float32"):
+                raise InvalidArgumentError(
+                    f"param_dtype must be None, {self.dtype!r} or (for half inputs) 'float32'; "
+                    f"got {self.param_dtype!r}"
+                )
+        if self.eps < 0 or not math.isfinite(self.eps):
+            raise InvalidArgumentError(f"eps must be a finite number >= 0; got {self.eps}")
+        if self.eps == 0 and (self.group_size == 1 or self.distribution in ZERO_VARIANCE_DISTRIBUTIONS):
+            raise InvalidArgumentError(
+                f"eps=0 with zero-variance groups ({self.distribution}, group size "
+                f"{self.group_size}) has no defined answer (0/0)"
+            )
+
+    # -- derived sizes ---------------------------------------------------------------------
+
+    @property
+    def group_size(self) -> int:
+        """Elements in one (sample, group)."""
+        return self.shape[1] // self.num_groups * math.prod(self.shape[2:])
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def id(self) -> str:
+        tokens = [
+            "x".join(str(s) for s in self.shape),
+            f"g{self.num_groups}",
+            self.dtype,
+            self.layout,
+            self.distribution,
+            f"s{self.seed}",
+        ]
+        if self.eps != DEFAULT_EPS:
+            tokens.append(f"eps{self.eps!r}")
+        if self.affine != DEFAULT_AFFINE:
+            tokens.append(f"affine_{self.affine}")
+        if self.param_dtype is not None:
+            tokens.append(f"w{self.param_dtype}")
+        return "-".join(tokens)
+
+    def __str__(self) -> str:
+        return self.id
+
+    def on(self, device: str) -> "Case":
+        """The same case on another device."""
+        return dataclasses.replace(self, device=device)
+
+    @classmethod
+    def from_id(cls, case_id: str, device: str = "cpu") -> "Case":
+        """Parse an id made by :attr:`id` (raises InvalidArgumentError saying what is wrong)."""
+        tokens = _TOKEN_SPLIT.split(case_id.strip())
+        form = "SHAPE-gGROUPS-DTYPE-LAYOUT-DISTRIBUTION-sSEED[-epsEPS][-affine_KIND][-wDTYPE]"
+        if len(tokens) < 6:
+            raise InvalidArgumentError(f"case id {case_id!r} does not have the form {form}")
+        shape_text, groups, dtype, layout, distribution, seed = tokens[:6]
+        try:
+            shape = tuple(int(s) for s in shape_text.split("x"))
+            if not (groups.startswith("g") and seed.startswith("s")):
+                raise ValueError
+            fields = dict(
+                shape=shape,
+                num_groups=int(groups[1:]),
+                dtype=dtype,
+                layout=layout,
+                distribution=distribution,
+                seed=int(seed[1:]),
+                device=device,
+            )
+            for token in tokens[6:]:
+                if token.startswith("eps"):
+                    fields["eps"] = float(token[3:])
+                elif token.startswith("affine_"):
+                    fields["affine"] = token[len("affine_"):]
+                elif token.startswith("w"):
+                    fields["param_dtype"] = token[1:]
+                else:
+                    raise ValueError
+        except ValueError:
+            raise InvalidArgumentError(f"case id {case_id!r} does not have the form {form}") from None
+        return cls(**fields)

@@ -1,0 +1,233 @@
+"""``gnbench`` (or ``python -m harness``): a thin face over the Python API.
+
+Commands: ``list`` (backends, devices, availability), ``cases`` (the ids of a suite),
+``verify`` (a correctness sweep), ``selftest`` (the verifier against planted bugs).
+Exit codes: 0 all verified rows passed; 1 a failure; 2 a usage error; 3 nothing was
+verified at all (every row skipped or unsupported), with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
+
+
+def _program() -> str:
+    return "python -m harness" if sys.argv[0].endswith("__main__.py") else "gnbench"
+
+
+def _escape(text) -> str:
+    from rich.markup import escape
+
+    return escape(str(text))
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _load_plugins(modules) -> None:
+    """Import each module; call its ``register_backends()`` if it has one."""
+    for name in modules or ():
+        module = importlib.import_module(name)
+        hook = getattr(module, "register_backends", None)
+        if callable(hook):
+            hook()
+
+
+def _list(args) -> int:
+    from rich.table import Table
+
+    import backends
+
+    table = Table(title="GroupNorm backends")
+    for column in ("backend", "device", "dtypes", "layouts", "status", "version"):
+        table.add_column(column, overflow="fold")
+    for name in backends.names():
+        backend = backends.get(name)
+        for device in backend.devices:
+            reason = backend.availability(device)
+            version = ""
+            if reason is None:
+                try:
+                    version = backend.version()
+                except Exception as error:
+                    version = f"unknown ({type(error).__name__})"
+            table.add_row(
+                name, device, ", ".join(backend.dtypes), ", ".join(backend.layouts),
+                "[green]available[/]" if reason is None else f"[yellow]{_escape(reason)}[/]", _escape(version),
+            )
+    _console().print(table)
+    return EXIT_OK
+
+
+def _cases(args) -> int:
+    from . import suites
+
+    for suite in args.suite.split(","):
+        for case in suites.get(suite):
+            print(case.id)
+    return EXIT_OK
+
+
+def _run_sweep(the_plan, console):
+    """Run a plan under a rich progress bar (with ETA); returns the rows as a DataFrame."""
+    import pandas as pd
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from .verify import COLUMNS, sweep
+
+    rows = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("verifying", total=the_plan.size)
+        for row in sweep(the_plan):
+            rows.append(row)
+            progress.update(task, advance=1, description=f"{row['backend']}:{row['device']}")
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame.attrs["not_run"] = list(the_plan.not_run)
+    return frame
+
+
+def summary_table(frame):
+    """Per backend x device x dtype: passed, failed, not run, worst error/tolerance ratio."""
+    from rich.table import Table
+
+    from .verify import FAILED, NOT_RUN
+
+    table = Table(title="verification summary (ratio = worst |error| / tolerance; must stay <= 1)")
+    for column in ("backend", "device", "dtype", "passed", "failed", "not run", "worst ratio"):
+        table.add_column(column, justify="right" if column in ("passed", "failed", "not run", "worst ratio") else "left")
+    from backends.dtypes import DTYPES
+
+    order = frame.assign(_dtype=frame.dtype.map(DTYPES.index))
+    order = order.sort_values(["backend", "device", "_dtype"], kind="stable")
+    for (backend, device, dtype), group in order.groupby(["backend", "device", "dtype"], sort=False):
+        failed = int(group.status.isin(FAILED).sum())
+        ratio = group.ratio.max()
+        table.add_row(
+            backend, device, dtype,
+            str(int((group.status == "passed").sum())),
+            f"[red]{failed}[/]" if failed else "0",
+            str(int(group.status.isin(NOT_RUN).sum())),
+            "-" if ratio != ratio else f"{ratio:.3g}",
+        )
+    return table
+
+
+def _rerun_command(row, plugins) -> str:
+    parts = [_program(), "verify"]
+    parts += [f"--plugin {plugin}" for plugin in plugins or ()]
+    parts += [f"--backends {row['backend']}", f"--devices {row['device']}", f"--case {row['case_id']}"]
+    return " ".join(parts)
+
+
+def print_failures(frame, console, plugins=(), limit: int = 25) -> None:
+    from .verify import FAILED
+
+    failures = frame[frame.status.isin(FAILED)]
+    for _, row in failures.head(limit).iterrows():
+        detail = row.reason
+        if row.status in ("mismatch", "nan_mismatch"):
+            detail += f"; at {row.worst_index}: expected {row.expected:.7g}, got {row.got:.7g}"
+        console.print(f"[red]{row.status}[/] {row.backend}:{row.device} {row.case_id}: {_escape(detail)}")
+        console.print(f"    rerun: {_escape(_rerun_command(row, plugins))}", soft_wrap=True)
+    if len(failures) > limit:
+        console.print(f"... and {len(failures) - limit} more failures")
+
+
+def write_rows(frame, path: str) -> None:
+    """Write rows as CSV or parquet (by the file's suffix)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if path.endswith(".parquet"):
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+
+
+def _verify(args) -> int:
+    from .verify import FAILED, plan
+
+    console = _console()
+    _load_plugins(args.plugin)
+    the_plan = plan(args.backends, args.suite, args.devices, args.dtypes, args.case or None)
+    if not the_plan.pairs:
+        console.print("[red]nothing to verify:[/] no backend is available for the devices asked")
+        for backend, device, reason in the_plan.not_run:
+            console.print(f"  {backend}:{device}: {_escape(reason)}")
+        return EXIT_NOTHING
+    start = time.perf_counter()
+    frame = _run_sweep(the_plan, console)
+    elapsed = time.perf_counter() - start
+    console.print(summary_table(frame))
+    for backend, device, reason in the_plan.not_run:
+        console.print(f"[dim]not run: {backend}:{device}: {_escape(reason)}[/]")
+    print_failures(frame, console, args.plugin)
+    if args.out:
+        write_rows(frame, args.out)
+        console.print(f"rows written to {args.out}")
+    verified = frame.status.isin(("passed",) + FAILED)
+    failed = int(frame.status.isin(FAILED).sum())
+    console.print(
+        f"{len(frame)} rows, {int(verified.sum())} verified, {failed} failed, "
+        f"{len(frame) - int(verified.sum())} not run, in {elapsed:.1f} s"
+    )
+    if not verified.any():
+        reasons = sorted(set(frame.reason))
+        console.print("[red]nothing was verified:[/] every row was skipped or unsupported: " + _escape("; ".join(reasons[:5])))
+        return EXIT_NOTHING
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _selftest(args) -> int:
+    from . import selftest
+
+    console = _console()
+    report = selftest.run(suite=args.suite)
+    console.print(selftest.report_table(report))
+    problems = selftest.problems(report)
+    for problem in problems:
+        console.print(f"[red]self-test failure:[/] {_escape(problem)}")
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog=_program(), description="GroupNorm verification and benchmarking harness")
+    commands = top.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="backends, devices, dtypes and availability")
+    cases = commands.add_parser("cases", help="print the case ids of a suite")
+    cases.add_argument("--suite", default="default")
+    verify = commands.add_parser("verify", help="verify backends against the float64 oracle")
+    verify.add_argument("--suite", default="default", help="suite name(s), comma-separated")
+    verify.add_argument("--backends", help="backend names, comma-separated (default: all available)")
+    verify.add_argument("--devices", help="cpu, cuda (default: wherever available)")
+    verify.add_argument("--dtypes", help="float16, bfloat16, float32, float64 (default: all)")
+    verify.add_argument("--case", action="append", metavar="ID", help="run just this case id (repeatable)")
+    verify.add_argument("--plugin", action="append", metavar="MODULE",
+                        help="import MODULE first (and call its register_backends()) to add backends")
+    verify.add_argument("--out", metavar="FILE", help="write the rows to FILE (.csv or .parquet)")
+    selftest = commands.add_parser("selftest", help="check the verifier flags deliberately broken backends")
+    selftest.add_argument("--suite", default="default")
+    return top
+
+
+COMMANDS = {"list": _list, "cases": _cases, "verify": _verify, "selftest": _selftest}
+
+
+def main(argv=None) -> int:
+    from backends.errors import GroupNormBenchError
+
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (GroupNormBenchError, ModuleNotFoundError) as error:
+        _console(stderr=True).print(f"[red]error:[/] {error}")
+        return EXIT_USAGE

@@ -1,0 +1,124 @@
+"""Named sets of cases.
+
+* ``smoke``: a dozen small cases, seconds on any backend.
+* ``default``: the correctness suite. Ranks 2 to 5; N = 0, 1 and > 1; num_groups = 1,
+  = C and between; one and many channels per group; groups of one element and of more
+  than a million; odd sizes; the four dtypes; half input with float32 weight and bias;
+  every layout; affine none / default / random; eps 0, default and large; every input
+  distribution of :mod:`harness.inputs`. Random inputs on two seeds.
+
+Cases carry no device: a sweep puts each on the devices it runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from backends.dtypes import DTYPES, HALF_DTYPES
+from backends.errors import InvalidArgumentError
+
+from .cases import Case
+
+SEEDS = (0, 1)
+
+# (shape, num_groups): what each covers.
+DEFAULT_SHAPES = (
+    ((4, 6), 3),               # rank 2, two channels per group
+    ((8, 32), 32),             # rank 2, G = C: groups of one element (N > 1)
+    ((1, 12), 1),              # rank 2, N = 1, G = 1
+    ((0, 8), 2),               # rank 2, empty batch
+    ((2, 16, 7), 4),           # rank 3, odd length
+    ((1, 64, 33), 1),          # rank 3, G = 1, many channels per group
+    ((3, 10, 1), 10),          # rank 3, groups of one element
+    ((5, 15, 13), 5),          # rank 3, odd everything
+    ((2, 32, 8, 8), 8),        # rank 4
+    ((1, 4, 9, 11), 4),        # rank 4, G = C (instance norm)
+    ((3, 6, 7, 9), 3),         # rank 4, odd sizes
+    ((0, 8, 4, 4), 2),         # rank 4, empty batch
+    ((2, 8, 0, 5), 4),         # rank 4, zero-size spatial dimension (empty groups)
+    ((2, 8, 3, 4, 5), 4),      # rank 5
+    ((1, 16, 4, 4, 4), 16),    # rank 5, G = C
+    ((1, 2, 1024, 576), 1),    # a group of 1,179,648 elements
+)
+HUGE_GROUP = ((1, 2, 1024, 576), 1)
+DISTRIBUTION_SHAPE = ((2, 32, 12, 10), 8)       # groups of 480 elements
+LAYOUT_SHAPES = (((2, 12, 5, 7), 3), ((2, 16, 9), 4), ((1, 8, 3, 4, 5), 2), ((4, 6), 3))
+PARAMS_SHAPE = ((2, 24, 6, 6), 6)
+RANDOM_DISTRIBUTIONS = ("normal", "uniform", "offset", "near_constant", "large_values",
+                        "nan_inf", "channel_stats", "split_group")
+
+
+def _seeds(distribution: str):
+    return (0,) if distribution == "constant" else SEEDS
+
+
+def _smoke() -> list[Case]:
+    return [
+        Case((2, 8, 4, 4), 4, dtype)
+        for dtype in DTYPES
+    ] + [
+        Case((3, 6, 5), 3, "float32", "channels_last", "channel_stats"),
+        Case((2, 6), 2, "float32", "strided"),
+        Case((2, 8, 4, 4), 2, "float16", distribution="large_values"),
+        Case((2, 8, 4, 4), 2, "float32", distribution="offset"),
+        Case((2, 8, 4, 4), 2, "float32", distribution="nan_inf"),
+        Case((2, 8, 4, 4), 2, "float32", distribution="constant", affine="none"),
+        Case((2, 8, 3, 3, 3), 8, "float16", param_dtype="float32"),
+        Case((0, 4, 3), 2, "float64"),
+    ]
+
+
+def _default() -> list[Case]:
+    cases = []
+    # Shapes: every rank, batch size and group structure, in every dtype.
+    for (shape, groups), dtype, seed in itertools.product(DEFAULT_SHAPES, DTYPES, SEEDS):
+        cases.append(Case(shape, groups, dtype, seed=seed))
+    # Distributions that separate right from almost right, in every dtype.
+    shape, groups = DISTRIBUTION_SHAPE
+    for distribution, dtype in itertools.product(RANDOM_DISTRIBUTIONS[1:] + ("constant",), DTYPES):
+        for seed in _seeds(distribution):
+            cases.append(Case(shape, groups, dtype, distribution=distribution, seed=seed))
+    # Hard distributions on a group of over a million elements (serial sums stagnate there).
+    shape, groups = HUGE_GROUP
+    for distribution, dtype in itertools.product(("offset", "split_group"), ("float32", "float16")):
+        cases.append(Case(shape, groups, dtype, distribution=distribution))
+    # Layouts: channels-last and strided views, with per-channel statistics.
+    for (shape, groups), layout, dtype, seed in itertools.product(
+        LAYOUT_SHAPES, ("channels_last", "strided"), DTYPES, SEEDS
+    ):
+        if layout == "channels_last" and len(shape) < 3:
+            continue
+        cases.append(Case(shape, groups, dtype, layout, "channel_stats", seed))
+    # Affine, eps and parameter dtype.
+    shape, groups = PARAMS_SHAPE
+    for dtype in DTYPES:
+        cases.append(Case(shape, groups, dtype, affine="none"))
+        cases.append(Case(shape, groups, dtype, affine="default"))
+        cases.append(Case(shape, groups, dtype, eps=0.0))
+        cases.append(Case(shape, groups, dtype, distribution="uniform", eps=0.1))
+        cases.append(Case(shape, groups, dtype, distribution="near_constant", eps=1.0))
+        cases.append(Case(shape, groups, dtype, distribution="constant", eps=1.0, affine="default"))
+    for dtype, layout in itertools.product(HALF_DTYPES, ("contiguous", "channels_last")):
+        for seed in SEEDS:
+            cases.append(Case(shape, groups, dtype, layout, "channel_stats", seed, param_dtype="float32"))
+    return cases
+
+
+SUITES = {"smoke": _smoke, "default": _default}
+
+
+def names() -> list[str]:
+    """Suite names."""
+    return list(SUITES)
+
+
+def get(name: str) -> list[Case]:
+    """The cases of suite ``name`` (device ``cpu``; a sweep moves them)."""
+    if name not in SUITES:
+        raise InvalidArgumentError(f"unknown suite {name!r}; valid suites: {', '.join(SUITES)}")
+    cases = SUITES[name]()
+    ids = [case.id for case in cases]
+    duplicates = {i for i in ids if ids.count(i) > 1}
+    if duplicates:  # a programming error in this file, caught by the tests
+        raise AssertionError(f"suite {name!r} repeats case ids {sorted(duplicates)}")
+    return cases

@@ -1,0 +1,348 @@
+"""Verification: run backends on cases and judge each output against the oracle.
+
+``verify(...)`` returns one pandas row per (case, backend, device). A row keeps the
+numbers, never just a bool: status, max abs and rel error, the worst element's index
+with expected and got values, the tolerance there and the error/tolerance ratio. A
+backend that raises becomes an ``error`` row and the sweep goes on.
+
+Status values (the results schema extends this list, never redefines it):
+
+================  ====================================================================
+passed            every element within tolerance, NaN/Inf exactly where the oracle has them
+mismatch          some finite element farther from the oracle than its tolerance
+wrong_shape       output shape differs from the input's
+wrong_dtype       output dtype differs from the input's
+nan_mismatch      NaN or +/-Inf positions differ from the oracle's
+input_modified    the call changed x, weight or bias
+aliases_input     the output shares memory with x
+error             the backend raised (reason: exception type and message)
+unsupported       the backend declares the case out of scope (reason from ``supports``)
+skipped           the backend cannot run on the device here (reason from ``availability``)
+================  ====================================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+import backends as registry
+from backends.dtypes import dtype_name, numpy_dtype
+
+from . import inputs as case_inputs
+from .cases import Case
+from .reference import Reference, group_norm_reference
+from .tolerances import tolerance
+
+STATUSES = (
+    "passed", "mismatch", "wrong_shape", "wrong_dtype", "nan_mismatch",
+    "input_modified", "aliases_input", "error", "unsupported", "skipped",
+)
+FAILED = ("mismatch", "wrong_shape", "wrong_dtype", "nan_mismatch", "input_modified", "aliases_input", "error")
+NOT_RUN = ("unsupported", "skipped")
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """How one output compares with the oracle.
+
+    ``ratio`` is max(|got - expected| / tolerance) over finite elements: above 1 fails.
+    ``worst_index`` is that element's index (for NaN/Inf mismatches, the first differing
+    element), with ``expected`` (oracle, float64), ``got`` and ``tolerance`` there.
+    """
+
+    status: str
+    reason: str = ""
+    max_abs_err: float = math.nan
+    max_rel_err: float = math.nan
+    ratio: float = math.nan
+    tolerance: float = math.nan
+    worst_index: tuple | None = None
+    expected: float = math.nan
+    got: float = math.nan
+
+
+@dataclasses.dataclass(frozen=True)
+class Expected:
+    """What a case must produce: the oracle plus the per-element tolerance."""
+
+    reference: Reference
+    tolerance: np.ndarray
+
+    @classmethod
+    def of(cls, case: Case, host: case_inputs.Inputs) -> "Expected":
+        reference = group_norm_reference(host.x, case.num_groups, host.weight, host.bias, case.eps)
+        tol = tolerance(
+            case.dtype, reference.normalized, reference.mean, reference.rstd,
+            case.group_size, host.weight, host.bias,
+        )
+        return cls(reference, tol)
+
+
+def _index(flat_index: int, shape) -> tuple:
+    return tuple(int(i) for i in np.unravel_index(flat_index, shape))
+
+
+def judge(output, dtype: str, expected: Expected) -> Verdict:
+    """Compare a host output array with the oracle (shape, dtype, NaN/Inf, values)."""
+    y = np.asarray(output)
+    reference = expected.reference.y
+    if y.shape != reference.shape:
+        return Verdict("wrong_shape", f"output shape {y.shape} differs from input shape {reference.shape}")
+    if dtype_name(y.dtype) != dtype:
+        return Verdict("wrong_dtype", f"output dtype {y.dtype} differs from input dtype {dtype}")
+    if y.size == 0:
+        return Verdict("passed", max_abs_err=0.0, max_rel_err=0.0, ratio=0.0, tolerance=0.0)
+    got = y.astype(np.float64)
+    with np.errstate(all="ignore"):
+        # The correctly rounded answer in the output dtype: overflow there is a real Inf.
+        rounded = reference.astype(numpy_dtype(dtype)).astype(np.float64)
+    for kind, test in (("NaN", np.isnan), ("+Inf", np.isposinf), ("-Inf", np.isneginf)):
+        differs = test(rounded) != test(got)
+        if differs.any():
+            where = int(np.flatnonzero(differs)[0])
+            count = int(differs.sum())
+            return Verdict(
+                "nan_mismatch",
+                f"{kind} positions differ from the oracle's at {count} element(s)",
+                worst_index=_index(where, y.shape),
+                expected=float(reference.flat[where]),
+                got=float(got.flat[where]),
+            )
+    finite = np.isfinite(rounded)
+    if not finite.any():
+        return Verdict("passed", max_abs_err=0.0, max_rel_err=0.0, ratio=0.0, tolerance=0.0)
+    with np.errstate(all="ignore"):
+        error = np.where(finite, np.abs(got - reference), 0.0)
+        ratio = error / expected.tolerance
+        relative = error / np.maximum(np.abs(reference), np.finfo(np.float64).tiny)
+    ratio = np.where(finite, ratio, 0.0)
+    worst = int(np.argmax(ratio))
+    verdict = Verdict(
+        "passed",
+        max_abs_err=float(error.max()),
+        max_rel_err=float(np.where(finite, relative, 0.0).max()),
+        ratio=float(ratio.flat[worst]),
+        tolerance=float(expected.tolerance.flat[worst]),
+        worst_index=_index(worst, y.shape),
+        expected=float(reference.flat[worst]),
+        got=float(got.flat[worst]),
+    )
+    if verdict.ratio > 1.0:
+        count = int((ratio > 1.0).sum())
+        verdict = dataclasses.replace(
+            verdict,
+            status="mismatch",
+            reason=f"{count} of {y.size} elements outside tolerance (worst {verdict.ratio:.3g}x it)",
+        )
+    return verdict
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    unsigned = f"u{a.dtype.itemsize}"
+    return bool(np.array_equal(a.view(unsigned), b.view(unsigned)))
+
+
+def _failure_text(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}".strip()
+    return text if len(text) <= 600 else text[:597] + "..."
+
+
+def run_case(backend, case: Case, host: case_inputs.Inputs, expected: Expected) -> Verdict:
+    """Run ``backend`` on one case (inputs and oracle prepared) and judge it.
+
+    The backend gets fresh framework arrays; x, weight and bias are compared bit for bit
+    with the host originals after the call, and the output must not alias x.
+    """
+    reason = backend.supports(case)
+    if reason:
+        return Verdict("unsupported", reason)
+    try:
+        x = backend.from_numpy(host.x, case.device)
+        weight = None if host.weight is None else backend.from_numpy(host.weight, case.device)
+        bias = None if host.bias is None else backend.from_numpy(host.bias, case.device)
+    except Exception as error:
+        return Verdict("error", "from_numpy failed: " + _failure_text(error))
+    try:
+        out = backend.group_norm(x, case.num_groups, weight, bias, case.eps)
+        backend.synchronize(case.device)
+        y = backend.to_numpy(out)
+    except Exception as error:
+        return Verdict("error", _failure_text(error))
+    verdict = judge(y, case.dtype, expected)
+    if verdict.status in ("wrong_shape",):
+        return verdict
+    try:
+        aliased = backend.shares_memory(out, x)
+        originals = (("x", x, host.x), ("weight", weight, host.weight), ("bias", bias, host.bias))
+        modified = [name for name, native, original in originals
+                    if native is not None and not _same_bits(backend.to_numpy(native), original)]
+    except Exception as error:
+        return Verdict("error", "checking inputs after the call failed: " + _failure_text(error))
+    if aliased:
+        return dataclasses.replace(verdict, status="aliases_input", reason="the output shares memory with x")
+    if modified:
+        return dataclasses.replace(
+            verdict, status="input_modified", reason=f"the call modified {', '.join(modified)} in place"
+        )
+    return verdict
+
+
+# -- planning and sweeping -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a sweep will run: cases x (backend, device) pairs, plus the pairs left out."""
+
+    cases: tuple[Case, ...]
+    pairs: tuple[tuple[str, str], ...]
+    not_run: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def size(self) -> int:
+        return len(self.cases) * len(self.pairs)
+
+
+def _names(value, kind: str, allowed: Sequence[str]) -> list[str] | None:
+    if value is None:
+        return None
+    items = [v.strip() for v in (value.split(",") if isinstance(value, str) else value)]
+    items = [v for v in items if v]
+    unknown = [v for v in items if v not in allowed]
+    if unknown:
+        raise registry.InvalidArgumentError(
+            f"unknown {kind} {', '.join(map(repr, unknown))}; valid {kind}s: {', '.join(allowed)}"
+        )
+    return items
+
+
+def plan(backends=None, suite="default", devices=None, dtypes=None, cases=None) -> Plan:
+    """Resolve names into a :class:`Plan` (raises InvalidArgumentError listing valid names).
+
+    Args:
+        backends: backend names (list or comma-separated string); None = all registered.
+        suite: suite name(s), list or comma-separated; ignored when ``cases`` is given.
+        devices: device names; None = every device where a backend is available.
+        dtypes: dtype names to keep; None = all.
+        cases: explicit cases (Case objects or ids) instead of a suite.
+    """
+    from . import suites
+
+    backend_names = _names(backends, "backend", registry.names()) or registry.names()
+    device_names = _names(devices, "device", registry.DEVICES)
+    dtype_names = _names(dtypes, "dtype", registry.DTYPES)
+    if cases is not None:
+        chosen = [c if isinstance(c, Case) else Case.from_id(c) for c in cases]
+    else:
+        chosen = []
+        for name in _names(suite, "suite", suites.names()) or ["default"]:
+            chosen.extend(suites.get(name))
+    if dtype_names:
+        chosen = [c for c in chosen if c.dtype in dtype_names]
+    unique = tuple(dict.fromkeys(c.on("cpu") for c in chosen))
+    pairs, not_run = [], []
+    for name in backend_names:
+        backend = registry.get(name)
+        for device in device_names or registry.DEVICES:
+            if device not in backend.devices:
+                continue
+            reason = backend.availability(device)
+            if reason is None:
+                pairs.append((name, device))
+            elif device_names is not None or name in (backends or ()):
+                pairs.append((name, device))  # asked for explicitly: skipped rows say why
+            else:
+                not_run.append((name, device, reason))
+    return Plan(unique, tuple(pairs), tuple(not_run))
+
+
+def _row(case: Case, backend_name: str, version: str, verdict: Verdict, seconds: float) -> dict:
+    return {
+        "case_id": case.id,
+        "backend": backend_name,
+        "device": case.device,
+        "dtype": case.dtype,
+        "shape": "x".join(map(str, case.shape)),
+        "num_groups": case.num_groups,
+        "layout": case.layout,
+        "distribution": case.distribution,
+        "seed": case.seed,
+        "eps": case.eps,
+        "affine": case.affine,
+        "param_dtype": case.param_dtype or case.dtype,
+        "group_size": case.group_size,
+        "status": verdict.status,
+        "max_abs_err": verdict.max_abs_err,
+        "max_rel_err": verdict.max_rel_err,
+        "ratio": verdict.ratio,
+        "tolerance": verdict.tolerance,
+        "worst_index": None if verdict.worst_index is None else ",".join(map(str, verdict.worst_index)),
+        "expected": verdict.expected,
+        "got": verdict.got,
+        "reason": verdict.reason,
+        "seconds": seconds,
+        "backend_version": version,
+    }
+
+
+def sweep(the_plan: Plan, on_row: Callable[[dict], None] | None = None) -> Iterable[dict]:
+    """Run a plan, yielding one row per (case, backend, device); inputs and oracle are
+    computed once per case and shared by every backend."""
+    backends = {name: registry.get(name) for name, _ in the_plan.pairs}
+    versions, availability = {}, {}
+    for name, device in the_plan.pairs:
+        availability[name, device] = backends[name].availability(device)
+        try:
+            versions[name] = backends[name].version()
+        except Exception as error:  # a version() that raises is data too
+            versions[name] = f"unknown ({_failure_text(error)})"
+    for case in the_plan.cases:
+        host = case_inputs.make(case)
+        expected = Expected.of(case, host)
+        for name, device in the_plan.pairs:
+            on_device = case.on(device)
+            start = time.perf_counter()
+            if availability[name, device]:
+                verdict = Verdict("skipped", availability[name, device])
+            else:
+                verdict = run_case(backends[name], on_device, host, expected)
+            row = _row(on_device, name, versions[name], verdict, time.perf_counter() - start)
+            if on_row is not None:
+                on_row(row)
+            yield row
+
+
+def verify(backends=None, suite="default", devices=None, dtypes=None, cases=None):
+    """Verify backends on a suite; one row per (case, backend, device).
+
+    Args:
+        backends: names (list or comma-separated); None = all registered backends.
+        suite: suite name(s); see :func:`harness.suites.names`.
+        devices: device names; None = every device where each backend is available.
+        dtypes: dtype names to keep; None = all.
+        cases: explicit cases (Case objects or ids) instead of a suite.
+
+    Returns:
+        pandas.DataFrame with columns case_id, backend, device, dtype, shape, num_groups,
+        layout, distribution, seed, eps, affine, param_dtype, group_size, status,
+        max_abs_err, max_rel_err, ratio, tolerance, worst_index, expected, got, reason,
+        seconds, backend_version. ``df.attrs["not_run"]`` lists (backend, device, reason)
+        for pairs left out because they are unavailable here.
+    """
+    import pandas as pd
+
+    the_plan = plan(backends, suite, devices, dtypes, cases)
+    frame = pd.DataFrame(list(sweep(the_plan)), columns=COLUMNS)
+    frame.attrs["not_run"] = list(the_plan.not_run)
+    return frame
+
+
+COLUMNS = list(_row(Case((2, 2), 1), "", "", Verdict("passed"), 0.0))
