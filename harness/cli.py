@@ -28,9 +28,14 @@ def _escape(text) -> str:
 
 
 def _console(stderr: bool = False):
+    import shutil
+
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    # Logs and pipes get a wide table rather than rich's 80-column default.
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else max(shutil.get_terminal_size((160, 24)).columns, 160)
+    return Console(stderr=stderr, highlight=False, width=width)
 
 
 def _load_plugins(modules) -> None:

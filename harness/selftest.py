@@ -1,0 +1,338 @@
+"""Self-test of the verifier: planted bugs that ``verify`` must flag, and correct
+implementations it must pass.
+
+Each broken backend is a small NumPy GroupNorm with one mistake that real
+implementations have made (the tracker where it was seen is named), registered through
+the public API (:func:`backends.register`) like any user's backend. ``run()`` verifies
+them all on a suite, next to the correct ones (torch, jax, numpy and a chunked-Welford
+float32 implementation), and ``report_table()`` shows, per implementation, the worst
+error/tolerance ratio (correct: must stay below 1) or the ratio on the case that
+catches it (broken: above 1, or a NaN/dtype/aliasing status).
+
+    gnbench selftest            # or: python -m harness selftest
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+import numpy as np
+
+import backends
+from backends.base import GroupNormBackend
+
+CHUNK = 256  # elements per Welford chunk in the correct float32 implementation
+
+
+def _compute_dtype(x):
+    return np.float64 if x.dtype == np.float64 else np.float32
+
+
+def _grouped(x, num_groups, dtype):
+    n, channels = x.shape[:2]
+    size = channels // num_groups * math.prod(x.shape[2:])
+    return np.asarray(x, dtype=dtype).reshape(n, num_groups, size)
+
+
+def _affine(y, x, weight, bias, dtype, channel_index=None):
+    """y * weight + bias per channel (or per whatever ``channel_index`` maps to)."""
+    broadcast = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    index = np.arange(x.shape[1]) if channel_index is None else channel_index
+    if weight is not None:
+        y = y * np.asarray(weight, dtype)[index].reshape(broadcast)
+    if bias is not None:
+        y = y + np.asarray(bias, dtype)[index].reshape(broadcast)
+    return y
+
+
+def _normalize(x, num_groups, weight, bias, eps, statistics, dtype=None, channel_index=None):
+    """GroupNorm with pluggable statistics: ``statistics(grouped) -> (mean, var)``."""
+    dtype = dtype or _compute_dtype(x)
+    grouped = _grouped(x, num_groups, dtype)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean, var = statistics(grouped)
+        y = ((grouped - mean) / np.sqrt(var + dtype(eps))).reshape(x.shape)
+        return _affine(y, x, weight, bias, dtype, channel_index).astype(x.dtype)
+
+
+def _two_pass(grouped):
+    mean = grouped.mean(axis=2, keepdims=True)
+    return mean, np.square(grouped - mean).mean(axis=2, keepdims=True)
+
+
+# -- a correct float32 implementation: chunked Welford with Chan's pairwise merge ------
+
+
+def _welford_chunked(grouped):
+    n, groups, size = grouped.shape
+    dtype = grouped.dtype
+    if size == 0:
+        nan = np.full((n, groups, 1), np.nan, dtype)
+        return nan, nan
+    chunks = math.ceil(size / CHUNK)
+    padded = np.zeros((n, groups, chunks * CHUNK), dtype)
+    padded[..., :size] = grouped
+    blocks = padded.reshape(n, groups, chunks, CHUNK)
+    counts = np.full(chunks, CHUNK, dtype)
+    counts[-1] = size - (chunks - 1) * CHUNK
+    valid = (np.arange(chunks * CHUNK).reshape(chunks, CHUNK) < size)
+    # Per-chunk mean and M2 (sum of squared deviations), over the valid elements only.
+    means = blocks.sum(axis=3) / counts
+    m2 = (np.square(blocks - means[..., None]) * valid).sum(axis=3)
+    # Merge chunk statistics pairwise (Chan, Golub & LeVeque), all in float32.
+    while means.shape[2] > 1:
+        if means.shape[2] % 2:
+            means = np.concatenate([means, np.zeros_like(means[..., :1])], axis=2)
+            m2 = np.concatenate([m2, np.zeros_like(m2[..., :1])], axis=2)
+            counts = np.concatenate([counts, np.zeros(1, dtype)])
+        na, nb = counts[0::2], counts[1::2]
+        total = na + nb
+        delta = means[..., 1::2] - means[..., 0::2]
+        weight_b = np.where(total > 0, nb / np.where(total > 0, total, 1), 0).astype(dtype)
+        means = means[..., 0::2] + delta * weight_b
+        m2 = m2[..., 0::2] + m2[..., 1::2] + np.square(delta) * na * weight_b
+        counts = total
+    return means, m2 / counts[0]
+
+
+class WelfordFloat32(GroupNormBackend):
+    """Correct: float32 statistics by chunked Welford/Chan merges (what GPU kernels do)."""
+
+    name = "welford-f32"
+    devices = ("cpu",)
+    description = "correct: chunked Welford in float32 with pairwise Chan merges"
+
+    def group_norm(self, x, num_groups, weight=None, bias=None, eps=1e-5):
+        return _normalize(x, num_groups, weight, bias, eps, _welford_chunked)
+
+    def from_numpy(self, array, device):
+        return array.copy()
+
+    def to_numpy(self, array):
+        return array
+
+
+# -- the planted bugs -------------------------------------------------------------------
+
+
+def _one_pass(grouped):  # flax use_fast_variance; flax#1491, Paddle#16654
+    mean = grouped.mean(axis=2, keepdims=True)
+    return mean, np.maximum(np.square(grouped).mean(axis=2, keepdims=True) - np.square(mean), 0)
+
+
+def _unbiased(grouped):  # x.var() defaults to n - 1 (chengyangfu/pytorch-groupnormalization#7)
+    mean = grouped.mean(axis=2, keepdims=True)
+    return mean, np.square(grouped - mean).sum(axis=2, keepdims=True) / (grouped.shape[2] - 1)
+
+
+def _padded(grouped):  # statistics over a tile-padded group (FlagGems#4984, tt-metal#50682)
+    size = grouped.shape[2]
+    padded_size = max(32, math.ceil(size / 32) * 32)
+    mean = grouped.sum(axis=2, keepdims=True) / padded_size
+    var = (np.square(grouped - mean).sum(axis=2, keepdims=True) + (padded_size - size) * np.square(mean)) / padded_size
+    return mean, var
+
+
+def _serial_sum(grouped):  # a float32 running sum over the whole group: stagnates past ~1e7
+    mean = np.add.accumulate(grouped, axis=2)[..., -1:] / grouped.shape[2] if grouped.shape[2] else grouped[..., :1]
+    return mean, np.square(grouped - mean).mean(axis=2, keepdims=True)
+
+
+def _first_half(grouped):  # a split-group merge that drops the second partial
+    half = max(1, grouped.shape[2] // 2)
+    return _two_pass(grouped[..., :half])
+
+
+def _nan_ignoring(grouped):  # NaN-skipping reductions: a NaN no longer poisons its group
+    mean = np.nanmean(grouped, axis=2, keepdims=True)
+    return mean, np.nanmean(np.square(grouped - mean), axis=2, keepdims=True)
+
+
+def _sample_zero(grouped):  # batch stride wrong: sample 0's statistics for all (tt-metal#57223)
+    mean, var = _two_pass(grouped)
+    return np.broadcast_to(mean[:1], mean.shape), np.broadcast_to(var[:1], var.shape)
+
+
+def _strides_ignored(x):
+    """x read from its data pointer as if C-contiguous (tensorflow/addons#751 for NHWC)."""
+    if x.flags.c_contiguous:
+        return x
+    strides = tuple(math.prod(x.shape[i + 1:]) * x.itemsize for i in range(x.ndim))
+    return np.lib.stride_tricks.as_strided(x, shape=x.shape, strides=strides)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bug:
+    name: str
+    what: str
+    seen: str
+    group_norm: object
+
+
+def _bugs() -> list[Bug]:
+    def stats(function, dtype=None):
+        return lambda x, g, w=None, b=None, eps=1e-5: _normalize(x, g, w, b, eps, function, dtype)
+
+    def eps_outside(x, g, w=None, b=None, eps=1e-5):
+        dtype = _compute_dtype(x)
+        grouped = _grouped(x, g, dtype)
+        with np.errstate(all="ignore"):
+            mean, var = _two_pass(grouped)
+            y = ((grouped - mean) / (np.sqrt(var) + dtype(eps))).reshape(x.shape)
+            return _affine(y, x, w, b, dtype).astype(x.dtype)
+
+    def no_eps(x, g, w=None, b=None, eps=1e-5):
+        return _normalize(x, g, w, b, 0.0, _two_pass)
+
+    def half_accumulation(x, g, w=None, b=None, eps=1e-5):
+        return _normalize(x, g, w, b, eps, _one_pass_in_dtype, dtype=x.dtype.type if x.dtype.itemsize == 2 else None)
+
+    def interleaved_groups(x, g, w=None, b=None, eps=1e-5):
+        # channel c taken as member of group c % G instead of c // G
+        channels = x.shape[1]
+        order = np.argsort(np.arange(channels) % g, kind="stable")
+        y = _normalize(np.ascontiguousarray(x[:, order]), g, None, None, eps, _two_pass)
+        out = np.empty_like(y)
+        out[:, order] = y
+        dtype = _compute_dtype(x)
+        return _affine(out.astype(dtype), x, w, b, dtype).astype(x.dtype)
+
+    def affine_per_group(x, g, w=None, b=None, eps=1e-5):
+        index = np.arange(x.shape[1]) // (x.shape[1] // g)
+        return _normalize(x, g, w, b, eps, _two_pass, channel_index=index)
+
+    def ignores_strides(x, g, w=None, b=None, eps=1e-5):
+        return _normalize(_strides_ignored(x), g, w, b, eps, _two_pass)
+
+    def float32_output(x, g, w=None, b=None, eps=1e-5):
+        return _normalize(x, g, w, b, eps, _two_pass).astype(np.float32 if x.dtype.itemsize == 2 else x.dtype)
+
+    def in_place(x, g, w=None, b=None, eps=1e-5):
+        x[...] = _normalize(x, g, w, b, eps, _two_pass)
+        return x
+
+    return [
+        Bug("bug-one-pass-variance", "var = E[x^2] - E[x]^2 (clamped at 0)", "flax#1491, PaddlePaddle/Paddle#16654", stats(_one_pass)),
+        Bug("bug-unbiased-variance", "variance divided by m - 1", "chengyangfu/pytorch-groupnormalization#7", stats(_unbiased)),
+        Bug("bug-channel-mapping", "channel c in group c % G, not c // G", "tensorflow/addons#751", interleaved_groups),
+        Bug("bug-eps-outside-sqrt", "1 / (sqrt(var) + eps)", "common in hand-written norms", eps_outside),
+        Bug("bug-no-eps", "eps ignored", "fastMRI#139", no_eps),
+        Bug("bug-half-accumulation", "statistics accumulated in float16/bfloat16", "brainchop-cli#56, nntrainer#3935", half_accumulation),
+        Bug("bug-ignores-strides", "reads the data pointer as if contiguous", "tensorflow/addons#751, pytorch#111824", ignores_strides),
+        Bug("bug-padded-statistics", "statistics over a group zero-padded to 32", "FlagGems#4984, tt-metal#50682", stats(_padded)),
+        Bug("bug-batch-stride", "sample 0's statistics for every sample", "tt-metal#57223", stats(_sample_zero)),
+        Bug("bug-affine-per-group", "weight/bias indexed by group, not channel", "affine indexing slip", affine_per_group),
+        Bug("bug-drops-nan", "NaN-skipping statistics", "nanmean-style reductions", stats(_nan_ignoring)),
+        Bug("bug-serial-f32-sum", "mean by one running float32 sum", "numba-cpu issue's warning", stats(_serial_sum)),
+        Bug("bug-split-merge", "statistics of the first half of each group only", "split-group merge slip", stats(_first_half)),
+        Bug("bug-float32-output", "float32 output for half input", "missing cast back", float32_output),
+        Bug("bug-in-place", "writes y into x and returns it", "in-place kernels", in_place),
+    ]
+
+
+def _one_pass_in_dtype(grouped):
+    mean = grouped.mean(axis=2, keepdims=True, dtype=grouped.dtype)
+    return mean, np.square(grouped - mean).mean(axis=2, keepdims=True, dtype=grouped.dtype)
+
+
+def _host_backend(bug: Bug) -> GroupNormBackend:
+    return GroupNormBackend.from_function(
+        bug.name, bug.group_norm,
+        from_numpy=lambda array, device: _copy_keeping_strides(array),
+        description=f"broken: {bug.what} (seen: {bug.seen})",
+    )
+
+
+def _copy_keeping_strides(array):
+    if array.size == 0 or array.flags.c_contiguous:
+        return array.copy()
+    span = sum((n - 1) * s for n, s in zip(array.shape, array.strides)) + array.itemsize
+    out = np.ndarray(array.shape, array.dtype, np.zeros(span, np.uint8), 0, array.strides)
+    out[...] = array
+    return out
+
+
+BUGS = {bug.name: bug for bug in _bugs()}
+CORRECT = ("torch", "jax", "numpy", WelfordFloat32.name)
+
+
+def register_backends() -> list[str]:
+    """Register the broken backends and welford-f32 (idempotent); returns their names."""
+    names = []
+    for backend in [WelfordFloat32()] + [_host_backend(bug) for bug in BUGS.values()]:
+        backends.register(backend, replace=True)
+        names.append(backend.name)
+    return names
+
+
+def run(suite: str = "default"):
+    """Verify correct and broken implementations on ``suite`` (CPU); returns the rows."""
+    from .verify import verify
+
+    register_backends()
+    available = [name for name in CORRECT if backends.get(name).availability("cpu") is None]
+    return verify(backends=available + list(BUGS), suite=suite, devices=["cpu"])
+
+
+def summarize(frame):
+    """One row per implementation: kind, verified, failed, worst ratio, the catching case."""
+    import pandas as pd
+
+    from .verify import FAILED
+
+    rows = []
+    for name, group in frame.groupby("backend", sort=False):
+        failed = group[group.status.isin(FAILED)]
+        kind = "broken" if name in BUGS else "correct"
+        verified = group[group.status.isin(("passed",) + FAILED)]
+        mismatches = failed[failed.status == "mismatch"]
+        if kind == "correct" or failed.empty:
+            worst = verified.sort_values("ratio").tail(1)
+        elif not mismatches.empty:  # the case that catches it by the widest margin
+            worst = mismatches.sort_values("ratio").tail(1)
+        else:
+            worst = failed.tail(1)
+        worst_row = worst.iloc[0] if len(worst) else None
+        rows.append({
+            "implementation": name,
+            "kind": kind,
+            "what": BUGS[name].what if name in BUGS else backends.get(name).description,
+            "verified": len(verified),
+            "failed": len(failed),
+            "ratio": math.nan if worst_row is None else worst_row.ratio,
+            "status": "" if worst_row is None else worst_row.status,
+            "case_id": "" if worst_row is None else worst_row.case_id,
+            "statuses": ", ".join(f"{s} {n}" for s, n in failed.status.value_counts().items()),
+        })
+    return pd.DataFrame(rows)
+
+
+def problems(frame) -> list[str]:
+    """What is wrong with the verifier, judging by the self-test rows (empty = all good)."""
+    summary = summarize(frame)
+    found = []
+    for _, row in summary.iterrows():
+        if row.kind == "correct" and row.failed:
+            found.append(f"correct implementation {row.implementation} failed {row.failed} cases ({row.statuses})")
+        if row.kind == "broken" and not row.failed:
+            found.append(f"broken implementation {row.implementation} ({row.what}) was not caught")
+    return found
+
+
+def report_table(frame):
+    """A rich table of :func:`summarize`."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="verifier self-test: correct implementations must stay below ratio 1, broken ones must fail")
+    for column in ("implementation", "kind", "verified", "failed", "ratio", "catching case / worst case", "failure statuses"):
+        table.add_column(column, overflow="fold")
+    for _, row in summarize(frame).iterrows():
+        ratio = "-" if row.ratio != row.ratio else f"{row.ratio:.3g}"
+        table.add_row(row.implementation, row.kind, str(row.verified), str(row.failed),
+                      ratio if row.status in ("passed", "mismatch") else f"{ratio} ({row.status})",
+                      escape(row.case_id), escape(row.statuses))
+    return table
