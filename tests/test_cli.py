@@ -1,0 +1,81 @@
+"""``python -m harness`` (= ``gnbench``): exit codes, messages and reproducible failures."""
+
+import shlex
+
+import pytest
+
+import backends
+from conftest import run_harness
+
+
+def test_verify_smoke_passes_with_a_summary_table():
+    result = run_harness("verify", "--suite", "smoke", "--backends", "numpy,torch")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "verification summary" in result.stdout and "numpy" in result.stdout
+    assert "0 failed" in result.stdout
+
+
+def test_a_failure_exits_1_and_its_printed_command_reproduces_it():
+    result = run_harness("verify", "--plugin", "harness.selftest", "--backends", "bug-unbiased-variance",
+                         "--suite", "smoke")
+    assert result.returncode == 1, result.stdout + result.stderr
+    reruns = [line.split("rerun:", 1)[1].strip() for line in result.stdout.splitlines() if "rerun:" in line]
+    assert reruns, result.stdout
+    words = shlex.split(reruns[0])
+    assert words[:3] == ["python", "-m", "harness"]
+    case_id = words[words.index("--case") + 1]
+    again = run_harness(*words[3:])
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert case_id in again.stdout and "1 failed" in again.stdout
+
+
+@pytest.mark.parametrize("args, listing", [
+    (["--suite", "nope"], "valid suites: smoke, default"),
+    (["--backends", "nope"], "valid backends: torch, jax, numpy"),
+    (["--devices", "tpu"], "valid devices: cpu, cuda"),
+    (["--dtypes", "float8"], "valid dtypes: float16, bfloat16, float32, float64"),
+    (["--case", "not-a-case"], "does not have the form"),
+], ids=["suite", "backend", "device", "dtype", "case"])
+def test_unknown_names_are_usage_errors_listing_the_valid_ones(args, listing):
+    result = run_harness("verify", *args)
+    assert result.returncode == 2
+    assert listing in " ".join((result.stdout + result.stderr).split())
+
+
+def test_nothing_verified_exits_3_with_the_reason():
+    reason = backends.get("torch").availability("cuda")
+    if reason is None:
+        pytest.skip("a CUDA device is present, so cuda rows do verify")
+    result = run_harness("verify", "--suite", "smoke", "--backends", "torch", "--devices", "cuda")
+    assert result.returncode == 3
+    assert "nothing was verified" in result.stdout and "CUDA" in result.stdout
+
+
+def test_argparse_usage_error_exits_2():
+    assert run_harness("verify", "--no-such-flag").returncode == 2
+
+
+def test_list_shows_backends_with_availability():
+    result = run_harness("list")
+    assert result.returncode == 0
+    for name in ("torch", "jax", "numpy"):
+        assert name in result.stdout
+    assert "available" in result.stdout
+
+
+def test_cases_prints_parseable_ids():
+    from harness.cases import Case
+
+    result = run_harness("cases", "--suite", "smoke")
+    ids = result.stdout.split()
+    assert len(ids) == 12 and all(Case.from_id(i).id == i for i in ids)
+
+
+def test_out_writes_rows(tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "rows.csv"
+    result = run_harness("verify", "--suite", "smoke", "--backends", "numpy", "--out", str(out))
+    assert result.returncode == 0
+    frame = pd.read_csv(out)
+    assert len(frame) == 12 and set(frame.status) == {"passed"}
