@@ -111,10 +111,12 @@ def summary_table(frame):
     table = Table(title="verification summary (ratio = worst |error| / tolerance; must stay <= 1)")
     for column in ("backend", "device", "dtype", "passed", "failed", "not run", "worst ratio"):
         table.add_column(column, justify="right" if column in ("passed", "failed", "not run", "worst ratio") else "left")
+    import backends
     from backends.dtypes import DTYPES
 
-    order = frame.assign(_dtype=frame.dtype.map(DTYPES.index))
-    order = order.sort_values(["backend", "device", "_dtype"], kind="stable")
+    rank = {name: index for index, name in enumerate(backends.names())}
+    order = frame.assign(_backend=frame.backend.map(rank).fillna(len(rank)), _dtype=frame.dtype.map(DTYPES.index))
+    order = order.sort_values(["_backend", "device", "_dtype"], kind="stable")
     for (backend, device, dtype), group in order.groupby(["backend", "device", "dtype"], sort=False):
         failed = int(group.status.isin(FAILED).sum())
         ratio = group.ratio.max()
