@@ -242,18 +242,9 @@ def _one_pass_in_dtype(grouped):
 def _host_backend(bug: Bug) -> GroupNormBackend:
     return GroupNormBackend.from_function(
         bug.name, bug.group_norm,
-        from_numpy=lambda array, device: _copy_keeping_strides(array),
+        from_numpy=lambda array, device: backends.get("numpy").from_numpy(array, device),
         description=f"broken: {bug.what} (seen: {bug.seen})",
     )
-
-
-def _copy_keeping_strides(array):
-    if array.size == 0 or array.flags.c_contiguous:
-        return array.copy()
-    span = sum((n - 1) * s for n, s in zip(array.shape, array.strides)) + array.itemsize
-    out = np.ndarray(array.shape, array.dtype, np.zeros(span, np.uint8), 0, array.strides)
-    out[...] = array
-    return out
 
 
 BUGS = {bug.name: bug for bug in _bugs()}
