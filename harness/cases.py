@@ -60,7 +60,7 @@ class Case:
     device: str = "cpu"
 
     def __post_init__(self):
-        from .inputs import DISTRIBUTIONS, ZERO_VARIANCE_DISTRIBUTIONS
+        from .inputs import DISTRIBUTIONS, UNREPRESENTABLE, ZERO_VARIANCE_DISTRIBUTIONS
 
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
         object.__setattr__(self, "eps", float(self.eps))
@@ -81,6 +81,8 @@ class Case:
         for field, value, allowed in checks:
             if value not in allowed:
                 raise InvalidArgumentError(f"{field} must be one of {', '.join(allowed)}; got {value!r}")
+        if self.dtype in UNREPRESENTABLE.get(self.distribution, ()):
+            raise InvalidArgumentError(f"the {self.distribution} distribution cannot be held in {self.dtype}")
         if self.layout == "channels_last" and len(shape) < 3:
             raise InvalidArgumentError(f"the channels_last layout needs rank >= 3; got shape {shape}")
         if self.param_dtype is not None:

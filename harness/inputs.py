@@ -1,25 +1,38 @@
 """Inputs of a case, generated reproducibly from the case alone, on the host.
 
-Each distribution is a function ``(rng, case) -> float64 array of case.shape``; the
-values are then rounded to the case's dtype (bfloat16 through ``ml_dtypes``), so the
-oracle and every backend see exactly the same numbers. Distributions are chosen to
-separate right from almost right:
+Values are made one sample (one index of N) at a time, each from its own random stream
+``default_rng([seed, 0, n])``, in float64, then rounded to the case's dtype (bfloat16
+through ``ml_dtypes``) straight into a buffer already in the case's layout; a huge case
+never holds a float64 copy of the whole input. The oracle and every backend see exactly
+the same numbers.
 
-========================  ==================================================================
-``normal``                N(0, 1)
-``uniform``               U(-1, 3): a non-zero mean
-``offset``                1000 + N(0, 1): |mean|/std = 1000, breaks E[x^2] - E[x]^2
-``near_constant``         1 + 1e-3 N(0, 1): variance below the default eps
-``constant``              each group one value: variance 0, the answer is bias
-``large_values``          N(0, 1) * 1024 (|x| up to 60000): squares overflow float16
-``nan_inf``               N(0, 1) with a NaN, a +Inf and a -Inf in three groups
-``channel_stats``         each (sample, channel) its own mean and scale
-``split_group``           N(0, 1), the first third of every group shifted by +4
-========================  ==================================================================
+Distributions (``scale`` below depends on the dtype: see :data:`SCALES`):
 
-Weight and bias come from a second stream of the same seed, so they do not depend on the
-distribution. Layouts are made on the host with NumPy strides (channels-last by a
-transposed copy, strided as every other element of a buffer twice as long).
+======================  ===========================================================
+``normal``              N(0, 1)
+``uniform``             U(-1, 3): a non-zero mean
+``rand``                U(0, 1), as ``torch.rand`` (KernelBench's inputs)
+``offset``              1000 + N(0, 1): |mean|/std = 1e3, breaks E[x^2] - E[x]^2
+``offset_1e5``          1e5 + N(0, 1): |mean|/std = 1e5 (float32/float64 only)
+``near_constant``       1 + 1e-3 N(0, 1): variance below the default eps
+``near_constant_1e6``   1 + 1e-6 N(0, 1): a handful of float32 ulps
+``constant``            each group one value: variance 0, the answer is bias
+``large_values``        1024 N(0, 1), clipped to 60000: squares overflow float16
+``huge_magnitude``      the dtype's large scale (3e4 float16, 1e30 bfloat16, 1e15
+                        float32, 1e150 float64) times N(0, 1)
+``tiny_magnitude``      the dtype's small scale (1e-4 float16: subnormals; 1e-30
+                        bfloat16/float32; 1e-150 float64) times N(0, 1)
+``nan_inf``             N(0, 1) with a NaN, a +Inf and a -Inf in three groups
+``nan_inf_dense``       N(0, 1) with 1% NaN/+Inf/-Inf scattered and one all-Inf group
+``channel_stats``       each (sample, channel) its own mean (U(-5, 5)) and scale (e^U(-2, 2))
+``channel_stats_wide``  the same with means U(-1e3, 1e3) and scales e^U(-7, 7)
+``split_group``         N(0, 1), the first third of every group shifted by +4
+``split_group_far``     N(0, 1), the first third of every group shifted by +1e3
+======================  ===========================================================
+
+Weight and bias come from a second stream of the same seed, independent of the
+distribution. Layouts are made with NumPy strides: channels-last as a view of an
+(N, *spatial, C) buffer, strided as every other element of a buffer twice as long.
 """
 
 from __future__ import annotations
@@ -31,81 +44,129 @@ import numpy as np
 
 from backends.dtypes import numpy_dtype
 
-
-def _normal(rng, case):
-    return rng.standard_normal(case.shape)
-
-
-def _uniform(rng, case):
-    return rng.uniform(-1.0, 3.0, case.shape)
-
-
-def _offset(rng, case):
-    return 1000.0 + rng.standard_normal(case.shape)
+SCALES = {  # (huge, tiny) magnitudes per dtype
+    "float16": (3e4, 1e-4),
+    "bfloat16": (1e30, 1e-30),
+    "float32": (1e15, 1e-30),
+    "float64": (1e150, 1e-150),
+}
 
 
-def _near_constant(rng, case):
-    return 1.0 + 1e-3 * rng.standard_normal(case.shape)
+def _group_view(values, case):
+    """One sample (C, *spatial) as (G, group_size) (values are C-contiguous here)."""
+    return values.reshape(case.num_groups, -1)
 
 
-def _grouped(values, case):
-    """View (N, C, *) as (N, G, group_size) (values are C-contiguous here)."""
-    return values.reshape(case.shape[0], case.num_groups, -1) if values.size else values
+def _normal(rng, case, n):
+    return rng.standard_normal(case.shape[1:])
 
 
-def _constant(rng, case):
-    n, groups = case.shape[0], case.num_groups
-    per_group = rng.uniform(-10.0, 10.0, (n, groups, 1))
-    values = np.empty(case.shape)
+def _uniform(rng, case, n):
+    return rng.uniform(-1.0, 3.0, case.shape[1:])
+
+
+def _rand(rng, case, n):
+    return rng.uniform(0.0, 1.0, case.shape[1:])
+
+
+def _offset(center):
+    return lambda rng, case, n: center + rng.standard_normal(case.shape[1:])
+
+
+def _near_constant(spread):
+    return lambda rng, case, n: 1.0 + spread * rng.standard_normal(case.shape[1:])
+
+
+def _constant(rng, case, n):
+    values = np.empty(case.shape[1:])
     if values.size:
-        _grouped(values, case)[...] = per_group
+        _group_view(values, case)[...] = rng.uniform(-10.0, 10.0, (case.num_groups, 1))
     return values
 
 
-def _large_values(rng, case):
-    return np.clip(1024.0 * rng.standard_normal(case.shape), -60000.0, 60000.0)
+def _large_values(rng, case, n):
+    return np.clip(1024.0 * rng.standard_normal(case.shape[1:]), -60000.0, 60000.0)
 
 
-def _nan_inf(rng, case):
-    values = rng.standard_normal(case.shape)
-    flat = _grouped(values, case)
+def _magnitude(which):
+    def make(rng, case, n):
+        return SCALES[case.dtype][which] * rng.standard_normal(case.shape[1:])
+
+    return make
+
+
+def _nan_inf(rng, case, n):
+    values = rng.standard_normal(case.shape[1:])
+    if values.size:
+        groups = _group_view(values, case)
+        last, size = case.shape[0] - 1, groups.shape[1]
+        if n == 0:
+            groups[0, size // 2] = np.nan
+        if n == last:
+            groups[-1, 0] = np.inf
+        if n == case.shape[0] // 2:
+            groups[case.num_groups // 2, size - 1] = -np.inf
+    return values
+
+
+def _nan_inf_dense(rng, case, n):
+    values = rng.standard_normal(case.shape[1:])
+    flat = values.reshape(-1)
     if flat.size:
-        n, groups, size = flat.shape
-        flat[0, 0, size // 2] = np.nan
-        flat[n - 1, groups - 1, 0] = np.inf
-        flat[n // 2, groups // 2, size - 1] = -np.inf
+        picks = rng.random(flat.size)
+        flat[picks < 0.01] = np.nan
+        flat[(picks >= 0.01) & (picks < 0.015)] = np.inf
+        flat[(picks >= 0.015) & (picks < 0.02)] = -np.inf
+        if n == 0:
+            _group_view(values, case)[-1] = np.inf
     return values
 
 
-def _channel_stats(rng, case):
-    n, c = case.shape[:2]
-    spatial = (1,) * (len(case.shape) - 2)
-    means = rng.uniform(-5.0, 5.0, (n, c) + spatial)
-    scales = np.exp(rng.uniform(-2.0, 2.0, (n, c) + spatial))
-    return means + scales * rng.standard_normal(case.shape)
+def _channel_stats(mean_range, log_scale_range):
+    def make(rng, case, n):
+        channels = case.shape[1]
+        spatial = (1,) * (len(case.shape) - 2)
+        means = rng.uniform(-mean_range, mean_range, (channels,) + spatial)
+        scales = np.exp(rng.uniform(-log_scale_range, log_scale_range, (channels,) + spatial))
+        return means + scales * rng.standard_normal(case.shape[1:])
+
+    return make
 
 
-def _split_group(rng, case):
-    values = rng.standard_normal(case.shape)
-    flat = _grouped(values, case)
-    if flat.size:
-        flat[:, :, : math.ceil(flat.shape[2] / 3)] += 4.0
-    return values
+def _split_group(shift):
+    def make(rng, case, n):
+        values = rng.standard_normal(case.shape[1:])
+        if values.size:
+            groups = _group_view(values, case)
+            groups[:, : math.ceil(groups.shape[1] / 3)] += shift
+        return values
+
+    return make
 
 
 DISTRIBUTIONS = {
     "normal": _normal,
     "uniform": _uniform,
-    "offset": _offset,
-    "near_constant": _near_constant,
+    "rand": _rand,
+    "offset": _offset(1e3),
+    "offset_1e5": _offset(1e5),
+    "near_constant": _near_constant(1e-3),
+    "near_constant_1e6": _near_constant(1e-6),
     "constant": _constant,
     "large_values": _large_values,
+    "huge_magnitude": _magnitude(0),
+    "tiny_magnitude": _magnitude(1),
     "nan_inf": _nan_inf,
-    "channel_stats": _channel_stats,
-    "split_group": _split_group,
+    "nan_inf_dense": _nan_inf_dense,
+    "channel_stats": _channel_stats(5.0, 2.0),
+    "channel_stats_wide": _channel_stats(1e3, 7.0),
+    "split_group": _split_group(4.0),
+    "split_group_far": _split_group(1e3),
 }
 # Distributions with groups of zero variance: eps = 0 is undefined for them.
 ZERO_VARIANCE_DISTRIBUTIONS = ("constant",)
+# Distributions a dtype cannot hold (the values would overflow or collapse to constants).
+UNREPRESENTABLE = {"offset_1e5": ("float16", "bfloat16")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,27 +178,38 @@ class Inputs:
     bias: np.ndarray | None
 
 
+def empty(shape, dtype, layout: str) -> np.ndarray:
+    """An uninitialized array of ``shape`` with the memory layout named."""
+    if layout == "contiguous":
+        return np.empty(shape, dtype)
+    if layout == "channels_last":  # memory order N, *spatial, C
+        order = (0, *range(2, len(shape)), 1)
+        buffer = np.empty(tuple(shape[i] for i in order), dtype)
+        return buffer.transpose(tuple(np.argsort(order)))
+    if layout == "strided":  # every other element of a buffer twice as long
+        return np.zeros(tuple(shape[:-1]) + (2 * shape[-1],), dtype)[..., 1::2]
+    raise ValueError(f"layout must be contiguous, channels_last or strided; got {layout!r}")
+
+
 def lay_out(values: np.ndarray, layout: str) -> np.ndarray:
     """The same logical array with the memory layout named (a view of a fresh buffer)."""
-    if layout == "contiguous":
-        return np.ascontiguousarray(values)
-    if layout == "channels_last":  # memory order N, *spatial, C
-        order = (0, *range(2, values.ndim), 1)
-        inverse = tuple(np.argsort(order))
-        return np.ascontiguousarray(values.transpose(order)).transpose(inverse)
-    if layout == "strided":  # every other element of a buffer twice as long
-        buffer = np.zeros(values.shape[:-1] + (2 * values.shape[-1],), dtype=values.dtype)
-        view = buffer[..., 1::2]
-        view[...] = values
-        return view
-    raise ValueError(f"layout must be contiguous, channels_last or strided; got {layout!r}")
+    out = empty(values.shape, values.dtype, layout)
+    out[...] = values
+    return out
+
+
+def host_bytes(case) -> int:
+    """Bytes of the laid-out input buffer of ``case`` (strided doubles the last dimension)."""
+    return case.numel * numpy_dtype(case.dtype).itemsize * (2 if case.layout == "strided" else 1)
 
 
 def make(case) -> Inputs:
     """The inputs of ``case``: deterministic in the case's fields (device aside)."""
-    rng = np.random.default_rng([case.seed, 0])
-    values = DISTRIBUTIONS[case.distribution](rng, case)
-    x = lay_out(values.astype(numpy_dtype(case.dtype)), case.layout)
+    dtype = numpy_dtype(case.dtype)
+    x = empty(case.shape, dtype, case.layout)
+    generate = DISTRIBUTIONS[case.distribution]
+    for n in range(case.shape[0]):
+        x[n] = generate(np.random.default_rng([case.seed, 0, n]), case, n).astype(dtype)
     channels = case.shape[1]
     param_dtype = numpy_dtype(case.param_dtype or case.dtype)
     if case.affine == "none":

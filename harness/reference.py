@@ -27,6 +27,22 @@ class Reference:
     normalized: np.ndarray
 
 
+def normalize_rows(rows: np.ndarray, eps: float):
+    """Statistics of each row of a (groups, group_size) array, in float64.
+
+    Returns (normalized rows, mean per row, rstd per row).
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # empty groups, NaN/Inf inputs
+        mean = rows.mean(axis=1)
+        mean = mean + (rows - mean[:, None]).mean(axis=1)
+        residual = rows - mean[:, None]
+        rstd = 1.0 / np.sqrt(np.square(residual).mean(axis=1) + eps)
+        residual *= rstd[:, None]
+    return residual, mean, rstd
+
+
 def group_norm_reference(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5) -> Reference:
     """GroupNorm of host array ``x`` (N, C, *) in float64, torch semantics.
 
@@ -35,19 +51,14 @@ def group_norm_reference(x, num_groups: int, weight=None, bias=None, eps: float 
     x64 = np.asarray(x, dtype=np.float64)
     n, channels = x64.shape[:2]
     size = channels // num_groups * math.prod(x64.shape[2:])
-    grouped = np.ascontiguousarray(x64).reshape(n, num_groups, size)
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)  # empty groups, NaN/Inf inputs
-        mean = grouped.mean(axis=2)
-        mean = mean + (grouped - mean[..., None]).mean(axis=2)
-        residual = grouped - mean[..., None]
-        variance = np.square(residual).mean(axis=2)
-        rstd = 1.0 / np.sqrt(variance + eps)
-        normalized = (residual * rstd[..., None]).reshape(x64.shape)
-        broadcast = (1, channels) + (1,) * (x64.ndim - 2)
-        y = normalized
+    normalized, mean, rstd = normalize_rows(x64.reshape(n * num_groups, size), eps)
+    normalized = normalized.reshape(x64.shape)
+    broadcast = (1, channels) + (1,) * (x64.ndim - 2)
+    y = normalized
+    with np.errstate(all="ignore"):
         if weight is not None:
             y = y * np.asarray(weight, dtype=np.float64).reshape(broadcast)
         if bias is not None:
             y = y + np.asarray(bias, dtype=np.float64).reshape(broadcast)
-    return Reference(y=np.asarray(y, dtype=np.float64), mean=mean, rstd=rstd, normalized=normalized)
+    return Reference(y=np.array(y, dtype=np.float64), mean=mean.reshape(n, num_groups),
+                     rstd=rstd.reshape(n, num_groups), normalized=normalized)

@@ -60,8 +60,27 @@ def unit_roundoff(dtype: str) -> float:
     return 2.0 ** -_MANTISSA_BITS[dtype]
 
 
+def tolerance_of(dtype: str, normalized, condition, weight_abs, bias_abs, group_size: int) -> np.ndarray:
+    """The formula itself, on arrays broadcastable to ``normalized``'s shape.
+
+    Args:
+        dtype: input/output dtype name.
+        normalized: oracle's (x - mean) * rstd, float64.
+        condition: |mean| / s of each element's group (s = sqrt(var + eps)).
+        weight_abs, bias_abs: |w| and |b| of each element's channel (1 and 0 without affine).
+        group_size: m, the number of elements in one (sample, group).
+    """
+    u_out = unit_roundoff(dtype)
+    u_acc = unit_roundoff(accumulation_dtype(dtype))
+    with np.errstate(all="ignore"):
+        magnitude = np.abs(normalized)
+        output_term = K_OUTPUT * u_out * (magnitude * weight_abs + bias_abs)
+        stats_term = K_STATS * u_acc * math.sqrt(max(group_size, 1)) * weight_abs * (1.0 + condition + magnitude)
+        return output_term + stats_term + float(finfo(dtype).tiny)
+
+
 def tolerance(dtype: str, normalized, mean, rstd, group_size: int, weight=None, bias=None) -> np.ndarray:
-    """Per-element tolerance for a GroupNorm output (see the module docstring).
+    """Per-element tolerance for a whole GroupNorm output (see the module docstring).
 
     Args:
         dtype: input/output dtype name.
@@ -76,15 +95,10 @@ def tolerance(dtype: str, normalized, mean, rstd, group_size: int, weight=None, 
     shape = normalized.shape
     n, channels = shape[:2]
     groups = mean.shape[1] if mean.ndim == 2 else 1
-    u_out = unit_roundoff(dtype)
-    u_acc = unit_roundoff(accumulation_dtype(dtype))
-    broadcast = (1, channels) + (1,) * (len(shape) - 2)
+    spatial = (1,) * (len(shape) - 2)
+    broadcast = (1, channels) + spatial
     w = np.ones(broadcast) if weight is None else np.abs(np.asarray(weight, np.float64)).reshape(broadcast)
     b = np.zeros(broadcast) if bias is None else np.abs(np.asarray(bias, np.float64)).reshape(broadcast)
     with np.errstate(all="ignore"):
-        condition = np.abs(mean) * rstd  # |mu| / s, shape (N, G)
-        condition = np.repeat(condition, channels // groups, axis=1).reshape((n, channels) + (1,) * (len(shape) - 2))
-        magnitude = np.abs(normalized)
-        output_term = K_OUTPUT * u_out * (magnitude * w + b)
-        stats_term = K_STATS * u_acc * math.sqrt(max(group_size, 1)) * w * (1.0 + condition + magnitude)
-        return output_term + stats_term + float(finfo(dtype).tiny)
+        condition = np.repeat(np.abs(mean) * rstd, channels // max(groups, 1), axis=1).reshape((n, channels) + spatial)
+    return tolerance_of(dtype, normalized, condition, w, b, group_size)

@@ -114,7 +114,9 @@ def test_default_suite_covers_what_the_core_issue_asks():
     assert _covers(cases, lambda c: c.eps == 0)
     assert _covers(cases, lambda c: c.eps == 1e-5)
     assert _covers(cases, lambda c: c.eps >= 0.1)
-    for distribution in inputs.DISTRIBUTIONS:
+    core = ("normal", "uniform", "offset", "near_constant", "constant", "large_values", "nan_inf",
+            "channel_stats", "split_group")
+    for distribution in core:
         assert _covers(cases, lambda c: c.distribution == distribution)
 
 

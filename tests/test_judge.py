@@ -7,7 +7,10 @@ import pytest
 from backends.dtypes import numpy_dtype
 from harness import inputs, suites
 from harness.cases import Case
-from harness.verify import Expected, judge
+from harness.expected import Expected, as_rows
+from harness.reference import group_norm_reference
+from harness.tolerances import tolerance
+from harness.verify import judge
 
 SMALL_DEFAULT = [c for c in suites.get("default") if c.numel <= 50_000]
 
@@ -17,14 +20,21 @@ def _expected(case):
     return host, Expected.of(case, host)
 
 
-def _differs(fake, expected) -> bool:
+def _full(case, host):
+    """The oracle and tolerance for the whole array, by the plain (unblocked) functions."""
+    ref = group_norm_reference(host.x, case.num_groups, host.weight, host.bias, case.eps)
+    tol = tolerance(case.dtype, ref.normalized, ref.mean, ref.rstd, case.group_size, host.weight, host.bias)
+    return ref.y, tol
+
+
+def _differs(fake, case, host) -> bool:
     """Independent check: is fake farther than tolerance, or NaN/Inf elsewhere, anywhere?"""
-    ref = expected.reference.y
+    ref, tol = _full(case, host)
     got = fake.astype(np.float64)
     if (np.isnan(ref) != np.isnan(got)).any() or (np.isinf(ref) != np.isinf(got)).any():
         return True
     finite = np.isfinite(ref)
-    return bool((np.abs(got - ref)[finite] > expected.tolerance[finite]).any())
+    return bool((np.abs(got - ref)[finite] > tol[finite]).any())
 
 
 FAKES = {
@@ -41,7 +51,7 @@ def test_non_groupnorm_outputs_fail_wherever_the_oracle_differs(fake):
         host, expected = _expected(case)
         output = FAKES[fake](host, case)
         verdict = judge(output, case.dtype, expected)
-        assert (verdict.status != "passed") == _differs(output, expected), (case.id, verdict)
+        assert (verdict.status != "passed") == _differs(output, case, host), (case.id, verdict)
         failed += verdict.status != "passed"
     non_empty = sum(c.numel > 0 for c in SMALL_DEFAULT)
     assert failed >= 0.9 * non_empty  # and they do differ almost everywhere
@@ -49,9 +59,9 @@ def test_non_groupnorm_outputs_fail_wherever_the_oracle_differs(fake):
 
 @pytest.mark.parametrize("case", [c for c in SMALL_DEFAULT if c.numel][:40], ids=str)
 def test_the_oracle_rounded_to_the_dtype_passes(case):
-    _, expected = _expected(case)
+    host, expected = _expected(case)
     with np.errstate(all="ignore"):
-        rounded = expected.reference.y.astype(numpy_dtype(case.dtype))
+        rounded = _full(case, host)[0].astype(numpy_dtype(case.dtype))
     verdict = judge(rounded, case.dtype, expected)
     assert verdict.status == "passed" and verdict.ratio <= 0.5 + 1e-9, verdict
 
@@ -61,9 +71,10 @@ CASE = Case((2, 8, 5), 4, "float32", distribution="normal")
 
 def _perturbed(scale):
     host, expected = _expected(CASE)
-    y = expected.reference.y.astype(np.float32)
+    ref, tol = _full(CASE, host)
+    y = ref.astype(np.float32)
     index = (1, 5, 3)
-    y[index] = expected.reference.y[index] + scale * expected.tolerance[index]
+    y[index] = ref[index] + scale * tol[index]
     return judge(y, "float32", expected), index
 
 
@@ -80,7 +91,7 @@ def test_one_element_inside_its_tolerance_passes():
 
 def test_wrong_shape_and_dtype():
     host, expected = _expected(CASE)
-    y = expected.reference.y.astype(np.float32)
+    y = _full(CASE, host)[0].astype(np.float32)
     assert judge(y.reshape(2, 40), "float32", expected).status == "wrong_shape"
     assert judge(y.astype(np.float64), "float32", expected).status == "wrong_dtype"
 
@@ -88,7 +99,7 @@ def test_wrong_shape_and_dtype():
 @pytest.mark.parametrize("value, where", [(np.nan, "extra NaN"), (np.inf, "extra Inf")])
 def test_nan_or_inf_where_the_oracle_is_finite(value, where):
     host, expected = _expected(CASE)
-    y = expected.reference.y.astype(np.float32)
+    y = _full(CASE, host)[0].astype(np.float32)
     y[0, 0, 0] = value
     verdict = judge(y, "float32", expected)
     assert verdict.status == "nan_mismatch" and verdict.worst_index == (0, 0, 0), where
@@ -97,6 +108,38 @@ def test_nan_or_inf_where_the_oracle_is_finite(value, where):
 def test_missing_nan_is_a_nan_mismatch():
     case = Case((2, 8, 5), 4, "float32", distribution="nan_inf")
     host, expected = _expected(case)
-    y = np.nan_to_num(expected.reference.y).astype(np.float32)
-    assert judge(y, "float32", expected).status == "nan_mismatch"
-    assert judge(expected.reference.y.astype(np.float32), "float32", expected).status == "passed"
+    ref = _full(case, host)[0]
+    assert judge(np.nan_to_num(ref).astype(np.float32), "float32", expected).status == "nan_mismatch"
+    assert judge(ref.astype(np.float32), "float32", expected).status == "passed"
+
+
+@pytest.mark.parametrize("case", [
+    Case((3, 12, 5, 7), 4, "float16", "channels_last", "channel_stats", param_dtype="float32"),
+    Case((2, 6, 9), 3, "bfloat16", "strided", "nan_inf"),
+    Case((4, 8), 8, "float64", affine="none"),
+], ids=str)
+def test_blocked_expectation_equals_the_plain_oracle(case, monkeypatch):
+    import harness.expected
+
+    monkeypatch.setattr(harness.expected, "BLOCK_ELEMENTS", 30)  # many small blocks
+    host = inputs.make(case)
+    expected = Expected.of(case, host)
+    ref, tol = _full(case, host)
+    np.testing.assert_array_equal(expected.y, as_rows(ref, case.num_groups))
+    np.testing.assert_allclose(expected.tolerance, as_rows(tol, case.num_groups), rtol=1e-14)
+
+
+def test_huge_cases_are_verified_on_whole_groups_first_last_and_between():
+    case = Case((5, 8, 6, 5), 4, "float32", "channels_last")  # 20 groups of 60 elements
+    host = inputs.make(case)
+    expected = Expected.of(case, host, budget=300)  # room for 5 groups
+    assert expected.sampled and expected.groups.tolist() == [0, 5, 10, 14, 19]
+    ref, _ = _full(case, host)
+    y = ref.astype(np.float32)
+    assert judge(y, "float32", expected).status == "passed"
+    y[4, 7, 5, 4] += 1.0  # sample 4, group 3: flat group 19, verified
+    verdict = judge(y, "float32", expected)
+    assert verdict.status == "mismatch" and verdict.worst_index == (4, 7, 5, 4)
+    y = ref.astype(np.float32)
+    y[0, 2, 0, 0] += 1.0  # sample 0, group 1: flat group 1, not in the sample
+    assert judge(y, "float32", expected).status == "passed"
