@@ -155,6 +155,11 @@ class GroupNormBackend(abc.ABC):
     def synchronize(self, device: str) -> None:
         """Wait for all work queued on ``device``. No-op by default (synchronous backends)."""
 
+    def free_memory(self, device: str) -> int | None:
+        """Bytes free on ``device`` for this backend's arrays, or None when unknown
+        (the harness then checks host memory only)."""
+        return None
+
     def version(self) -> str:
         """The implementation's version: the framework's, plus a kernel-source hash for our own kernels."""
         return "unknown"

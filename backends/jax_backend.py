@@ -121,6 +121,14 @@ class JaxBackend(GroupNormBackend):
         # block_until_ready on the arrays themselves (to_numpy blocks too).
         pass
 
+    def free_memory(self, device):
+        if device != "cuda":
+            return None
+        stats = _jax().devices(_JAX_PLATFORM[device])[0].memory_stats() or {}
+        if "bytes_limit" not in stats:
+            return None
+        return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+
     def version(self):
         jax = _jax()
         import jaxlib

@@ -67,6 +67,13 @@ class TorchBackend(GroupNormBackend):
 
             torch.cuda.synchronize()
 
+    def free_memory(self, device):
+        if device != "cuda":
+            return None
+        import torch
+
+        return torch.cuda.mem_get_info()[0]
+
     def version(self):
         import torch
 

@@ -69,7 +69,14 @@ def _list(args) -> int:
                 name, device, ", ".join(backend.dtypes), ", ".join(backend.layouts),
                 "[green]available[/]" if reason is None else f"[yellow]{_escape(reason)}[/]", _escape(version),
             )
-    _console().print(table)
+    from .environment import machine
+
+    facts = machine()
+    console = _console()
+    console.print(table)
+    gpu = facts["gpu_name"] or "no NVIDIA GPU (nvidia-smi absent)"
+    console.print(_escape(f"host {facts['host']}: {facts['cpu_model']}, {facts['cpu_affinity']} of {facts['cpu_count']} CPUs, "
+                          f"{facts['memory_gb']} GiB; GPU: {gpu}; commit {facts['commit']}"))
     return EXIT_OK
 
 
@@ -96,7 +103,7 @@ def _run_sweep(the_plan, console):
         task = progress.add_task("verifying", total=the_plan.size)
         for row in sweep(the_plan):
             rows.append(row)
-            progress.update(task, advance=1, description=f"{row['backend']}:{row['device']}")
+            progress.update(task, advance=1, description=f"{row['backend']}:{row['device']} {row['case_id'][:48]}")
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame.attrs["not_run"] = list(the_plan.not_run)
     return frame
@@ -151,13 +158,12 @@ def print_failures(frame, console, plugins=(), limit: int = 25) -> None:
         console.print(f"... and {len(failures) - limit} more failures")
 
 
-def write_rows(frame, path: str) -> None:
-    """Write rows as CSV or parquet (by the file's suffix)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if path.endswith(".parquet"):
-        frame.to_parquet(path, index=False)
-    else:
-        frame.to_csv(path, index=False)
+def default_out_dir(command: str) -> str:
+    """results/local/<UTC date-time>-<command>: ignored by git, never overwritten."""
+    import datetime
+
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return os.path.join("results", "local", f"{stamp}-{command}")
 
 
 def _verify(args) -> int:
@@ -178,9 +184,11 @@ def _verify(args) -> int:
     for backend, device, reason in the_plan.not_run:
         console.print(f"[dim]not run: {backend}:{device}: {_escape(reason)}[/]")
     print_failures(frame, console, args.plugin)
-    if args.out:
-        write_rows(frame, args.out)
-        console.print(f"rows written to {args.out}")
+    from . import results
+
+    name = "verify-cases" if args.case else "verify-" + args.suite.replace(",", "+")
+    paths = results.write(frame, args.out or default_out_dir("verify"), name)
+    console.print(f"rows written to {' and '.join(paths)}")
     verified = frame.status.isin(("passed",) + FAILED)
     failed = int(frame.status.isin(FAILED).sum())
     console.print(
@@ -220,7 +228,8 @@ def parser() -> argparse.ArgumentParser:
     verify.add_argument("--case", action="append", metavar="ID", help="run just this case id (repeatable)")
     verify.add_argument("--plugin", action="append", metavar="MODULE",
                         help="import MODULE first (and call its register_backends()) to add backends")
-    verify.add_argument("--out", metavar="FILE", help="write the rows to FILE (.csv or .parquet)")
+    verify.add_argument("--out", metavar="DIR",
+                        help="write the rows as parquet and CSV into DIR (default: results/local/<time>-verify)")
     selftest = commands.add_parser("selftest", help="check the verifier flags deliberately broken backends")
     selftest.add_argument("--suite", default="default")
     return top

@@ -26,7 +26,7 @@ VERIFY_ELEMENTS = 2 ** 26
 BLOCK_ELEMENTS = 2 ** 22  # rows of the oracle computed at a time
 
 
-def sample_groups(total_groups: int, group_size: int, budget: int = VERIFY_ELEMENTS) -> np.ndarray:
+def sample_groups(total_groups: int, group_size: int, budget: int) -> np.ndarray:
     """Flat ids (n * G + g) of the groups to verify: all, or first/last/evenly spaced."""
     if total_groups * group_size <= budget or total_groups <= 2:
         return np.arange(total_groups)
@@ -80,13 +80,15 @@ class Expected:
         return (n, g * per_group + int(within[0])) + tuple(int(i) for i in within[1:])
 
     @classmethod
-    def of(cls, case, host, budget: int = VERIFY_ELEMENTS) -> "Expected":
-        """Compute the oracle and tolerance for ``case`` on host inputs ``host``."""
+    def of(cls, case, host, budget: int | None = None) -> "Expected":
+        """Compute the oracle and tolerance for ``case`` on host inputs ``host``,
+        on every group or (past ``budget`` elements, default :data:`VERIFY_ELEMENTS`)
+        on a sample of whole groups."""
         n = case.shape[0]
         groups_per_sample = case.num_groups
         size = case.group_size
         spatial = math.prod(case.shape[2:])
-        groups = sample_groups(n * groups_per_sample, size, budget)
+        groups = sample_groups(n * groups_per_sample, size, budget or VERIFY_ELEMENTS)
         x_rows = as_rows(host.x, groups_per_sample)
         y = np.empty((len(groups), size))
         tol = np.empty((len(groups), size))

@@ -1,6 +1,12 @@
 """Named sets of cases.
 
 * ``smoke``: a dozen small cases, seconds on any backend.
+* ``adversarial``: heavier versions of the default suite's hard distributions
+  (|mean|/std = 1e5, near-constant to a few ulps, dense NaN/Inf, per-channel statistics
+  spanning 1e6, far-shifted group parts), extreme magnitudes per dtype (float16
+  subnormals, 1e15 in float32), groups of 33 million elements, 32768 tiny groups.
+* workload suites from real models: ``sd-unet``, ``sd-vae``, ``kernelbench``,
+  ``audio-1d``, ``volumetric-3d`` (:mod:`harness.workloads`, each shape's source named).
 * ``default``: the correctness suite. Ranks 2 to 5; N = 0, 1 and > 1; num_groups = 1,
   = C and between; one and many channels per group; groups of one element and of more
   than a million; odd sizes; the four dtypes; half input with float32 weight and bias;
@@ -18,6 +24,7 @@ from backends.dtypes import DTYPES, HALF_DTYPES
 from backends.errors import InvalidArgumentError
 
 from .cases import Case
+from .workloads import WORKLOADS
 
 SEEDS = (0, 1)
 
@@ -100,7 +107,39 @@ def _default() -> list[Case]:
     return cases
 
 
-SUITES = {"smoke": _smoke, "default": _default}
+def _adversarial() -> list[Case]:
+    cases = []
+    shape, groups = DISTRIBUTION_SHAPE
+    hard = {  # distribution -> dtypes it is meaningful in
+        "offset_1e5": ("float32", "float64"),
+        "near_constant_1e6": ("float32", "float64"),
+        "huge_magnitude": DTYPES,
+        "tiny_magnitude": DTYPES,
+        "nan_inf_dense": DTYPES,
+        "channel_stats_wide": DTYPES,
+        "split_group_far": DTYPES,
+    }
+    for distribution, dtypes in hard.items():
+        for dtype, seed in itertools.product(dtypes, SEEDS):
+            cases.append(Case(shape, groups, dtype, distribution=distribution, seed=seed))
+            cases.append(Case((1, 8, 64, 64), 2, dtype, distribution=distribution, seed=seed))
+    for layout, dtype, seed in itertools.product(("channels_last", "strided"), DTYPES, SEEDS):
+        cases.append(Case((2, 48, 9, 11), 6, dtype, layout, "channel_stats_wide", seed))
+    # Huge groups: one group of 2^25 elements, and two of 2^23.
+    for distribution, dtype, seed in itertools.product(
+        ("offset", "split_group_far", "near_constant", "large_values"), ("float32", "float16"), SEEDS
+    ):
+        cases.append(Case((1, 1, 2 ** 25), 1, dtype, distribution=distribution, seed=seed))
+    for distribution, seed in itertools.product(("offset_1e5", "huge_magnitude"), SEEDS):
+        cases.append(Case((1, 4, 2048, 2048), 2, "float32", distribution=distribution, seed=seed))
+    # Many tiny groups, and odd prime sizes.
+    for dtype, seed in itertools.product(("float16", "float32"), SEEDS):
+        cases.append(Case((64, 512, 3), 512, dtype, distribution="channel_stats_wide", seed=seed))
+        cases.append(Case((3, 21, 17, 19), 7, dtype, distribution="offset", seed=seed))
+    return cases
+
+
+SUITES = {"smoke": _smoke, "default": _default, "adversarial": _adversarial, **WORKLOADS}
 
 
 def names() -> list[str]:

@@ -34,8 +34,12 @@ import backends as registry
 from backends.dtypes import dtype_name, numpy_dtype
 
 from . import inputs as case_inputs
+from . import memory
 from .cases import Case
+from .environment import environment
 from .expected import BLOCK_ELEMENTS, Expected
+from .results import COLUMNS as RESULT_COLUMNS
+from .results import SCHEMA_VERSION
 
 STATUSES = (
     "passed", "mismatch", "wrong_shape", "wrong_dtype", "nan_mismatch",
@@ -239,23 +243,24 @@ def plan(backends=None, suite="default", devices=None, dtypes=None, cases=None) 
         chosen = [c for c in chosen if c.dtype in dtype_names]
     unique = tuple(dict.fromkeys(c.on("cpu") for c in chosen))
     pairs, not_run = [], []
+    named = set(_names(backends, "backend", registry.names()) or ())
     for name in backend_names:
         backend = registry.get(name)
-        for device in device_names or registry.DEVICES:
-            if device not in backend.devices:
-                continue
-            reason = backend.availability(device)
-            if reason is None:
+        devices_here = [d for d in device_names or registry.DEVICES if d in backend.devices]
+        reasons = {device: backend.availability(device) for device in devices_here}
+        runs_somewhere = any(reason is None for reason in reasons.values())
+        for device, reason in reasons.items():
+            # Asked for by device, or a named backend that runs nowhere: skipped rows say why.
+            if reason is None or device_names is not None or (name in named and not runs_somewhere):
                 pairs.append((name, device))
-            elif device_names is not None or name in (backends or ()):
-                pairs.append((name, device))  # asked for explicitly: skipped rows say why
             else:
                 not_run.append((name, device, reason))
     return Plan(unique, tuple(pairs), tuple(not_run))
 
 
-def _row(case: Case, backend_name: str, version: str, verdict: Verdict, seconds: float) -> dict:
-    return {
+def _row(case: Case, backend_name: str, version: str, verdict: Verdict, seconds: float,
+         groups: tuple[int, int], environment: dict) -> dict:
+    row = {
         "case_id": case.id,
         "backend": backend_name,
         "device": case.device,
@@ -278,36 +283,69 @@ def _row(case: Case, backend_name: str, version: str, verdict: Verdict, seconds:
         "expected": verdict.expected,
         "got": verdict.got,
         "reason": verdict.reason,
+        "verified_groups": groups[0],
+        "total_groups": groups[1],
         "seconds": seconds,
         "backend_version": version,
+        "schema_version": SCHEMA_VERSION,
     }
+    row.update(environment)
+    return row
+
+
+def _memory_reason(case: Case, backend, device: str) -> str | None:
+    """Why ``case`` cannot run on ``backend``/``device`` for memory, or None if it fits."""
+    host_need = memory.case_host_bytes(case) + memory.backend_host_bytes(case, device)
+    available = memory.host_available()
+    if host_need > available:
+        return (f"needs about {memory.gib(host_need)} of host memory (inputs, outputs, oracle); "
+                f"{memory.gib(available)} available")
+    if device != "cpu":
+        try:
+            free = backend.free_memory(device)
+        except Exception:  # unknown free memory does not block the run
+            free = None
+        if free is not None and memory.device_bytes(case) > free:
+            return (f"needs about {memory.gib(memory.device_bytes(case))} on {device}; "
+                    f"{memory.gib(free)} free")
+    return None
 
 
 def sweep(the_plan: Plan, on_row: Callable[[dict], None] | None = None) -> Iterable[dict]:
     """Run a plan, yielding one row per (case, backend, device); inputs and oracle are
-    computed once per case and shared by every backend."""
+    computed once per case and shared by every backend. A case too large for the memory
+    here becomes ``skipped`` rows saying how much it needs."""
     backends = {name: registry.get(name) for name, _ in the_plan.pairs}
     versions, availability = {}, {}
+    env = environment()
     for name, device in the_plan.pairs:
         availability[name, device] = backends[name].availability(device)
         try:
-            versions[name] = backends[name].version()
+            versions[name] = backends[name].version() if availability[name, device] is None else ""
         except Exception as error:  # a version() that raises is data too
             versions[name] = f"unknown ({_failure_text(error)})"
     for case in the_plan.cases:
-        host = case_inputs.make(case)
-        expected = Expected.of(case, host)
+        reasons = {
+            (name, device): availability[name, device] or _memory_reason(case, backends[name], device)
+            for name, device in the_plan.pairs
+        }
+        runnable = [pair for pair, reason in reasons.items() if reason is None]
+        host = case_inputs.make(case) if runnable else None
+        expected = Expected.of(case, host) if runnable else None
+        groups = (len(expected.groups) if expected else 0, case.shape[0] * case.num_groups)
         for name, device in the_plan.pairs:
             on_device = case.on(device)
             start = time.perf_counter()
-            if availability[name, device]:
-                verdict = Verdict("skipped", availability[name, device])
+            if reasons[name, device]:
+                verdict = Verdict("skipped", reasons[name, device])
             else:
                 verdict = run_case(backends[name], on_device, host, expected)
-            row = _row(on_device, name, versions[name], verdict, time.perf_counter() - start)
+            row = _row(on_device, name, versions[name], verdict, time.perf_counter() - start,
+                       groups if verdict.status not in NOT_RUN else (0, groups[1]), env)
             if on_row is not None:
                 on_row(row)
             yield row
+        del host, expected
 
 
 def verify(backends=None, suite="default", devices=None, dtypes=None, cases=None):
@@ -321,11 +359,11 @@ def verify(backends=None, suite="default", devices=None, dtypes=None, cases=None
         cases: explicit cases (Case objects or ids) instead of a suite.
 
     Returns:
-        pandas.DataFrame with columns case_id, backend, device, dtype, shape, num_groups,
-        layout, distribution, seed, eps, affine, param_dtype, group_size, status,
-        max_abs_err, max_rel_err, ratio, tolerance, worst_index, expected, got, reason,
-        seconds, backend_version. ``df.attrs["not_run"]`` lists (backend, device, reason)
-        for pairs left out because they are unavailable here.
+        pandas.DataFrame in the results schema (:data:`harness.results.COLUMNS`): the
+        case's fields, the verdict (status, max_abs_err, max_rel_err, ratio, tolerance,
+        worst_index, expected, got, reason), verified_groups/total_groups, seconds,
+        backend_version, and the environment. ``df.attrs["not_run"]`` lists
+        (backend, device, reason) for pairs left out because they are unavailable here.
     """
     import pandas as pd
 
@@ -335,4 +373,4 @@ def verify(backends=None, suite="default", devices=None, dtypes=None, cases=None
     return frame
 
 
-COLUMNS = list(_row(Case((2, 2), 1), "", "", Verdict("passed"), 0.0))
+COLUMNS = list(RESULT_COLUMNS)

@@ -71,11 +71,13 @@ def test_cases_prints_parseable_ids():
     assert len(ids) == 12 and all(Case.from_id(i).id == i for i in ids)
 
 
-def test_out_writes_rows(tmp_path):
-    import pandas as pd
+def test_out_writes_parquet_and_csv_that_load_back(tmp_path):
+    from harness import results
 
-    out = tmp_path / "rows.csv"
-    result = run_harness("verify", "--suite", "smoke", "--backends", "numpy", "--out", str(out))
+    result = run_harness("verify", "--suite", "smoke", "--backends", "numpy", "--out", str(tmp_path))
     assert result.returncode == 0
-    frame = pd.read_csv(out)
-    assert len(frame) == 12 and set(frame.status) == {"passed"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["verify-smoke.csv", "verify-smoke.parquet"]
+    for path in tmp_path.iterdir():
+        frame = results.load(path)
+        assert len(frame) == 12 and set(frame.status) == {"passed"}
+        assert (frame.schema_version == results.SCHEMA_VERSION).all() and frame.cpu_model.notna().all()

@@ -1,0 +1,116 @@
+"""The environment a result was produced in, read without importing any framework.
+
+Every results row carries these fields (see :mod:`harness.results`): host, OS, Python,
+CPU model and thread counts, memory, GPU name, driver and CUDA version (from
+``nvidia-smi`` when present), installed framework versions (from package metadata,
+never by importing them), the git commit of this checkout, and the date.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import os
+import platform
+import shutil
+import subprocess
+from importlib import metadata
+
+PACKAGES = ("numpy", "pandas", "ml_dtypes", "torch", "jax", "jaxlib", "numba", "numba-cuda",
+            "cupy-cuda13x", "cupy-cuda12x", "cupy", "triton")
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(command, timeout=10) -> str:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=_ROOT).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory_total_gb() -> float:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 2 ** 20, 1)
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _gpu() -> dict:
+    if not shutil.which("nvidia-smi"):
+        return {"gpu_name": "", "gpu_driver": "", "cuda_version": ""}
+    query = _run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"])
+    names, drivers = [], []
+    for line in query.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2:
+            names.append(parts[0])
+            drivers.append(parts[1])
+    header = _run(["nvidia-smi"])
+    cuda = header.split("CUDA Version:", 1)[1].split()[0] if "CUDA Version:" in header else ""
+    return {"gpu_name": "; ".join(names), "gpu_driver": "; ".join(sorted(set(drivers))), "cuda_version": cuda}
+
+
+def _versions() -> dict:
+    found = {}
+    for package in PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _commit() -> str:
+    commit = _run(["git", "rev-parse", "--short=12", "HEAD"])
+    if not commit:
+        return "unknown"
+    dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"])
+    return commit + ("-dirty" if dirty else "")
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("groupnorm-bench")
+    except metadata.PackageNotFoundError:
+        return "source"
+
+
+@functools.lru_cache(maxsize=1)
+def machine() -> dict:
+    """Facts about this machine and checkout (cached: they do not change within a run)."""
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "host": platform.node(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": affinity,
+        "memory_gb": _memory_total_gb(),
+        **_gpu(),
+        "versions": json.dumps(_versions(), sort_keys=True),
+        "commit": _commit(),
+        "groupnorm_bench": _package_version(),
+    }
+
+
+def environment() -> dict:
+    """:func:`machine` plus the date (UTC, ISO 8601) of this call."""
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    return {**machine(), "date": now.isoformat()}

@@ -1,0 +1,147 @@
+"""The results schema: one table for every run, written as parquet and CSV.
+
+Every row is one (case, backend, device) with its verdict and the environment it ran in,
+so files from different machines and days concatenate into one DataFrame. Later work
+(timing, selection) adds columns and status values; it never renames or redefines these.
+A reader accepts any file whose ``schema_version`` is at most :data:`SCHEMA_VERSION`
+(missing newer columns come back empty) and refuses newer ones.
+
+Status values: see :data:`harness.verify.STATUSES` (``passed``, ``mismatch``,
+``wrong_shape``, ``wrong_dtype``, ``nan_mismatch``, ``input_modified``,
+``aliases_input``, ``error``, ``unsupported``, ``skipped``); failures are
+:data:`harness.verify.FAILED`.
+
+Files: ``<dir>/<command>-<suites>.parquet`` and the same rows as ``.csv``, each written
+to a temporary name and renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+
+SCHEMA_VERSION = 1
+
+COLUMNS = {
+    # the case
+    "case_id": "printable id of the case (harness.cases.Case.from_id parses it)",
+    "backend": "backend name in the registry",
+    "device": "cpu or cuda",
+    "dtype": "input and output dtype",
+    "shape": "input shape, e.g. 2x320x64x64",
+    "num_groups": "G",
+    "layout": "contiguous, channels_last or strided",
+    "distribution": "input distribution (harness.inputs)",
+    "seed": "seed of the input streams",
+    "eps": "epsilon inside the square root",
+    "affine": "none, default (ones/zeros) or random (per channel)",
+    "param_dtype": "dtype of weight and bias",
+    "group_size": "elements per (sample, group)",
+    # the verdict
+    "status": "verdict (see the module docstring)",
+    "max_abs_err": "largest |got - expected| over finite verified elements",
+    "max_rel_err": "largest |got - expected| / |expected|",
+    "ratio": "largest |got - expected| / tolerance: above 1 fails",
+    "tolerance": "tolerance at the worst element",
+    "worst_index": "index of the worst element (or first NaN/Inf difference), comma-separated",
+    "expected": "oracle value there (float64)",
+    "got": "backend value there",
+    "reason": "why it failed, was skipped or is unsupported (empty when passed)",
+    "verified_groups": "groups compared with the oracle (all, or a sample of whole groups)",
+    "total_groups": "N * G",
+    "seconds": "wall time of the row (transfer, call, checks)",
+    "backend_version": "the backend's version(): framework version, kernel hash for our kernels",
+    # the run and its environment
+    "schema_version": "version of this schema",
+    "date": "UTC time the run started, ISO 8601",
+    "host": "machine name",
+    "os": "platform string",
+    "python": "Python version",
+    "cpu_model": "CPU model name",
+    "cpu_count": "logical CPUs of the machine",
+    "cpu_affinity": "logical CPUs this process may use",
+    "memory_gb": "host memory, GiB",
+    "gpu_name": "GPU model(s) from nvidia-smi, empty without one",
+    "gpu_driver": "NVIDIA driver version",
+    "cuda_version": "CUDA version the driver supports",
+    "versions": "installed package versions, JSON (numpy, torch, jax, numba, cupy, ...)",
+    "commit": "git commit of groupnorm-bench (-dirty when modified)",
+    "groupnorm_bench": "installed groupnorm-bench version, or 'source'",
+}
+
+
+class SchemaError(ValueError):
+    """A results file this version cannot read."""
+
+
+def write(frame, directory: str, name: str) -> list[str]:
+    """Write ``frame`` as ``directory/name.parquet`` and ``.csv`` (atomically); returns paths."""
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    for suffix, writer in ((".parquet", _write_parquet), (".csv", _write_csv)):
+        path = os.path.join(directory, name + suffix)
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}", suffix=suffix)
+        os.close(handle)
+        try:
+            writer(frame, temporary)
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+        paths.append(path)
+    return paths
+
+
+def _write_parquet(frame, path):
+    frame.to_parquet(path, index=False)
+
+
+def _write_csv(frame, path):
+    frame.to_csv(path, index=False)
+
+
+def _files(paths) -> list[str]:
+    found = []
+    for path in paths:
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            parquet = sorted(glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
+            stems = {p[: -len(".parquet")] for p in parquet}
+            csv = [p for p in sorted(glob.glob(os.path.join(path, "**", "*.csv"), recursive=True))
+                   if p[: -len(".csv")] not in stems]
+            found.extend(parquet + csv)
+        elif os.path.exists(path):
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"no results file or folder at {path!r}")
+    return found
+
+
+def load(*paths):
+    """Read any number of results files (.parquet, .csv) or folders of them into one
+    DataFrame (a folder's parquet file wins over a CSV of the same name).
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+        SchemaError: a file is not a results file, or was written by a newer schema.
+    """
+    import pandas as pd
+
+    frames = []
+    for path in _files(paths):
+        frame = pd.read_parquet(path) if path.endswith(".parquet") else pd.read_csv(path, keep_default_na=False, na_values=[""])
+        if "schema_version" not in frame.columns or "status" not in frame.columns:
+            raise SchemaError(f"{path} is not a groupnorm-bench results file (no schema_version/status column)")
+        newest = int(frame.schema_version.max()) if len(frame) else SCHEMA_VERSION
+        if newest > SCHEMA_VERSION:
+            raise SchemaError(f"{path} has schema version {newest}; this groupnorm-bench reads up to {SCHEMA_VERSION}")
+        frame["source_file"] = path
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=list(COLUMNS) + ["source_file"])
+    combined = pd.concat(frames, ignore_index=True)
+    for column in COLUMNS:
+        if column not in combined.columns:
+            combined[column] = None
+    return combined
