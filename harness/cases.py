@@ -141,7 +141,8 @@ class Case:
     def from_id(cls, case_id: str, device: str = "cpu") -> "Case":
         """Parse an id made by :attr:`id` (raises InvalidArgumentError saying what is wrong)."""
         tokens = _TOKEN_SPLIT.split(case_id.strip())
-        form = "SHAPE-gGROUPS-DTYPE-LAYOUT-DISTRIBUTION-sSEED[-epsEPS][-affine_KIND][-wDTYPE]"
+        form = ("SHAPE-gGROUPS-DTYPE-LAYOUT-DISTRIBUTION-sSEED[-epsEPS][-affine_KIND][-wDTYPE] "
+                "(list a suite's ids with: gnbench cases --suite NAME)")
         if len(tokens) < 6:
             raise InvalidArgumentError(f"case id {case_id!r} does not have the form {form}")
         shape_text, groups, dtype, layout, distribution, seed = tokens[:6]

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.tolerances import K_OUTPUT, K_STATS, tolerance, unit_roundoff
+from harness.tolerances import K_FUSED, K_OUTPUT, K_STATS, tolerance, unit_roundoff
 
 
 def _tol(dtype="float32", group_size=64, mean=0.0, rstd=1.0, xhat=1.0, weight=None, bias=None):
@@ -25,7 +25,7 @@ def test_formula_on_one_element():
     got = _tol("float16", group_size=100, mean=3.0, rstd=0.5, xhat=1.5, weight=weight, bias=bias)
     u_out, u_acc = 2.0 ** -11, 2.0 ** -24
     expected = (K_OUTPUT * u_out * (1.5 * 2 + 0.5)
-                + K_STATS * u_acc * math.sqrt(100) * 2 * (1 + 3.0 * 0.5 + 1.5)
+                + (K_STATS * math.sqrt(100) + K_FUSED) * u_acc * 2 * (1 + 3.0 * 0.5 + 1.5)
                 + 2.0 ** -14)  # float16's smallest normal
     assert got == pytest.approx(expected, rel=1e-12)
 
