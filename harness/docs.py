@@ -7,7 +7,9 @@ A README block of the form::
     <!-- /output -->
 
 is replaced by those lines of the file (a captured run of the tool, committed under
-``results/``), fenced as text. ``python -m harness.docs`` rewrites README.md;
+``results/``), fenced as text; a block ``<!-- suites-table: DIR -->`` ...
+``<!-- /suites-table -->`` by a table of the verification results in DIR (one row per
+suite: cases, rows by status, worst ratio, wall time of the run). ``python -m harness.docs`` rewrites README.md;
 ``tests/test_readme.py`` fails when the README differs from what this would write, so
 example output is never typed by hand.
 """
@@ -30,9 +32,38 @@ def _excerpt(path: str, first: str | None, last: str | None) -> str:
     return "```text\n" + "\n".join(line.rstrip() for line in lines) + "\n```\n"
 
 
+TABLE = re.compile(r"(<!-- suites-table: (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- /suites-table -->)", re.S)
+
+
+def suites_table(directory: str) -> str:
+    """Markdown: per verify-<suite> file in ``directory``, its counts, worst ratio and time."""
+    import glob
+
+    from . import results
+    from .verify import FAILED
+
+    lines = ["| suite | cases | rows | passed | failed | skipped or unsupported | worst ratio | wall time |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for path in sorted(glob.glob(os.path.join(ROOT, directory, "verify-*.parquet"))):
+        frame = results.load(path)
+        suite = os.path.basename(path)[len("verify-"):-len(".parquet")]
+        with open(path[: -len(".parquet")] + ".txt") as handle:
+            timing = re.findall(r"in ([0-9.]+) s$", handle.read(), re.M)
+        passed = int((frame.status == "passed").sum())
+        failed = int(frame.status.isin(FAILED).sum())
+        worst = frame.ratio.max()
+        lines.append(
+            f"| {suite} | {frame.case_id.nunique()} | {len(frame)} | {passed} | {failed} | "
+            f"{len(frame) - passed - failed} | {'-' if worst != worst else f'{worst:.3g}'} | "
+            f"{timing[-1] + ' s' if timing else '?'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def render(text: str) -> str:
     """The README text with every output block refilled from its file."""
-    return BLOCK.sub(lambda m: m.group(1) + _excerpt(m["path"], m["first"], m["last"]) + m.group(5), text)
+    text = BLOCK.sub(lambda m: m.group(1) + _excerpt(m["path"], m["first"], m["last"]) + m.group(5), text)
+    return TABLE.sub(lambda m: m.group(1) + suites_table(m["path"]) + m.group(4), text)
 
 
 def main() -> int:

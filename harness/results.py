@@ -85,12 +85,19 @@ def write(frame, directory: str, name: str) -> list[str]:
         os.close(handle)
         try:
             writer(frame, temporary)
+            os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; results are shared
             os.replace(temporary, path)
         finally:
             if os.path.exists(temporary):
                 os.remove(temporary)
         paths.append(path)
     return paths
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _write_parquet(frame, path):

@@ -27,3 +27,13 @@ def test_python_api_example_runs():
     code = _python_block_after("From Python:")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+def test_readme_output_blocks_are_the_captured_tool_output():
+    """Example output is refilled from results/ by `python -m harness.docs`, never typed."""
+    from harness import docs
+
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        text = handle.read()
+    assert "<!-- output:" in text and "<!-- suites-table:" in text
+    assert docs.render(text) == text, "README output blocks are stale: run python -m harness.docs"
