@@ -155,7 +155,10 @@ def run_case(backend, case: Case, host: case_inputs.Inputs, expected: Expected) 
     The backend gets fresh framework arrays; x, weight and bias are compared bit for bit
     with the host originals after the call, and the output must not alias x.
     """
-    reason = backend.supports(case)
+    try:
+        reason = backend.supports(case)
+    except Exception as error:
+        return Verdict("error", "supports() failed: " + _failure_text(error))
     if reason:
         return Verdict("unsupported", reason)
     try:
@@ -205,6 +208,14 @@ class Plan:
         return len(self.cases) * len(self.pairs)
 
 
+def availability(backend, device: str) -> str | None:
+    """``backend.availability(device)``, with an exception turned into the reason."""
+    try:
+        return backend.availability(device)
+    except Exception as error:
+        return "availability() failed: " + _failure_text(error)
+
+
 def _names(value, kind: str, allowed: Sequence[str]) -> list[str] | None:
     if value is None:
         return None
@@ -230,7 +241,8 @@ def plan(backends=None, suite="default", devices=None, dtypes=None, cases=None) 
     """
     from . import suites
 
-    backend_names = _names(backends, "backend", registry.names()) or registry.names()
+    named = _names(backends, "backend", registry.names())
+    backend_names = named or registry.names()
     device_names = _names(devices, "device", registry.DEVICES)
     dtype_names = _names(dtypes, "dtype", registry.DTYPES)
     if cases is not None:
@@ -243,15 +255,14 @@ def plan(backends=None, suite="default", devices=None, dtypes=None, cases=None) 
         chosen = [c for c in chosen if c.dtype in dtype_names]
     unique = tuple(dict.fromkeys(c.on("cpu") for c in chosen))
     pairs, not_run = [], []
-    named = set(_names(backends, "backend", registry.names()) or ())
     for name in backend_names:
         backend = registry.get(name)
         devices_here = [d for d in device_names or registry.DEVICES if d in backend.devices]
-        reasons = {device: backend.availability(device) for device in devices_here}
+        reasons = {device: availability(backend, device) for device in devices_here}
         runs_somewhere = any(reason is None for reason in reasons.values())
         for device, reason in reasons.items():
             # Asked for by device, or a named backend that runs nowhere: skipped rows say why.
-            if reason is None or device_names is not None or (name in named and not runs_somewhere):
+            if reason is None or device_names is not None or (name in (named or ()) and not runs_somewhere):
                 pairs.append((name, device))
             else:
                 not_run.append((name, device, reason))
@@ -316,17 +327,17 @@ def sweep(the_plan: Plan, on_row: Callable[[dict], None] | None = None) -> Itera
     computed once per case and shared by every backend. A case too large for the memory
     here becomes ``skipped`` rows saying how much it needs."""
     backends = {name: registry.get(name) for name, _ in the_plan.pairs}
-    versions, availability = {}, {}
+    versions, available = {}, {}
     env = environment()
     for name, device in the_plan.pairs:
-        availability[name, device] = backends[name].availability(device)
+        available[name, device] = availability(backends[name], device)
         try:
-            versions[name] = backends[name].version() if availability[name, device] is None else ""
+            versions[name] = backends[name].version() if available[name, device] is None else versions.get(name, "")
         except Exception as error:  # a version() that raises is data too
             versions[name] = f"unknown ({_failure_text(error)})"
     for case in the_plan.cases:
         reasons = {
-            (name, device): availability[name, device] or _memory_reason(case, backends[name], device)
+            (name, device): available[name, device] or _memory_reason(case, backends[name], device)
             for name, device in the_plan.pairs
         }
         runnable = [pair for pair, reason in reasons.items() if reason is None]
