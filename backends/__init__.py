@@ -40,6 +40,7 @@ __all__ = [
     "RegistryError",
     "check_group_norm_args",
     "get",
+    "importable",
     "names",
     "register",
     "unregister",
@@ -57,6 +58,7 @@ BUILTIN = {
 _registered: dict[str, GroupNormBackend] = {}
 _loaded_builtins: dict[str, GroupNormBackend] = {}
 _entry_points_loaded = False
+_entry_point_names: set[str] = set()
 _lock = threading.RLock()
 
 
@@ -128,7 +130,17 @@ def _load_entry_points() -> None:
             backend = _conforming(target, source)
         except Exception as error:  # a broken plugin is a row, not a dead registry
             backend = _BrokenEntryPoint(entry_point.name, f"{source} failed: {type(error).__name__}: {error}")
-        _registered.setdefault(backend.name, backend)
+        if backend.name not in _registered:
+            _registered[backend.name] = backend
+            _entry_point_names.add(backend.name)
+
+
+def importable(name: str) -> bool:
+    """Whether a fresh Python process can get backend ``name`` by name alone (a built-in
+    or an installed entry point), as opposed to one registered at run time."""
+    with _lock:
+        _load_entry_points()
+        return name in BUILTIN or name in _entry_point_names
 
 
 def names() -> list[str]:

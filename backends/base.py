@@ -155,6 +155,34 @@ class GroupNormBackend(abc.ABC):
     def synchronize(self, device: str) -> None:
         """Wait for all work queued on ``device``. No-op by default (synchronous backends)."""
 
+    # -- timing hooks (defaults keep a backend written without them working) --------------
+
+    def wait(self, result, device: str) -> None:
+        """Block until ``result`` is computed. Default: :meth:`synchronize` the device.
+        Frameworks with per-array futures (JAX: ``block_until_ready``) override it."""
+        self.synchronize(device)
+
+    def event_timer(self, device: str):
+        """A device-event timer for ``device`` or None (the harness then uses the host
+        clock around :meth:`wait`). The object has ``start()``, ``stop()`` and
+        ``elapsed()`` (seconds between them, synchronizing as needed), recording on the
+        stream the backend's work runs on."""
+        return None
+
+    def flush_cache(self, device: str) -> bool:
+        """Evict the device's last-level cache (outside any timed region); return False
+        when this backend cannot (the default)."""
+        return False
+
+    def copy_kernel(self, device: str, nbytes: int):
+        """A zero-argument callable copying ``nbytes`` from one device buffer to another
+        (the roofline's reference), or None when this backend offers none."""
+        return None
+
+    def threads(self, device: str) -> int | None:
+        """Worker threads the backend's CPU work may use, when it can tell."""
+        return None
+
     def free_memory(self, device: str) -> int | None:
         """Bytes free on ``device`` for this backend's arrays, or None when unknown
         (the harness then checks host memory only)."""

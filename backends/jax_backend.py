@@ -117,9 +117,21 @@ class JaxBackend(GroupNormBackend):
         return np.asarray(array)
 
     def synchronize(self, device):
-        # JAX dispatch is asynchronous per array; results are awaited with
-        # block_until_ready on the arrays themselves (to_numpy blocks too).
+        # JAX dispatch is asynchronous per array: results are awaited with
+        # block_until_ready on the arrays themselves (see wait).
         pass
+
+    def wait(self, result, device):
+        result.block_until_ready()
+
+    def copy_kernel(self, device, nbytes):
+        jax = _jax()
+        import jax.numpy as jnp
+        import numpy as np
+
+        source = jax.device_put(np.ones(nbytes, np.uint8), jax.devices(_JAX_PLATFORM[device])[0])
+        copy = jax.jit(lambda a: a + jnp.uint8(0))  # a real read and write; jnp.copy may be elided
+        return lambda: copy(source)
 
     def free_memory(self, device):
         if device != "cuda":

@@ -12,6 +12,27 @@ from .base import GroupNormBackend
 from .dtypes import DTYPES
 
 INSTALL_HINT = "pip install 'groupnorm-bench[torch]'"
+_FLUSH_BUFFER = None
+
+
+class _CudaEventTimer:
+    """CUDA events recorded on torch's current stream."""
+
+    def __init__(self):
+        import torch
+
+        self._start = torch.cuda.Event(enable_timing=True)
+        self._stop = torch.cuda.Event(enable_timing=True)
+
+    def start(self):
+        self._start.record()
+
+    def stop(self):
+        self._stop.record()
+
+    def elapsed(self):
+        self._stop.synchronize()
+        return self._start.elapsed_time(self._stop) / 1e3
 
 
 class TorchBackend(GroupNormBackend):
@@ -66,6 +87,37 @@ class TorchBackend(GroupNormBackend):
             import torch
 
             torch.cuda.synchronize()
+
+    def event_timer(self, device):
+        if device != "cuda":
+            return None
+        return _CudaEventTimer()
+
+    def flush_cache(self, device):
+        if device != "cuda":
+            return False
+        import torch
+
+        global _FLUSH_BUFFER
+        if _FLUSH_BUFFER is None:
+            l2 = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 64 << 20)
+            _FLUSH_BUFFER = torch.empty(2 * l2, dtype=torch.uint8, device="cuda")
+        _FLUSH_BUFFER.zero_()
+        return True
+
+    def copy_kernel(self, device, nbytes):
+        import torch
+
+        source = torch.ones(nbytes, dtype=torch.uint8, device=device)
+        target = torch.empty_like(source)
+        return lambda: target.copy_(source)
+
+    def threads(self, device):
+        if device != "cpu":
+            return None
+        import torch
+
+        return torch.get_num_threads()
 
     def free_memory(self, device):
         if device != "cuda":

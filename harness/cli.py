@@ -89,24 +89,27 @@ def _cases(args) -> int:
     return EXIT_OK
 
 
-def _run_sweep(the_plan, console):
-    """Run a plan under a rich progress bar (with ETA); returns the rows as a DataFrame."""
+def run_sweep(running, console, log, description: str):
+    """Drive a started sweep under a rich progress bar (with ETA), saving each row as it
+    finishes; Ctrl-C keeps what finished. Returns (DataFrame of this run's rows and the
+    resumed ones, interrupted?)."""
     import pandas as pd
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from .verify import COLUMNS, sweep
-
-    rows = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    interrupted = False
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("verifying", total=the_plan.size)
-        for row in sweep(the_plan):
-            rows.append(row)
-            progress.update(task, advance=1, description=f"{row['backend']}:{row['device']} {row['case_id'][:48]}")
-    frame = pd.DataFrame(rows, columns=COLUMNS)
-    frame.attrs["not_run"] = list(the_plan.not_run)
-    return frame
+        task = progress.add_task(description, total=running.total - len(running.skip))
+        try:
+            for row in running.rows():
+                log.add(row)
+                progress.update(task, advance=1, description=f"{row['backend']}:{row['device']} {row['case_id'][:48]}")
+        except KeyboardInterrupt:
+            interrupted = True
+    frame = pd.DataFrame(log.rows, columns=running.columns)
+    frame.attrs["not_run"] = list(running.not_run)
+    return frame, interrupted
 
 
 def summary_table(frame):
@@ -137,14 +140,14 @@ def summary_table(frame):
     return table
 
 
-def _rerun_command(row, plugins) -> str:
-    parts = [_program(), "verify"]
+def _rerun_command(row, plugins, command: str = "verify") -> str:
+    parts = [_program(), command]
     parts += [f"--plugin {plugin}" for plugin in plugins or ()]
     parts += [f"--backends {row['backend']}", f"--devices {row['device']}", f"--case {row['case_id']}"]
     return " ".join(parts)
 
 
-def print_failures(frame, console, plugins=(), limit: int = 25) -> None:
+def print_failures(frame, console, plugins=(), command: str = "verify", limit: int = 25) -> None:
     from .verify import FAILED
 
     failures = frame[frame.status.isin(FAILED)]
@@ -153,7 +156,7 @@ def print_failures(frame, console, plugins=(), limit: int = 25) -> None:
         if row.status in ("mismatch", "nan_mismatch"):
             detail += f"; at {row.worst_index}: expected {row.expected:.7g}, got {row.got:.7g}"
         console.print(f"[red]{row.status}[/] {row.backend}:{row.device} {row.case_id}: {_escape(detail)}")
-        console.print(f"    rerun: {_escape(_rerun_command(row, plugins))}", soft_wrap=True)
+        console.print(f"    rerun: {_escape(_rerun_command(row, plugins, command))}", soft_wrap=True)
     if len(failures) > limit:
         console.print(f"... and {len(failures) - limit} more failures")
 
@@ -166,28 +169,33 @@ def default_out_dir(command: str) -> str:
     return os.path.join("results", "local", f"{stamp}-{command}")
 
 
-def _verify(args) -> int:
+def _sweep_command(args, sweep_class, command: str) -> int:
+    """The shared body of ``verify`` and ``bench``."""
+    from . import results
     from .verify import FAILED, plan
 
     console = _console()
     _load_plugins(args.plugin)
     the_plan = plan(args.backends, args.suite, args.devices, args.dtypes, args.case or None)
-    if not the_plan.pairs:
-        console.print("[red]nothing to verify:[/] no backend is available for the devices asked")
-        for backend, device, reason in the_plan.not_run:
+    name = f"{command}-cases" if args.case else f"{command}-" + args.suite.replace(",", "+")
+    out = args.out or default_out_dir(command)
+    log = results.RowLog(out, name, resume=args.resume)
+    options = sweep_class.options(args) if hasattr(sweep_class, "options") else {}
+    running = sweep_class(the_plan, isolate=not args.in_process, timeout=args.timeout, skip=log.done(), **options)
+    start = time.perf_counter()
+    running.start()
+    if not running.pairs:
+        console.print("[red]nothing to run:[/] no backend is available for the devices asked")
+        for backend, device, reason in running.not_run:
             console.print(f"  {backend}:{device}: {_escape(reason)}")
         return EXIT_NOTHING
-    start = time.perf_counter()
-    frame = _run_sweep(the_plan, console)
+    frame, interrupted = run_sweep(running, console, log, command)
     elapsed = time.perf_counter() - start
-    console.print(summary_table(frame))
-    for backend, device, reason in the_plan.not_run:
+    running.report(frame, console)
+    for backend, device, reason in running.not_run:
         console.print(f"[dim]not run: {backend}:{device}: {_escape(reason)}[/]")
-    print_failures(frame, console, args.plugin)
-    from . import results
-
-    name = "verify-cases" if args.case else "verify-" + args.suite.replace(",", "+")
-    paths = results.write(frame, args.out or default_out_dir("verify"), name)
+    print_failures(frame, console, args.plugin, command)
+    paths = log.finish(running.columns)
     console.print(f"rows written to {' and '.join(paths)}")
     verified = frame.status.isin(("passed",) + FAILED)
     failed = int(frame.status.isin(FAILED).sum())
@@ -195,11 +203,20 @@ def _verify(args) -> int:
         f"{len(frame)} rows, {int(verified.sum())} verified, {failed} failed, "
         f"{len(frame) - int(verified.sum())} not run, in {elapsed:.1f} s"
     )
+    if interrupted:
+        console.print(f"[yellow]interrupted:[/] finished rows kept; continue with the same command and --resume --out {out}")
+        return EXIT_FAILED
     if not verified.any():
         reasons = sorted(set(frame.reason))
         console.print("[red]nothing was verified:[/] every row was skipped or unsupported: " + _escape("; ".join(reasons[:5])))
         return EXIT_NOTHING
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _verify(args) -> int:
+    from .verify import Sweep
+
+    return _sweep_command(args, Sweep, "verify")
 
 
 def _selftest(args) -> int:
@@ -214,6 +231,24 @@ def _selftest(args) -> int:
     return EXIT_FAILED if problems else EXIT_OK
 
 
+def _sweep_arguments(command, name: str) -> None:
+    command.add_argument("--suite", default="default", help="suite name(s), comma-separated")
+    command.add_argument("--backends", help="backend names, comma-separated (default: all available)")
+    command.add_argument("--devices", help="cpu, cuda (default: wherever available)")
+    command.add_argument("--dtypes", help="float16, bfloat16, float32, float64 (default: all)")
+    command.add_argument("--case", action="append", metavar="ID", help="run just this case id (repeatable)")
+    command.add_argument("--plugin", action="append", metavar="MODULE",
+                         help="import MODULE first (and call its register_backends()) to add backends")
+    command.add_argument("--out", metavar="DIR",
+                         help=f"write the rows as parquet and CSV into DIR (default: results/local/<time>-{name})")
+    command.add_argument("--resume", action="store_true",
+                         help="keep the rows already in --out DIR and run only what is missing")
+    command.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                         help="seconds a backend may take per case (plus 0.1 s per million elements)")
+    command.add_argument("--in-process", action="store_true",
+                         help="run backends in this process (no isolation from crashes and hangs)")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog=_program(), description="GroupNorm verification and benchmarking harness")
     commands = top.add_subparsers(dest="command", required=True)
@@ -221,15 +256,7 @@ def parser() -> argparse.ArgumentParser:
     cases = commands.add_parser("cases", help="print the case ids of a suite")
     cases.add_argument("--suite", default="default")
     verify = commands.add_parser("verify", help="verify backends against the float64 oracle")
-    verify.add_argument("--suite", default="default", help="suite name(s), comma-separated")
-    verify.add_argument("--backends", help="backend names, comma-separated (default: all available)")
-    verify.add_argument("--devices", help="cpu, cuda (default: wherever available)")
-    verify.add_argument("--dtypes", help="float16, bfloat16, float32, float64 (default: all)")
-    verify.add_argument("--case", action="append", metavar="ID", help="run just this case id (repeatable)")
-    verify.add_argument("--plugin", action="append", metavar="MODULE",
-                        help="import MODULE first (and call its register_backends()) to add backends")
-    verify.add_argument("--out", metavar="DIR",
-                        help="write the rows as parquet and CSV into DIR (default: results/local/<time>-verify)")
+    _sweep_arguments(verify, "verify")
     selftest = commands.add_parser("selftest", help="check the verifier flags deliberately broken backends")
     selftest.add_argument("--suite", default="default")
     return top

@@ -71,6 +71,80 @@ COLUMNS = {
 }
 
 
+class RowLog:
+    """Rows saved as they finish, so an interrupted sweep keeps them.
+
+    Each row is appended to ``DIR/.NAME.rows.jsonl`` (flushed and fsynced: a torn last
+    line from a kill is ignored on reading). :meth:`finish` writes the parquet and CSV
+    files atomically and removes the log. With ``resume``, rows from an earlier run in the
+    same folder (its final files and any log it left) are kept and :meth:`done` lists
+    their keys so the sweep skips them.
+    """
+
+    def __init__(self, directory: str, name: str, resume: bool = False):
+        self.directory, self.name = directory, name
+        os.makedirs(directory, exist_ok=True)
+        self.log_path = os.path.join(directory, f".{name}.rows.jsonl")
+        self.rows: list[dict] = []
+        if resume:
+            final = os.path.join(directory, name + ".parquet")
+            if os.path.exists(final):
+                self.rows.extend(load(final).drop(columns=["source_file"]).to_dict("records"))
+            self.rows.extend(_read_log(self.log_path))
+        elif os.path.exists(self.log_path):
+            os.remove(self.log_path)
+        self._rewrite_log()
+
+    def _rewrite_log(self) -> None:
+        with open(self.log_path, "w") as handle:
+            for row in self.rows:
+                handle.write(_json_line(row))
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def done(self) -> set:
+        return {(row["case_id"], row["backend"], row["device"]) for row in self.rows}
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        with open(self.log_path, "a") as handle:
+            handle.write(_json_line(row))
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def finish(self, columns) -> list[str]:
+        import pandas as pd
+
+        frame = pd.DataFrame(self.rows, columns=list(columns)) if self.rows else pd.DataFrame(columns=list(columns))
+        frame = frame.drop_duplicates(subset=["case_id", "backend", "device"], keep="last")
+        paths = write(frame, self.directory, self.name)
+        os.remove(self.log_path)
+        return paths
+
+
+def _json_line(row: dict) -> str:
+    import json
+
+    def plain(value):
+        return value.item() if hasattr(value, "item") else str(value)
+
+    return json.dumps(row, default=plain) + "\n"
+
+
+def _read_log(path: str) -> list[dict]:
+    import json
+
+    rows = []
+    if os.path.exists(path):
+        with open(path) as handle:
+            for line in handle:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break  # a line torn by a kill: everything before it is whole
+    return rows
+
+
 class SchemaError(ValueError):
     """A results file this version cannot read."""
 

@@ -37,7 +37,7 @@ class Raising(GroupNormBackend):
 
 
 @pytest.mark.parametrize("where, status, text", [
-    ("group_norm", "error", "MemoryError: kernel ran out of shared memory"),
+    ("group_norm", "oom", "MemoryError: kernel ran out of shared memory"),
     ("supports", "error", "supports() failed: KeyError"),
     ("from_numpy", "error", "from_numpy failed: ValueError: cannot copy"),
     ("availability", "skipped", "availability() failed: RuntimeError: driver exploded"),
@@ -55,4 +55,4 @@ def test_raising_backend_becomes_rows(where, status, text):
     failing = mine[mine.status == status]
     assert len(failing) > 0 and failing.reason.str.contains(text, regex=False).all()
     if where == "group_norm":  # only half inputs raise: the float32/64 rows still pass
-        assert set(mine.status) == {"error", "passed"}
+        assert set(mine.status) == {"oom", "passed"}

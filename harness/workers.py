@@ -1,0 +1,267 @@
+"""Isolation: each (backend, device) runs in a worker process; the driver never imports a
+framework.
+
+The driver starts one worker per (backend, device) when a sweep starts and talks to it
+over a pipe: a fresh process (spawn) for backends a process can find by name (built-ins,
+entry points), a fork for backends registered at run time (so even one made of lambdas
+runs isolated like ours; the driver itself never imports a framework, which keeps the
+fork safe). Case data travels through files in shared memory (``/dev/shm``):
+the driver writes the inputs and the oracle's expectation once per case, every worker
+maps them without a copy. A worker that segfaults, hangs past its timeout or is killed
+for memory becomes a ``crash`` / ``timeout`` / ``oom`` row, and is restarted for the next
+case. :class:`LocalRunner` runs the same tasks in-process (no isolation, for debugging).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import multiprocessing
+import os
+import signal
+import tempfile
+import time
+import traceback
+
+import numpy as np
+
+import backends as registry
+from backends.dtypes import numpy_dtype
+
+from . import tasks
+from .checks import failure_text, status_of
+from .expected import Expected
+from .inputs import Inputs
+
+SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+PREFIX = "gnbench-"
+
+
+# -- arrays in shared memory ------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedArray:
+    """Where a worker finds an array: a file in shared memory and its view."""
+
+    path: str
+    dtype: str
+    shape: tuple
+    strides: tuple
+    offset: int
+
+    @classmethod
+    def create(cls, array: np.ndarray, dtype: str, path: str) -> "SharedArray":
+        """Copy ``array`` (any strides >= 0) into a new shared file, keeping its layout."""
+        itemsize = array.itemsize
+        if array.size == 0:
+            extent, strides = itemsize, tuple(array.strides)
+        else:
+            extent = sum((n - 1) * s for n, s in zip(array.shape, array.strides)) + itemsize
+            strides = tuple(array.strides)
+        buffer = np.memmap(path, dtype=np.uint8, mode="w+", shape=(max(extent, 1),))
+        view = np.ndarray(array.shape, array.dtype, buffer, 0, strides)
+        view[...] = array
+        buffer.flush()
+        del view, buffer
+        return cls(path, dtype, tuple(array.shape), strides, 0)
+
+    def attach(self) -> np.ndarray:
+        buffer = np.memmap(self.path, dtype=np.uint8, mode="r+")
+        return np.ndarray(self.shape, numpy_dtype(self.dtype) if self.dtype in registry.DTYPES else np.dtype(self.dtype),
+                          buffer, self.offset, self.strides)
+
+
+@dataclasses.dataclass
+class SharedCase:
+    """A case's host inputs and expectation in shared memory (created by the driver)."""
+
+    arrays: dict
+    expected_meta: tuple
+
+    @classmethod
+    def create(cls, case, host: Inputs, expected: Expected) -> "SharedCase":
+        stem = os.path.join(SHM_DIR, f"{PREFIX}{os.getpid()}-{time.monotonic_ns()}")
+        param_dtype = case.param_dtype or case.dtype
+        arrays = {}
+        try:
+            for name, array, dtype in (("x", host.x, case.dtype), ("weight", host.weight, param_dtype),
+                                       ("bias", host.bias, param_dtype), ("y", expected.y, "float64"),
+                                       ("tolerance", expected.tolerance, "float64"),
+                                       ("groups", expected.groups, "int64")):
+                if array is not None:
+                    arrays[name] = SharedArray.create(np.asarray(array), dtype, f"{stem}-{name}")
+        except BaseException:
+            cls(arrays, ()).close()
+            raise
+        return cls(arrays, (expected.shape, expected.num_groups, expected.dtype))
+
+    def load(self):
+        """(Inputs, Expected) as views of the shared files (in the worker)."""
+        view = {name: spec.attach() for name, spec in self.arrays.items()}
+        host = Inputs(view["x"], view.get("weight"), view.get("bias"))
+        shape, num_groups, dtype = self.expected_meta
+        return host, Expected(shape, num_groups, dtype, view["groups"], view["y"], view["tolerance"])
+
+    def close(self) -> None:
+        for spec in self.arrays.values():
+            try:
+                os.remove(spec.path)
+            except FileNotFoundError:
+                pass
+
+
+@dataclasses.dataclass
+class LocalCase:
+    """The same interface as :class:`SharedCase` for in-process runs."""
+
+    host: Inputs
+    expected: Expected
+
+    def load(self):
+        return self.host, self.expected
+
+    def close(self) -> None:
+        pass
+
+
+def remove_stale_files() -> None:
+    """Delete shared files of drivers that are no longer running."""
+    for path in glob.glob(os.path.join(SHM_DIR, PREFIX + "*")):
+        pid = os.path.basename(path)[len(PREFIX):].split("-", 1)[0]
+        try:
+            os.kill(int(pid), 0)
+        except (ValueError, ProcessLookupError):
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+        except PermissionError:
+            pass
+
+
+# -- runners ------------------------------------------------------------------------------
+
+
+class LocalRunner:
+    """Runs tasks in this process: no isolation, no timeout."""
+
+    isolated = False
+
+    def __init__(self, name: str, device: str):
+        self.name, self.device = name, device
+        self.backend = registry.get(name)
+        self.state: dict = {}
+
+    def call(self, kind: str, payload=None, timeout: float | None = None) -> dict:
+        return tasks.handle(self.backend, self.device, kind, payload, self.state)
+
+    def close(self) -> None:
+        self.state.clear()
+
+
+def _serve(connection, name: str, device: str) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C
+    from .timing import pin_allocator
+
+    pin_allocator()
+    try:
+        backend = registry.get(name)
+    except BaseException as error:
+        backend = None
+        startup_error = f"{type(error).__name__}: {error}"
+    state: dict = {}
+    while True:
+        try:
+            message = connection.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        kind, payload = message
+        if backend is None:
+            reply = {"status": "error", "reason": f"backend {name!r} failed to load: {startup_error}"}
+        else:
+            try:
+                reply = tasks.handle(backend, device, kind, payload, state)
+            except BaseException as error:  # the task layer catches; this is the last net
+                reply = {"status": status_of(error), "reason": failure_text(error),
+                         "traceback": traceback.format_exc(limit=5)}
+        try:
+            connection.send(reply)
+        except (BrokenPipeError, OSError):
+            return
+
+
+class WorkerRunner:
+    """Runs tasks in a forked worker process with a timeout per task."""
+
+    isolated = True
+
+    def __init__(self, name: str, device: str):
+        self.name, self.device = name, device
+        self.process = None
+        self.connection = None
+
+    def _start(self) -> None:
+        # A backend a fresh process can look up by name gets one (spawn): nothing of the
+        # driver's state, such as a framework a test already initialized, leaks into it.
+        # One registered at run time (lambdas, a test's class) can only be inherited: fork.
+        method = "spawn" if registry.importable(self.name) else "fork"
+        context = multiprocessing.get_context(method)
+        parent, child = context.Pipe()
+        self.process = context.Process(target=_serve, args=(child, self.name, self.device), daemon=True,
+                                       name=f"gnbench-{self.name}-{self.device}")
+        self.process.start()
+        child.close()
+        self.connection = parent
+
+    def _stop(self, kill: bool) -> None:
+        if self.process is None:
+            return
+        if kill and self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=10)
+        self.connection.close()
+        self.process = self.connection = None
+
+    def call(self, kind: str, payload=None, timeout: float | None = None) -> dict:
+        if self.process is None:
+            self._start()
+        try:
+            self.connection.send((kind, payload))
+        except (BrokenPipeError, OSError):
+            return self._died()
+        if not self.connection.poll(timeout):
+            self._stop(kill=True)
+            return {"status": "timeout", "reason": f"no answer within {timeout:.0f} s; the worker was killed"}
+        try:
+            return self.connection.recv()
+        except (EOFError, OSError):
+            return self._died()
+
+    def _died(self) -> dict:
+        process = self.process
+        process.join(timeout=10)
+        code = process.exitcode
+        self._stop(kill=True)
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name
+            if -code == signal.SIGKILL:
+                return {"status": "oom", "reason": "the worker was killed by SIGKILL (most likely the "
+                                                   "kernel's out-of-memory killer)"}
+            return {"status": "crash", "reason": f"the worker died with signal {name}"}
+        return {"status": "crash", "reason": f"the worker exited with code {code}"}
+
+    def close(self) -> None:
+        if self.process is not None:
+            try:
+                self.connection.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+            self.process.join(timeout=5)
+            self._stop(kill=True)
+
+
+def runner(name: str, device: str, isolate: bool):
+    return WorkerRunner(name, device) if isolate else LocalRunner(name, device)
