@@ -219,6 +219,12 @@ def _verify(args) -> int:
     return _sweep_command(args, Sweep, "verify")
 
 
+def _bench(args) -> int:
+    from .bench import BenchSweep
+
+    return _sweep_command(args, BenchSweep, "bench")
+
+
 def _selftest(args) -> int:
     from . import selftest
 
@@ -257,12 +263,18 @@ def parser() -> argparse.ArgumentParser:
     cases.add_argument("--suite", default="default")
     verify = commands.add_parser("verify", help="verify backends against the float64 oracle")
     _sweep_arguments(verify, "verify")
+    bench = commands.add_parser("bench", help="verify, then time backends (latency, GB/s, roofline)")
+    _sweep_arguments(bench, "bench")
+    bench.set_defaults(suite="sd-unet")
+    bench.add_argument("--budget", type=float, default=1.0, metavar="S",
+                       help="seconds of timing per case and backend (default 1)")
+    bench.add_argument("--flush-l2", action="store_true", help="flush the GPU's L2 cache before each timed sample")
     selftest = commands.add_parser("selftest", help="check the verifier flags deliberately broken backends")
     selftest.add_argument("--suite", default="default")
     return top
 
 
-COMMANDS = {"list": _list, "cases": _cases, "verify": _verify, "selftest": _selftest}
+COMMANDS = {"list": _list, "cases": _cases, "verify": _verify, "bench": _bench, "selftest": _selftest}
 
 
 def main(argv=None) -> int:

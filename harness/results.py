@@ -71,6 +71,35 @@ COLUMNS = {
 }
 
 
+# Columns a bench row adds to COLUMNS (its status is the verification of the same
+# prepared inputs, made just before timing).
+BENCH_COLUMNS = {
+    "median_s": "device time per call: median over samples of back-to-back calls",
+    "iqr_s": "interquartile range of those samples",
+    "min_s": "fastest sample",
+    "mean_s": "mean of the samples",
+    "count": "number of device-time samples",
+    "number": "calls per device-time sample",
+    "latency_median_s": "host-visible time of one synchronized call: median",
+    "latency_iqr_s": "its interquartile range",
+    "first_call_s": "the first call, synchronized (includes JIT/compilation)",
+    "compile_s": "first_call_s - latency_median_s: the cost of compiling",
+    "spread": "iqr_s / median_s",
+    "noisy": "spread stayed above 10% after the budget",
+    "samples": "raw device-time samples (seconds per call), JSON",
+    "latency_samples": "raw latency samples (seconds), JSON",
+    "timer": "device-events or host-clock",
+    "flushed": "L2 cache flushed before each device-time sample",
+    "threads": "worker threads the backend reports (CPU)",
+    "bytes": "minimum bytes a forward pass moves: read x, write y, read weight and bias",
+    "gbps": "bytes / median_s, in GB/s (1e9)",
+    "copy_gbps": "the device's copy bandwidth, same timer, same run",
+    "copy_backend": "the backend whose copy measured it",
+    "roofline_pct": "100 * gbps / copy_gbps",
+    "speedup_vs_torch": "torch's median_s / this median_s (same case and device, both verified)",
+}
+
+
 class RowLog:
     """Rows saved as they finish, so an interrupted sweep keeps them.
 
@@ -222,7 +251,8 @@ def load(*paths):
     if not frames:
         return pd.DataFrame(columns=list(COLUMNS) + ["source_file"])
     combined = pd.concat(frames, ignore_index=True)
-    for column in COLUMNS:
+    required = list(COLUMNS) + (list(BENCH_COLUMNS) if any(c in combined.columns for c in BENCH_COLUMNS) else [])
+    for column in required:
         if column not in combined.columns:
             combined[column] = None
     return combined

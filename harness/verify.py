@@ -200,26 +200,30 @@ class Sweep:
                 groups = (len(expected.groups), groups[1])
                 shared = SharedCase.create(case, host, expected) if self.isolate else LocalCase(host, expected)
                 del host, expected
+            start = time.perf_counter()
+            results = self.run_pairs(case, shared, runnable) if runnable else {}
+            seconds = (time.perf_counter() - start) / max(len(runnable), 1)
             for name, device in todo:
-                on_device = case.on(device)
-                start = time.perf_counter()
-                if reasons[name, device]:
-                    result = {"verdict": Verdict("skipped", reasons[name, device])}
-                else:
-                    result = self.run_pair(self.runners[name, device], on_device, shared)
+                result = results.get((name, device)) or {"verdict": Verdict("skipped", reasons[name, device])}
                 verdict = _verdict_of(result)
-                row = _row(on_device, name, self.info[name, device].get("version") or "", verdict,
-                           time.perf_counter() - start, groups if verdict.status not in NOT_RUN else (0, groups[1]),
-                           self.environment)
+                row = _row(case.on(device), name, self.info[name, device].get("version") or "", verdict,
+                           seconds if (name, device) in results else 0.0,
+                           groups if verdict.status not in NOT_RUN else (0, groups[1]), self.environment)
                 row.update(self.extra_columns(result, row))
                 yield row
         finally:
             if shared is not None:
                 shared.close()
 
-    def run_pair(self, run, case: Case, shared) -> dict:
-        payload = (case, shared, memory.device_bytes(case))
-        return run.call("verify", payload, timeout=case_timeout(case, self.timeout))
+    def run_pairs(self, case: Case, shared, pairs) -> dict:
+        """Results per (backend, device) for one case (here: verify each in turn)."""
+        results = {}
+        for name, device in pairs:
+            on_device = case.on(device)
+            payload = (on_device, shared, memory.device_bytes(on_device))
+            results[name, device] = self.runners[name, device].call(
+                "verify", payload, timeout=case_timeout(on_device, self.timeout))
+        return results
 
     def extra_columns(self, result: dict, row: dict) -> dict:
         return {}

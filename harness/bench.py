@@ -1,0 +1,204 @@
+"""Benchmark sweeps: verify each case on the prepared inputs, then time it.
+
+For every case, each (backend, device) worker first verifies the case on exactly the
+inputs it will time (a row whose status is not ``passed`` is kept, marked, and never
+counts as fastest), then times the call with :mod:`harness.timing` in rounds that
+alternate between backends, so a slow drift of the machine hits all of them alike.
+
+Roofline: a forward GroupNorm must read x and write y once, and read weight and bias:
+``bytes = 2 * numel * itemsize + 2 * C * param_itemsize``. GB/s is that over the median
+device time; ``roofline_pct`` compares it with the device's copy bandwidth (a device
+copy reads and writes its bytes once), measured by the same timer, in the same run, on
+the same device, at the start of the sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from backends.dtypes import numpy_dtype
+
+from .cases import Case
+from .checks import Verdict
+from .results import BENCH_COLUMNS
+from .verify import COLUMNS, Sweep
+
+ROUNDS = 3
+COPY_BYTES = {"cpu": 256 << 20, "cuda": 1 << 30}
+COPY_PREFERENCE = ("torch", "cupy", "numpy", "jax")  # which framework's copy is the reference
+
+
+def min_bytes(case: Case) -> int:
+    """Bytes a forward pass cannot avoid moving: read x, write y, read weight and bias."""
+    itemsize = numpy_dtype(case.dtype).itemsize
+    params = 0 if case.affine == "none" else 2 * case.shape[1] * numpy_dtype(case.param_dtype or case.dtype).itemsize
+    return 2 * case.numel * itemsize + params
+
+
+class BenchSweep(Sweep):
+    """A :class:`harness.verify.Sweep` that also times every case (see the module doc)."""
+
+    kind = "bench"
+
+    def __init__(self, the_plan, *, budget: float = 1.0, flush: bool = False, **kwargs):
+        super().__init__(the_plan, **kwargs)
+        self.budget, self.flush = budget, flush
+        self.copy = {}  # device -> (GB/s, backend that measured it)
+
+    @staticmethod
+    def options(args) -> dict:
+        return {"budget": args.budget, "flush": args.flush_l2}
+
+    @property
+    def columns(self) -> list:
+        return COLUMNS + list(BENCH_COLUMNS)
+
+    def start(self) -> "BenchSweep":
+        super().start()
+        for device in sorted({device for _, device in self.pairs}):
+            candidates = sorted((pair for pair in self.pairs if pair[1] == device),
+                                key=lambda pair: COPY_PREFERENCE.index(pair[0]) if pair[0] in COPY_PREFERENCE else 99)
+            for pair in candidates:
+                nbytes = COPY_BYTES.get(device, 256 << 20)
+                reply = self.runners[pair].call("copy", (nbytes, 2.0), timeout=self.timeout)
+                measurement = reply.get("measurement")
+                if measurement is not None and measurement.median > 0:
+                    self.copy[device] = (2 * nbytes / measurement.median / 1e9, pair[0])
+                    break
+        return self
+
+    def run_pairs(self, case: Case, shared, pairs) -> dict:
+        from . import memory
+        from .verify import case_timeout
+
+        timeout = case_timeout(case, self.timeout)
+        results, timed = {}, []
+        for name, device in pairs:
+            on_device = case.on(device)
+            reply = self.runners[name, device].call(
+                "bench_start", (on_device, shared, memory.device_bytes(on_device), self.flush), timeout=timeout)
+            results[name, device] = reply
+            if reply.get("timed"):
+                timed.append((name, device))
+        for _ in range(ROUNDS):
+            for pair in list(timed):
+                reply = self.runners[pair].call("bench_round", self.budget / ROUNDS, timeout=timeout + 10 * self.budget)
+                if not reply.get("ok"):  # died or raised while timing: that is the row's status
+                    reason = "while timing: " + reply.get("reason", "")
+                    results[pair] = {"verdict": Verdict(reply.get("status", "error"), reason)}
+                    timed.remove(pair)
+        for pair in timed:
+            reply = self.runners[pair].call("bench_end", None, timeout=timeout)
+            results[pair]["measurement"] = reply.get("measurement")
+        return results
+
+    def extra_columns(self, result: dict, row: dict) -> dict:
+        measurement = result.get("measurement")
+        case = Case.from_id(row["case_id"])
+        nbytes = min_bytes(case)
+        copy_gbps, copy_with = self.copy.get(row["device"], (math.nan, ""))
+        extra = dict.fromkeys(BENCH_COLUMNS, math.nan)
+        extra.update(bytes=nbytes, copy_gbps=copy_gbps, copy_backend=copy_with, flushed=self.flush,
+                     threads=self.info[row["backend"], row["device"]].get("threads"),
+                     timer="", samples="[]", latency_samples="[]", noisy=False)
+        if measurement is None:
+            return extra
+        median = measurement.median
+        gbps = nbytes / median / 1e9 if median > 0 else math.nan
+        extra.update(
+            median_s=median, iqr_s=measurement.iqr, min_s=measurement.min, mean_s=measurement.mean,
+            count=len(measurement.samples), number=measurement.number,
+            latency_median_s=measurement.latency_median, latency_iqr_s=measurement.latency_iqr,
+            timer=measurement.timer, noisy=measurement.noisy, spread=measurement.spread,
+            samples=json.dumps([float(s) for s in measurement.samples]),
+            latency_samples=json.dumps([float(s) for s in measurement.latency_samples]),
+            gbps=gbps, roofline_pct=100 * gbps / copy_gbps if copy_gbps == copy_gbps else math.nan,
+        )
+        verdict = result.get("verdict")
+        first = verdict.call_s if verdict is not None else math.nan
+        extra["first_call_s"] = first
+        extra["compile_s"] = max(first - measurement.latency_median, 0.0) if first == first else math.nan
+        return extra
+
+    def report(self, frame, console) -> None:
+        console.print(bench_table(frame))
+        for device, (gbps, backend) in sorted(self.copy.items()):
+            console.print(f"roofline: {device} copy bandwidth {gbps:.1f} GB/s (measured with {backend}'s copy, same timer)")
+
+
+def with_speedups(frame):
+    """Add ``speedup_vs_torch``: torch's median over each row's, same case and device,
+    where both rows verified."""
+    import pandas as pd
+
+    if frame.empty:
+        return frame
+    torch_rows = frame[(frame.backend == "torch") & (frame.status == "passed")]
+    reference = torch_rows.set_index(["case_id", "device"]).median_s
+    keys = pd.MultiIndex.from_frame(frame[["case_id", "device"]])
+    torch_median = reference.reindex(keys).to_numpy()
+    speedup = torch_median / frame.median_s.to_numpy()
+    frame = frame.copy()
+    frame["speedup_vs_torch"] = [s if status == "passed" else math.nan for s, status in zip(speedup, frame.status)]
+    return frame
+
+
+def bench_table(frame):
+    """One rich table, grouped by case: latency, GB/s, % of roofline, speedup vs torch."""
+    from rich.table import Table
+
+    frame = with_speedups(frame)
+    table = Table(title="bench (device time: median of back-to-back calls; latency: one synchronized call)")
+    for column in ("case", "backend", "status", "median ms", "IQR %", "latency ms", "GB/s", "% roofline",
+                   "vs torch", "compile s"):
+        table.add_column(column, justify="left" if column in ("case", "backend", "status") else "right")
+
+    def number(value, form):
+        return "-" if value != value else format(value, form)
+
+    previous = None
+    for _, row in frame.iterrows():
+        case = row.case_id if row.case_id != previous else ""
+        if previous is not None and case:
+            table.add_section()
+        previous = row.case_id
+        status = row.status if row.status == "passed" else f"[red]{row.status}[/]"
+        spread = 100 * row.iqr_s / row.median_s if row.median_s == row.median_s and row.median_s else math.nan
+        table.add_row(
+            case, f"{row.backend}:{row.device}", status,
+            number(1e3 * row.median_s, ".4g"), number(spread, ".1f"), number(1e3 * row.latency_median_s, ".4g"),
+            number(row.gbps, ".1f"), number(row.roofline_pct, ".0f"), number(row.speedup_vs_torch, ".2f"),
+            number(row.compile_s, ".2f"),
+        )
+    return table
+
+
+def bench(backends=None, suite="sd-unet", devices=None, dtypes=None, cases=None, *, budget: float = 1.0,
+          flush: bool = False, isolate: bool = True, timeout: float = 120.0):
+    """Verify then time backends on a suite; one row per (case, backend, device).
+
+    Args:
+        backends, suite, devices, dtypes, cases: as for :func:`harness.verify`.
+        budget: seconds of timing per case and backend (split in interleaved rounds).
+        flush: evict the GPU's L2 cache before every timed sample (where the backend can).
+        isolate: run each (backend, device) in its own worker process (default).
+        timeout: seconds a worker may take per case, plus 0.1 s per million elements.
+
+    Returns:
+        pandas.DataFrame: the verification columns (:data:`harness.results.COLUMNS`), then
+        :data:`harness.results.BENCH_COLUMNS` (median/IQR/min/mean of device time, host
+        latency, raw samples, first-call and compile time, bytes, GB/s, copy GB/s, % of
+        roofline, speedup against torch, threads, timer).
+    """
+    import pandas as pd
+
+    from .verify import plan
+
+    running = BenchSweep(plan(backends, suite, devices, dtypes, cases), budget=budget, flush=flush,
+                         isolate=isolate, timeout=timeout).start()
+    frame = pd.DataFrame(list(running.rows()), columns=running.columns)
+    frame = with_speedups(frame)
+    frame.attrs["not_run"] = list(running.not_run)
+    frame.attrs["copy_gbps"] = dict(running.copy)
+    return frame
