@@ -53,6 +53,7 @@ BUILTIN = {
     "torch": "backends.torch_backend:TorchBackend",
     "jax": "backends.jax_backend:JaxBackend",
     "numpy": "backends.numpy_backend:NumpyBackend",
+    "torch-compile": "backends.torch_compile_backend:TorchCompileBackend",
 }
 
 _registered: dict[str, GroupNormBackend] = {}

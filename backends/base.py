@@ -91,6 +91,7 @@ class GroupNormBackend(abc.ABC):
         layouts: input layouts it accepts (``contiguous``, ``channels_last``, ``strided``).
             A framework whose arrays have no strides (JAX) lists only ``contiguous``.
         description: one line shown by ``gnbench list``.
+        default_selected: whether sweeps that name no backends include it.
     """
 
     name: str = ""
@@ -98,6 +99,7 @@ class GroupNormBackend(abc.ABC):
     dtypes: tuple[str, ...] = DTYPES
     layouts: tuple[str, ...] = LAYOUTS
     description: str = ""
+    default_selected: bool = True  # in sweeps that name no backends (False: opt-in, e.g. slow to compile)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -8,10 +8,12 @@ torch, JAX, CuPy or Numba itself (a test proves it).
     >>> frame.groupby("backend").status.value_counts()
 """
 
+from .bench import bench
 from .cases import Case
 from .reference import Reference, group_norm_reference
 from .tolerances import tolerance, unit_roundoff
-from .verify import FAILED, STATUSES, Verdict, judge, plan, verify
+from .checks import FAILED, STATUSES, Verdict, judge
+from .verify import plan, verify
 
 __all__ = [
     "FAILED",
@@ -19,6 +21,7 @@ __all__ = [
     "Case",
     "Reference",
     "Verdict",
+    "bench",
     "group_norm_reference",
     "judge",
     "plan",

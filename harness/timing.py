@@ -6,7 +6,7 @@ For a zero-argument callable ``fn`` (one GroupNorm call on prepared device array
    torch.compile, Numba) and is reported apart (``first_call_s``), never mixed into the
    steady-state figures. Then warm-up calls (at least 3, or 50 ms).
 2. **Device time**: a sample is ``number`` back-to-back calls between two timestamps
-   divided by ``number``, with ``number`` chosen so a sample lasts at least 1 ms (launch
+   divided by ``number``, with ``number`` chosen so a sample lasts at least 10 ms (launch
    overhead amortized as in a model's forward pass). The timestamps are the backend's
    device events on the stream its work runs on (torch/CuPy/Numba CUDA events) when it
    has them, else the host clock around the backend's ``wait`` (``block_until_ready``
@@ -136,7 +136,7 @@ class Session:
     """
 
     def __init__(self, fn, backend, device, *, flush=False, min_samples=7, target=0.03,
-                 min_sample_s=1e-3, max_number=10_000):
+                 min_sample_s=1e-2, max_number=10_000):
         self.fn, self.backend, self.device = fn, backend, device
         self.flush = bool(flush) and backend.flush_cache(device)
         self.min_samples, self.target = min_samples, target

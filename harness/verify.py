@@ -59,7 +59,8 @@ def plan(backends=None, suite="default", devices=None, dtypes=None, cases=None) 
     """Resolve names into a :class:`Plan` (raises InvalidArgumentError listing valid names).
 
     Args:
-        backends: backend names (list or comma-separated string); None = all registered.
+        backends: backend names (list or comma-separated string); None = all registered
+            ones with ``default_selected`` (torch-compile must be named).
         suite: suite name(s), list or comma-separated; ignored when ``cases`` is given.
         devices: device names; None = every device a backend runs on (where available).
         dtypes: dtype names to keep; None = all.
@@ -81,7 +82,7 @@ def plan(backends=None, suite="default", devices=None, dtypes=None, cases=None) 
     unique = tuple(dict.fromkeys(c.on("cpu") for c in chosen))
     pairs = tuple(
         (name, device)
-        for name in named or registry.names()
+        for name in named or [n for n in registry.names() if registry.get(n).default_selected]
         for device in device_names or registry.DEVICES
         if device in registry.get(name).devices
     )

@@ -162,6 +162,9 @@ class LocalRunner:
 
 def _serve(connection, name: str, device: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C
+    import faulthandler
+
+    faulthandler.disable()  # a crash is reported as a row, not as a dump on the terminal
     from .timing import pin_allocator
 
     pin_allocator()

@@ -100,3 +100,14 @@ def test_unavailable_device_reason_says_what_to_do():
         if reason is not None:
             assert "CUDA" in reason or "cuda" in reason
     assert "does not run on 'cuda'" in backends.get("numpy").availability("cuda")
+
+
+def test_torch_compile_verifies_the_smoke_suite():
+    require("torch")
+    frame = harness.verify(backends=["torch-compile"], suite="smoke", devices=["cpu"])
+    assert (frame.status == "passed").all(), frame[["case_id", "status", "reason"]]
+
+
+def test_torch_compile_is_opt_in():
+    assert "torch-compile" not in {name for name, _ in harness.plan(suite="smoke").pairs}
+    assert ("torch-compile", "cpu") in harness.plan(backends="torch-compile", suite="smoke").pairs

@@ -1,0 +1,109 @@
+"""A backend that segfaults, hangs or runs out of memory becomes a row; the sweep goes
+on; finished rows survive an interruption and --resume does not redo them."""
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import backends
+import harness
+from backends import GroupNormBackend
+from conftest import ROOT, plain_group_norm
+
+CASES = ["2x8x4-g2-float32-contiguous-normal-s0", "2x8x4-g2-float16-contiguous-normal-s0",
+         "2x8x4-g2-float64-contiguous-normal-s0"]
+
+
+def _backend(name, behaviour):
+    """A backend made of lambdas (registered at run time) that misbehaves on float16."""
+
+    def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+        if x.dtype.itemsize == 2:
+            behaviour()
+        return plain_group_norm(x, num_groups, weight, bias, eps)
+
+    return GroupNormBackend.from_function(name, group_norm)
+
+
+def _segfault():
+    ctypes.string_at(0)
+
+
+def _hang():
+    time.sleep(3600)
+
+
+def _oom():
+    raise MemoryError("simulated: could not allocate 80 GiB")
+
+
+@pytest.mark.parametrize("name, behaviour, status, reason", [
+    ("test-segfault", _segfault, "crash", "signal SIGSEGV"),
+    ("test-hang", _hang, "timeout", "no answer within 3 s"),
+    ("test-oom", _oom, "oom", "MemoryError"),
+], ids=["segfault", "hang", "oom"])
+def test_misbehaving_backend_becomes_a_row_and_the_sweep_goes_on(name, behaviour, status, reason):
+    backends.register(_backend(name, behaviour), replace=True)
+    try:
+        frame = harness.verify(backends=[name, "numpy"], cases=CASES, timeout=3)
+    finally:
+        backends.unregister(name)
+    mine = frame[frame.backend == name].set_index("case_id").status.to_dict()
+    assert mine == {CASES[0]: "passed", CASES[1]: status, CASES[2]: "passed"}  # restarted after
+    row = frame[(frame.backend == name) & (frame.status == status)].iloc[0]
+    assert reason in row.reason
+    assert (frame[frame.backend == "numpy"].status == "passed").all()
+
+
+def test_bench_survives_a_crash_too():
+    backends.register(_backend("test-segfault", _segfault), replace=True)
+    try:
+        frame = harness.bench(backends=["test-segfault"], cases=CASES, budget=0.05, timeout=10)
+    finally:
+        backends.unregister("test-segfault")
+    assert frame.status.tolist() == ["passed", "crash", "passed"]
+    assert frame.median_s.notna().tolist() == [True, False, True]
+
+
+def test_the_driver_imports_no_framework_while_sweeping():
+    code = textwrap.dedent("""
+        import sys, harness
+        harness.verify(backends=["torch", "jax", "numpy"], suite="smoke")
+        harness.bench(backends=["torch", "numpy"], cases=["2x8x4-g2-float32-contiguous-normal-s0"], budget=0.05)
+        print(sorted({m.split('.')[0] for m in sys.modules} & {"torch", "jax", "jaxlib", "numba", "cupy"}))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_interrupted_sweep_keeps_finished_rows_and_resume_does_not_redo_them(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "harness", "verify", "--plugin", "harness.selftest", "--backends",
+               "numpy,welford-f32", "--suite", "default", "--out", str(out)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = out / ".verify-default.rows.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.exists() or log.read_text().count("\n") < 20):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)  # no chance to clean up: only the log survives
+    process.wait()
+    finished = log.read_text().count("\n")
+    assert finished >= 20 and not (out / "verify-default.parquet").exists()
+    resumed = subprocess.run(command + ["--resume"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                             env=dict(os.environ, COLUMNS="200"))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    from harness import results
+
+    frame = results.load(out / "verify-default.parquet")
+    assert len(frame) == 312 * 2 and not frame.duplicated(["case_id", "backend", "device"]).any()
+    assert not log.exists()
+    # nothing was redone: the rows of the killed run keep its start time, the rest are new
+    first_run = frame.date.min()
+    assert (frame.date == first_run).sum() == finished and frame.date.nunique() == 2
