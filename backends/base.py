@@ -194,6 +194,11 @@ class GroupNormBackend(abc.ABC):
         """The implementation's version: the framework's, plus a kernel-source hash for our own kernels."""
         return "unknown"
 
+    def source_hash(self) -> str:
+        """A hash of the backend's own kernel sources, computed without importing its
+        framework ("" for backends that only call a framework): caches key on it."""
+        return ""
+
     def shares_memory(self, a, b) -> bool:
         """Whether two arrays of this backend may overlap in memory (used to catch an
         output that aliases the input). The default reads array interfaces; a backend

@@ -11,6 +11,7 @@ torch, JAX, CuPy or Numba itself (a test proves it).
 from .bench import bench
 from .cases import Case
 from .reference import Reference, group_norm_reference
+from .selection import NoVerifiedBackendError, fastest, select
 from .tolerances import tolerance, unit_roundoff
 from .checks import FAILED, STATUSES, Verdict, judge
 from .verify import plan, verify
@@ -22,6 +23,9 @@ __all__ = [
     "Reference",
     "Verdict",
     "bench",
+    "fastest",
+    "select",
+    "NoVerifiedBackendError",
     "group_norm_reference",
     "judge",
     "plan",

@@ -125,6 +125,20 @@ class BenchSweep(Sweep):
         console.print(bench_table(frame))
         for device, (gbps, backend) in sorted(self.copy.items()):
             console.print(f"roofline: {device} copy bandwidth {gbps:.1f} GB/s (measured with {backend}'s copy, same timer)")
+        warning = noisy_warning(frame)
+        if warning:
+            console.print(f"[yellow]warning:[/] {warning}")
+
+
+def noisy_warning(frame) -> str:
+    """A sentence naming the rows whose spread stayed above 10% (empty when none)."""
+    noisy = frame[frame.noisy.fillna(False).astype(bool)]
+    if noisy.empty:
+        return ""
+    names = ", ".join(f"{r.backend}:{r.device} {r.case_id}" for r in noisy.head(5).itertuples())
+    more = f" and {len(noisy) - 5} more" if len(noisy) > 5 else ""
+    return (f"{len(noisy)} row(s) kept an IQR above 10% of the median after the budget ({names}{more}); "
+            "raise --budget or quiet the machine")
 
 
 def with_speedups(frame):

@@ -225,6 +225,55 @@ def _bench(args) -> int:
     return _sweep_command(args, BenchSweep, "bench")
 
 
+def _select(args) -> int:
+    from rich.table import Table
+
+    from .selection import select
+
+    console = _console()
+    _load_plugins(args.plugin)
+    try:
+        shape = tuple(int(part) for part in args.shape.split(","))
+    except ValueError:
+        console.print(f"[red]error:[/] --shape must be comma-separated integers such as 2,320,64,64; got {args.shape!r}")
+        return EXIT_USAGE
+    from .selection import NoVerifiedBackendError
+
+    try:
+        choice = select(shape, args.num_groups, args.dtype, args.device, layout=args.layout, eps=args.eps,
+                        backends=args.backends, metric=args.metric, results=args.results or None,
+                        budget=args.budget, use_cache=not args.refresh)
+    except NoVerifiedBackendError as error:
+        console.print(f"[red]no verified backend:[/] {_escape(error)}")
+        return EXIT_FAILED
+    table = Table(title=f"candidates for {choice.case_id} on {choice.device} (by {choice.metric} time)")
+    for column in ("backend", "eligible", "median ms", "IQR ms", "latency ms", "default cases", "problem cases",
+                   "source", "why not"):
+        table.add_column(column, overflow="fold")
+    for c in choice.candidates:
+        table.add_row(
+            ("[bold]" + c.backend + "[/]") if c.backend == choice.backend else c.backend,
+            "yes" if c.eligible else "[red]no[/]",
+            "-" if c.median_s != c.median_s else f"{1e3 * c.median_s:.4g}",
+            "-" if c.iqr_s != c.iqr_s else f"{1e3 * c.iqr_s:.2g}",
+            "-" if c.latency_median_s != c.latency_median_s else f"{1e3 * c.latency_median_s:.4g}",
+            str(c.default_cases), str(c.problem_cases), c.source, _escape(c.why_not),
+        )
+    console.print(table)
+    tie = " (a tie within the noise, broken by preference order)" if choice.tie else ""
+    console.print(f"fastest verified: [bold]{choice.backend}[/]{tie}; evidence: {choice.source}; "
+                  f"answered in {choice.seconds:.2f} s")
+    return EXIT_OK
+
+
+def _report(args) -> int:
+    from .report import report
+
+    paths = report(args.results, args.out)
+    _console().print("wrote " + ", ".join(paths))
+    return EXIT_OK
+
+
 def _selftest(args) -> int:
     from . import selftest
 
@@ -269,12 +318,29 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--budget", type=float, default=1.0, metavar="S",
                        help="seconds of timing per case and backend (default 1)")
     bench.add_argument("--flush-l2", action="store_true", help="flush the GPU's L2 cache before each timed sample")
+    select = commands.add_parser("select", help="the fastest verified backend for a problem, with its evidence")
+    select.add_argument("--shape", required=True, help="N,C,... e.g. 2,320,64,64")
+    select.add_argument("--num-groups", type=int, required=True)
+    select.add_argument("--dtype", default="float32")
+    select.add_argument("--device", default="cpu")
+    select.add_argument("--layout", default="contiguous")
+    select.add_argument("--eps", type=float, default=1e-5)
+    select.add_argument("--backends", help="candidates, comma-separated (default: all default-selected)")
+    select.add_argument("--metric", choices=("device", "latency"), default="device")
+    select.add_argument("--results", nargs="*", metavar="PATH", help="stored result files or folders to answer from")
+    select.add_argument("--budget", type=float, default=0.5, help="timing seconds per backend when measuring")
+    select.add_argument("--refresh", action="store_true", help="ignore the on-disk cache")
+    select.add_argument("--plugin", action="append", metavar="MODULE")
+    report = commands.add_parser("report", help="markdown summary and PNG plots of stored results")
+    report.add_argument("results", nargs="+", metavar="RESULTS", help="result files or folders")
+    report.add_argument("--out", default="report", metavar="DIR")
     selftest = commands.add_parser("selftest", help="check the verifier flags deliberately broken backends")
     selftest.add_argument("--suite", default="default")
     return top
 
 
-COMMANDS = {"list": _list, "cases": _cases, "verify": _verify, "bench": _bench, "selftest": _selftest}
+COMMANDS = {"list": _list, "cases": _cases, "verify": _verify, "bench": _bench, "select": _select,
+            "report": _report, "selftest": _selftest}
 
 
 def main(argv=None) -> int:
@@ -283,6 +349,6 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (GroupNormBenchError, ModuleNotFoundError) as error:
+    except (GroupNormBenchError, ModuleNotFoundError, ImportError, FileNotFoundError) as error:
         _console(stderr=True).print(f"[red]error:[/] {error}")
         return EXIT_USAGE

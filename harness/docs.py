@@ -60,10 +60,28 @@ def suites_table(directory: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+BENCH_TABLE = re.compile(r"(<!-- bench-table: (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- /bench-table -->)", re.S)
+
+
+def bench_table(directory: str) -> str:
+    """Markdown: :func:`harness.report.bench_summary` of the bench files in ``directory``."""
+    import glob
+
+    from . import results
+    from .report import _suite_of, bench_summary
+
+    paths = sorted(glob.glob(os.path.join(ROOT, directory, "bench-*.parquet")))
+    if not paths:
+        return "(no bench results yet)\n"
+    frame = results.load(*paths)
+    return bench_summary(frame.assign(suite=frame.source_file.map(_suite_of)))
+
+
 def render(text: str) -> str:
     """The README text with every output block refilled from its file."""
     text = BLOCK.sub(lambda m: m.group(1) + _excerpt(m["path"], m["first"], m["last"]) + m.group(5), text)
-    return TABLE.sub(lambda m: m.group(1) + suites_table(m["path"]) + m.group(4), text)
+    text = TABLE.sub(lambda m: m.group(1) + suites_table(m["path"]) + m.group(4), text)
+    return BENCH_TABLE.sub(lambda m: m.group(1) + bench_table(m["path"]) + m.group(4), text)
 
 
 def main() -> int:

@@ -1,0 +1,278 @@
+"""Pick the fastest *verified* GroupNorm for a problem on this machine.
+
+``fastest(shape, num_groups, dtype, device, ...)`` returns the backend object to call.
+
+* **Eligible** is a backend that (1) passed every case of the ``default`` suite for that
+  dtype, device and layout, and (2) passed the queried problem itself on two seeds and
+  on an adversarial distribution (``offset``: |mean|/std = 1000, which breaks one-pass
+  variance). A fast backend that is wrong only on hard inputs never wins.
+* **Fastest** by median device time (or host latency, ``metric="latency"``). A lead
+  smaller than the measured noise (the two medians' IQR ranges overlap) is a tie, broken
+  by :data:`PREFERENCE` (the best-established implementation first).
+* **Evidence** comes from stored results that match this machine and these versions
+  (``results=``: files or folders of verify/bench rows; rows count only when their host,
+  CPU, GPU and each backend's version string equal the current ones), else it is
+  measured now. The answer is cached on disk under a key made of the machine (host, CPU,
+  GPU, driver), every candidate's version (framework versions, kernel hashes) and the
+  problem, so any version change is a cache miss.
+* No eligible backend raises :class:`NoVerifiedBackendError`, saying why each candidate
+  was excluded. There is no fallback to an unverified backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+
+import backends as registry
+from backends.errors import GroupNormBenchError
+
+from .cases import Case
+from .environment import machine
+
+PREFERENCE = ("torch", "cupy", "numba-cuda", "numba-cpu", "jax", "torch-compile", "numpy")
+ADVERSARIAL_DISTRIBUTION = "offset"
+SEEDS = (0, 1)
+
+
+class NoVerifiedBackendError(GroupNormBenchError, LookupError):
+    """No backend passed verification for the problem asked."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One backend's evidence for a problem."""
+
+    backend: str
+    eligible: bool
+    why_not: str = ""
+    median_s: float = math.nan
+    iqr_s: float = math.nan
+    latency_median_s: float = math.nan
+    latency_iqr_s: float = math.nan
+    default_cases: int = 0
+    problem_cases: int = 0
+    source: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """The choice and everything it rests on."""
+
+    backend: str
+    device: str
+    case_id: str
+    metric: str
+    tie: bool
+    candidates: tuple
+    source: str  # "cache", "stored results", "measured now" (or a mix)
+    seconds: float = math.nan
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["candidates"] = [dataclasses.asdict(c) for c in self.candidates]
+        return json.dumps(data, default=float)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Selection":
+        data = json.loads(text)
+        data["candidates"] = tuple(Candidate(**c) for c in data["candidates"])
+        return cls(**data)
+
+
+def _cache_dir() -> str:
+    base = os.environ.get("GNBENCH_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "groupnorm-bench")
+    return os.path.join(base, "select")
+
+
+def cache_key(case: Case, metric: str, names) -> str:
+    """Hash of the machine (host, CPU, GPU, driver, CUDA), the installed framework versions,
+    the candidates and their kernel-source hashes, and the problem. Computed without
+    importing any framework, so a cache hit costs milliseconds."""
+    facts = machine()
+    material = {
+        "machine": [facts[k] for k in ("host", "cpu_model", "gpu_name", "gpu_driver", "cuda_version")],
+        "packages": facts["versions"],
+        "candidates": sorted((name, registry.get(name).source_hash()) for name in names),
+        "case": case.id,
+        "device": case.device,
+        "metric": metric,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def problem_cases(case: Case) -> list[Case]:
+    """The queried problem on two seeds and on the adversarial distribution."""
+    return [dataclasses.replace(case, seed=seed, distribution="normal") for seed in SEEDS] + [
+        dataclasses.replace(case, seed=0, distribution=ADVERSARIAL_DISTRIBUTION)]
+
+
+def _matching(frame, versions: dict):
+    """Rows produced on this machine by the current version of each backend."""
+    if frame is None or frame.empty:
+        return frame
+    facts = machine()
+    same = (frame.host == facts["host"]) & (frame.cpu_model == facts["cpu_model"])
+    same &= frame.gpu_name.fillna("").astype(str) == (facts["gpu_name"] or "")
+    same &= frame.apply(lambda row: versions.get(row.backend) == row.backend_version, axis=1)
+    return frame[same]
+
+
+def _default_verdicts(stored, names, case: Case, isolate: bool):
+    """Per backend: (passed everything?, count, reason) over default cases of dtype/layout/device."""
+    import pandas as pd
+
+    from . import suites
+    from .verify import verify
+
+    wanted = {c.id for c in suites.get("default") if c.dtype == case.dtype and c.layout == case.layout}
+    rows = stored[stored.case_id.isin(wanted) & (stored.device == case.device)] if stored is not None else None
+    have = set() if rows is None else set(rows.backend)
+    missing = [n for n in names if n not in have or len(rows[rows.backend == n].case_id.unique()) < len(wanted)]
+    sources = {n: "stored results" for n in names if n not in missing}
+    if missing:
+        fresh = verify(backends=missing, cases=sorted(wanted), devices=[case.device], isolate=isolate)
+        rows = fresh if rows is None else pd.concat([rows[~rows.backend.isin(missing)], fresh])
+        sources.update({n: "measured now" for n in missing})
+    verdicts = {}
+    for name in names:
+        mine = rows[rows.backend == name]
+        bad = mine[mine.status != "passed"]
+        reason = "" if bad.empty else f"default suite: {bad.iloc[0].status} on {bad.iloc[0].case_id} ({bad.iloc[0].reason})"
+        verdicts[name] = (bad.empty and len(mine) > 0, len(mine), reason or ("" if len(mine) else "no default-suite rows"),
+                          sources[name])
+    return verdicts
+
+
+def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", *, layout: str = "contiguous",
+           eps: float = 1e-5, affine: str = "random", param_dtype=None, backends=None, metric: str = "device",
+           results=None, budget: float = 0.5, use_cache: bool = True, isolate: bool = True) -> Selection:
+    """The choice for a problem with its evidence (see the module docstring)."""
+    import pandas as pd
+
+    from .bench import bench
+    from .verify import _names
+
+    start = time.perf_counter()
+    if metric not in ("device", "latency"):
+        raise registry.InvalidArgumentError(f"metric must be 'device' or 'latency'; got {metric!r}")
+    case = Case(tuple(shape), num_groups, dtype, layout, "normal", 0, eps, affine, param_dtype, device)
+    names = _names(backends, "backend", registry.names()) or [
+        n for n in registry.names() if registry.get(n).default_selected]
+    names = [n for n in names if device in registry.get(n).devices]
+    from .workers import runner
+
+    key = cache_key(case, metric, names)
+    path = os.path.join(_cache_dir(), key + ".json")
+    if use_cache and os.path.exists(path):
+        with open(path) as handle:
+            cached = Selection.from_json(handle.read())
+        return dataclasses.replace(cached, source="cache", seconds=time.perf_counter() - start)
+    info = {}
+    for name in names:
+        run = runner(name, device, isolate)
+        try:
+            info[name] = run.call("hello", timeout=300)
+        finally:
+            run.close()
+    candidates = {n: Candidate(n, False, why_not=info[n].get("availability") or "")
+                  for n in names if info[n].get("availability") is not None or "availability" not in info[n]}
+    live = [n for n in names if n not in candidates]
+    versions = {n: info[n].get("version") or "" for n in live}
+    stored = None
+    if results is not None:
+        from . import results as results_module
+
+        frame = results if isinstance(results, pd.DataFrame) else results_module.load(
+            *([results] if isinstance(results, (str, os.PathLike)) else results))
+        stored = _matching(frame, versions)
+    if live:
+        defaults = _default_verdicts(stored, live, case, isolate)
+    else:
+        defaults = {}
+    problem_ids = [c.id for c in problem_cases(case)]
+    stored_problem = None
+    if stored is not None and "median_s" in stored.columns:
+        stored_problem = stored[stored.case_id.isin(problem_ids) & (stored.device == device)]
+    timed = {}
+    fresh_names = [n for n in live if defaults[n][0] and (
+        stored_problem is None
+        or not set(problem_ids) <= set(stored_problem[stored_problem.backend == n].case_id)
+        or stored_problem[(stored_problem.backend == n) & (stored_problem.case_id == case.id)].median_s.isna().all())]
+    if fresh_names:
+        fresh = bench(backends=fresh_names, cases=problem_ids, devices=[device], budget=budget, isolate=isolate)
+        timed.update({n: (fresh[fresh.backend == n], "measured now") for n in fresh_names})
+    for n in live:
+        if defaults[n][0] and n not in timed:
+            timed[n] = (stored_problem[stored_problem.backend == n], "stored results")
+    for name in live:
+        passed_default, count, reason, default_source = defaults[name]
+        if not passed_default:
+            candidates[name] = Candidate(name, False, why_not=reason, default_cases=count, source=default_source)
+            continue
+        rows, source = timed[name]
+        bad = rows[rows.status != "passed"]
+        main = rows[rows.case_id == case.id]
+        if not bad.empty or main.empty or main.median_s.isna().all():
+            why = (f"{bad.iloc[0].status} on {bad.iloc[0].case_id} ({bad.iloc[0].reason})" if not bad.empty
+                   else "not timed")
+            candidates[name] = Candidate(name, False, why_not=why, default_cases=count, problem_cases=len(rows),
+                                         source=source)
+            continue
+        row = main.iloc[0]
+        candidates[name] = Candidate(name, True, median_s=float(row.median_s), iqr_s=float(row.iqr_s),
+                                     latency_median_s=float(row.latency_median_s),
+                                     latency_iqr_s=float(row.latency_iqr_s), default_cases=count,
+                                     problem_cases=len(rows), source=source)
+    ordered = tuple(candidates[n] for n in names)
+    eligible = [c for c in ordered if c.eligible]
+    if not eligible:
+        reasons = "; ".join(f"{c.backend}: {c.why_not}" for c in ordered) or "no backend runs on " + device
+        raise NoVerifiedBackendError(f"no verified GroupNorm for {case.id} on {device}: {reasons}")
+    chosen, tie = _pick(eligible, metric)
+    sources = sorted({c.source for c in eligible})
+    selection = Selection(chosen.backend, device, case.id, metric, tie, ordered, " + ".join(sources),
+                          time.perf_counter() - start)
+    if use_cache:
+        os.makedirs(_cache_dir(), exist_ok=True)
+        temporary = path + f".{os.getpid()}.tmp"
+        with open(temporary, "w") as handle:
+            handle.write(selection.to_json())
+        os.replace(temporary, path)
+    return selection
+
+
+def _pick(eligible, metric: str):
+    """The fastest; if the runner-up's interval overlaps it, a tie broken by PREFERENCE."""
+    def stats(c):
+        return (c.median_s, c.iqr_s) if metric == "device" else (c.latency_median_s, c.latency_iqr_s)
+
+    ranked = sorted(eligible, key=lambda c: stats(c)[0])
+    best_median, best_iqr = stats(ranked[0])
+    tied = [c for c in ranked if stats(c)[0] - stats(c)[1] / 2 <= best_median + best_iqr / 2]
+    if len(tied) == 1:
+        return ranked[0], False
+    rank = {name: i for i, name in enumerate(PREFERENCE)}
+    return min(tied, key=lambda c: (rank.get(c.backend, len(rank)), stats(c)[0])), True
+
+
+def fastest(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", *, layout: str = "contiguous",
+            backends=None, **options):
+    """The fastest verified backend for ``group_norm`` of ``shape`` in ``num_groups``
+    groups on this machine: a backend object, to call as
+    ``backend.group_norm(x, num_groups, weight, bias, eps)`` on its own arrays.
+
+    Options (keywords): ``eps``, ``affine``, ``param_dtype``, ``metric`` ("device" or
+    "latency"), ``results`` (stored result files/folders/DataFrame to answer from),
+    ``budget`` (timing seconds per backend when measuring), ``use_cache``.
+
+    Raises:
+        NoVerifiedBackendError: no backend passed verification for this problem.
+    """
+    choice = select(shape, num_groups, dtype, device, layout=layout, backends=backends, **options)
+    return registry.get(choice.backend)

@@ -1,0 +1,114 @@
+"""Selection: only verified backends win, noise makes ties, the cache follows versions."""
+
+import time
+
+import numpy as np
+import pytest
+
+import backends
+import harness
+from backends import GroupNormBackend
+from conftest import plain_group_norm, run_harness
+from harness import selection
+
+SHAPE, GROUPS = (2, 64, 16, 16), 8  # groups of 2048 elements: not a default-suite size
+
+
+def _numpy_backend(name, *, delay=0.0, one_pass_between=None):
+    """A NumPy backend; optionally slow, optionally with one-pass variance on groups whose
+    size lies in ``one_pass_between`` (wrong only on hard inputs of such shapes)."""
+
+    def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+        if delay:
+            time.sleep(delay)
+        n, c = x.shape[:2]
+        size = x.size // max(n * num_groups, 1)
+        if one_pass_between and one_pass_between[0] <= size <= one_pass_between[1]:
+            g = x.astype(np.float32).reshape(n, num_groups, size)
+            mean = g.mean(axis=2, keepdims=True)
+            var = np.maximum((g * g).mean(axis=2, keepdims=True) - mean * mean, 0)
+            y = ((g - mean) / np.sqrt(var + np.float32(eps))).reshape(x.shape)
+            shape = (1, c) + (1,) * (x.ndim - 2)
+            if weight is not None:
+                y = y * weight.astype(np.float32).reshape(shape)
+            if bias is not None:
+                y = y + bias.astype(np.float32).reshape(shape)
+            return y.astype(x.dtype)
+        return plain_group_norm(x, num_groups, weight, bias, eps)
+
+    return GroupNormBackend.from_function(name, group_norm, dtypes=("float32",))
+
+
+@pytest.fixture
+def planted(tmp_path, monkeypatch):
+    monkeypatch.setenv("GNBENCH_CACHE", str(tmp_path / "cache"))
+    made = [
+        _numpy_backend("test-fast-wrong", one_pass_between=(1000, 100_000)),  # passes default, fails offset here
+        _numpy_backend("test-medium", delay=0.004),
+        _numpy_backend("test-slow", delay=0.03),
+    ]
+    for backend in made:
+        backends.register(backend, replace=True)
+    yield [b.name for b in made]
+    for backend in made:
+        backends.unregister(backend.name)
+
+
+def test_fast_but_wrong_and_slow_but_right_are_never_chosen(planted):
+    choice = selection.select(SHAPE, GROUPS, backends=planted, budget=0.3, isolate=False)
+    by_name = {c.backend: c for c in choice.candidates}
+    assert choice.backend == "test-medium"
+    wrong = by_name["test-fast-wrong"]
+    assert not wrong.eligible and "offset" in wrong.why_not and wrong.default_cases > 0
+    assert by_name["test-slow"].eligible and by_name["test-slow"].median_s > by_name["test-medium"].median_s
+    assert choice.source == "measured now"
+
+
+def test_no_verified_backend_is_a_clear_error(planted, monkeypatch):
+    with pytest.raises(harness.NoVerifiedBackendError, match="test-fast-wrong: .*offset"):
+        selection.select(SHAPE, GROUPS, backends=["test-fast-wrong"], budget=0.1, isolate=False)
+
+
+def test_cache_hits_and_a_version_change_misses(planted, monkeypatch):
+    first = selection.select(SHAPE, GROUPS, backends=planted, budget=0.2, isolate=False)
+    again = selection.select(SHAPE, GROUPS, backends=planted, budget=0.2, isolate=False)
+    assert again.source == "cache" and again.backend == first.backend and again.seconds < 0.5
+    medium = backends.get("test-medium")
+    monkeypatch.setattr(type(medium), "source_hash", lambda self: "kernel v2")
+    after = selection.select(SHAPE, GROUPS, backends=planted, budget=0.2, isolate=False)
+    assert after.source != "cache"
+
+
+def test_ties_within_noise_follow_the_preference_order():
+    make = selection.Candidate
+    a = make("numpy", True, median_s=1.00, iqr_s=0.10, latency_median_s=1, latency_iqr_s=0.1)
+    b = make("torch", True, median_s=1.05, iqr_s=0.10, latency_median_s=1, latency_iqr_s=0.1)
+    c = make("jax", True, median_s=2.0, iqr_s=0.01, latency_median_s=1, latency_iqr_s=0.1)
+    chosen, tie = selection._pick([a, b, c], "device")
+    assert chosen.backend == "torch" and tie
+    chosen, tie = selection._pick([a, c], "device")
+    assert chosen.backend == "numpy" and not tie
+
+
+def test_select_answers_from_stored_results_of_this_machine(planted, tmp_path, monkeypatch):
+    names = ["test-medium", "test-slow"]
+    defaults = harness.verify(backends=names, suite="default", dtypes=["float32"], isolate=False)
+    defaults = defaults[defaults.layout == "contiguous"]
+    case = harness.Case(SHAPE, GROUPS)
+    timed = harness.bench(backends=names, cases=[c.id for c in selection.problem_cases(case)], budget=0.2,
+                          isolate=False)
+    stored = __import__("pandas").concat([defaults, timed], ignore_index=True)
+    choice = selection.select(SHAPE, GROUPS, backends=names, results=stored, isolate=False, use_cache=False)
+    assert choice.source == "stored results" and choice.backend == "test-medium"
+    foreign = stored.assign(host="another-machine")
+    choice = selection.select(SHAPE, GROUPS, backends=names, results=foreign, isolate=False, use_cache=False,
+                              budget=0.2)
+    assert choice.source == "measured now"
+
+
+def test_cli_select_prints_the_choice_and_its_evidence(tmp_path, monkeypatch):
+    monkeypatch.setenv("GNBENCH_CACHE", str(tmp_path))
+    result = run_harness("select", "--shape", "2,64,16,16", "--num-groups", "8", "--backends", "numpy,torch",
+                         "--budget", "0.2", "--refresh")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "fastest verified:" in result.stdout and "median ms" in result.stdout
