@@ -79,7 +79,7 @@ def bench_table(directory: str) -> str:
 
 def render(text: str) -> str:
     """The README text with every output block refilled from its file."""
-    text = BLOCK.sub(lambda m: m.group(1) + _excerpt(m["path"], m["first"], m["last"]) + m.group(5), text)
+    text = BLOCK.sub(lambda m: m.group(1) + _excerpt(m["path"], m["first"], m["last"]) + m.group(6), text)
     text = TABLE.sub(lambda m: m.group(1) + suites_table(m["path"]) + m.group(4), text)
     return BENCH_TABLE.sub(lambda m: m.group(1) + bench_table(m["path"]) + m.group(4), text)
 

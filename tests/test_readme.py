@@ -36,4 +36,6 @@ def test_readme_output_blocks_are_the_captured_tool_output():
     with open(os.path.join(ROOT, "README.md")) as handle:
         text = handle.read()
     assert "<!-- output:" in text and "<!-- suites-table:" in text
+    assert text.count("<!-- output:") == text.count("<!-- /output -->") >= 4  # every block closed
+    assert docs.render(docs.render(text)) == docs.render(text)  # refilling is idempotent
     assert docs.render(text) == text, "README output blocks are stale: run python -m harness.docs"
