@@ -1,8 +1,10 @@
 """``gnbench`` (or ``python -m harness``): a thin face over the Python API.
 
 Commands: ``list`` (backends, devices, availability), ``cases`` (the ids of a suite),
-``verify`` (a correctness sweep), ``selftest`` (the verifier against planted bugs).
-Exit codes: 0 all verified rows passed; 1 a failure; 2 a usage error; 3 nothing was
+``verify`` (a correctness sweep), ``bench`` (verify, then time), ``select`` (the fastest
+verified backend for a problem), ``report`` (markdown and plots of stored results),
+``selftest`` (the verifier against planted bugs). Exit codes: 0 all verified rows passed;
+1 a failure (or no verified backend for ``select``); 2 a usage error; 3 nothing was
 verified at all (every row skipped or unsupported), with the reason.
 """
 
