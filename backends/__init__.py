@@ -54,6 +54,7 @@ BUILTIN = {
     "jax": "backends.jax_backend:JaxBackend",
     "numpy": "backends.numpy_backend:NumpyBackend",
     "torch-compile": "backends.torch_compile_backend:TorchCompileBackend",
+    "numba-cpu": "backends.numba_cpu_backend:NumbaCpuBackend",
 }
 
 _registered: dict[str, GroupNormBackend] = {}

@@ -8,6 +8,7 @@ torch, JAX, CuPy or Numba itself (a test proves it).
     >>> frame.groupby("backend").status.value_counts()
 """
 
+from . import suites
 from .bench import bench
 from .cases import Case
 from .reference import Reference, group_norm_reference

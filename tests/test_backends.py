@@ -15,7 +15,7 @@ from conftest import ROOT, require
 from harness import inputs
 from harness.cases import Case
 
-PAIRS = [("torch", "cpu"), ("jax", "cpu"), ("numpy", "cpu"), ("torch", "cuda"), ("jax", "cuda")]
+PAIRS = [("torch", "cpu"), ("jax", "cpu"), ("numpy", "cpu"), ("numba-cpu", "cpu"), ("torch", "cuda"), ("jax", "cuda")]
 
 
 @pytest.mark.parametrize("name, device", PAIRS, ids=[f"{n}-{d}" for n, d in PAIRS])
@@ -28,6 +28,13 @@ def test_builtin_backend_passes_the_default_suite(name, device):
     assert len(passed) >= 200 and passed.ratio.max() < 1.0
     unsupported = frame[frame.status == "unsupported"]
     assert (unsupported.layout != "contiguous").all()  # only JAX's strided layouts
+
+
+def test_numba_cpu_passes_the_adversarial_suite_on_its_hard_small_cases():
+    require("numba-cpu")
+    cases = [c for c in harness.suites.get("adversarial") if c.numel <= 1_000_000]
+    frame = harness.verify(backends=["numba-cpu"], cases=cases)
+    assert (frame.status == "passed").all(), frame[frame.status != "passed"][["case_id", "status", "reason"]]
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "strided"])
