@@ -111,6 +111,8 @@ def machine() -> dict:
 
 
 def environment() -> dict:
-    """:func:`machine` plus the date (UTC, ISO 8601) of this call."""
+    """:func:`machine` plus the date (UTC, ISO 8601) of this call and a fresh run id."""
+    import uuid
+
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-    return {**machine(), "date": now.isoformat()}
+    return {**machine(), "date": now.isoformat(), "run_id": uuid.uuid4().hex[:12]}

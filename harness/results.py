@@ -55,6 +55,7 @@ COLUMNS = {
     # the run and its environment
     "schema_version": "version of this schema",
     "date": "UTC time the run started, ISO 8601",
+    "run_id": "random id of the sweep that made the row (resumed rows keep their run's)",
     "host": "machine name",
     "os": "platform string",
     "python": "Python version",
