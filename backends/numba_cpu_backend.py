@@ -1,6 +1,6 @@
 """``numba-cpu``: our own GroupNorm kernel for the CPU, ``numba.njit(parallel=True)``.
 
-Status: correct on the default and adversarial suites; not yet fast (0.34-0.52x torch
+Status: correct on the default and adversarial suites; not yet fast (0.40-0.47x torch
 eager on the issue's float32 target shapes on this project's 2-core CPU, where torch's
 pinned-allocator figure reaches the copy roofline). Design (numba-cpu part of issue #6):
 
@@ -46,7 +46,7 @@ class NumbaCpuBackend(GroupNormBackend):
     dtypes = DTYPES
     description = "our Numba CPU kernel: parallel chunked statistics, fused normalize (in progress, issue #6)"
     # Opt-in until issue #6 lands: verified on default and adversarial, but measured at
-    # 0.34-0.52x torch eager on this project's CPU (torch runs at the copy roofline there).
+    # 0.40-0.47x torch eager on this project's CPU (torch runs at the copy roofline there).
     default_selected = False
 
     def availability(self, device):
