@@ -30,6 +30,7 @@ __all__ = [
     "group_norm_reference",
     "judge",
     "plan",
+    "suites",
     "tolerance",
     "unit_roundoff",
     "verify",

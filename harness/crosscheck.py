@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         def call():
             return torch.nn.functional.group_norm(x, case.num_groups, w, b, case.eps)
 
-        ours, theirs, triton = [], [], []
+        theirs, triton = [], []
         session = Session(call, torch_backend, args.device).start()
         for _ in range(args.rounds):
             session.round(args.budget)

@@ -3,10 +3,8 @@
 import math
 import time
 
-import numpy as np
 import pytest
 
-import backends
 from backends import GroupNormBackend
 from harness.timing import Measurement, Session, measure, pin_allocator
 
