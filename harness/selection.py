@@ -180,7 +180,8 @@ def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", 
             info[name] = run.call("hello", timeout=300)
         finally:
             run.close()
-    candidates = {n: Candidate(n, False, why_not=info[n].get("availability") or "")
+    candidates = {n: Candidate(n, False, why_not=info[n].get("availability") or
+                               f"{info[n].get('status', 'error')}: {info[n].get('reason', 'no answer')}")
                   for n in names if info[n].get("availability") is not None or "availability" not in info[n]}
     live = [n for n in names if n not in candidates]
     versions = {n: info[n].get("version") or "" for n in live}
