@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import importlib
 import math
 import re
 from typing import Any, Callable
@@ -29,6 +30,15 @@ from .validation import check_group_norm_args
 DEVICES = ("cpu", "cuda")
 LAYOUTS = ("contiguous", "channels_last", "strided")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.+-]*$")
+
+
+def missing_module(module: str, extra: str) -> str | None:
+    """None when ``module`` imports, else an availability reason naming the extra to install."""
+    try:
+        importlib.import_module(module)
+    except ImportError as error:
+        return f"{module} is not installed ({error}): pip install 'groupnorm-bench[{extra}]'"
+    return None
 
 
 def _validated(group_norm: Callable) -> Callable:

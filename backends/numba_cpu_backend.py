@@ -26,10 +26,9 @@ from __future__ import annotations
 import hashlib
 import os
 
-from .base import GroupNormBackend
+from .base import GroupNormBackend, missing_module
 from .dtypes import DTYPES
 
-INSTALL_HINT = "pip install 'groupnorm-bench[numba]'"
 KERNEL_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_numba_cpu_kernels.py")
 
 
@@ -50,14 +49,7 @@ class NumbaCpuBackend(GroupNormBackend):
     default_selected = False
 
     def availability(self, device):
-        reason = super().availability(device)
-        if reason:
-            return reason
-        try:
-            import numba  # noqa: F401
-        except ImportError as error:
-            return f"numba is not installed ({error}): {INSTALL_HINT}"
-        return None
+        return super().availability(device) or missing_module("numba", "numba")
 
     def group_norm(self, x, num_groups, weight=None, bias=None, eps=1e-5):
         import numpy as np

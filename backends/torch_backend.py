@@ -8,10 +8,9 @@ since NumPy has no bfloat16 of its own.
 
 from __future__ import annotations
 
-from .base import GroupNormBackend
+from .base import GroupNormBackend, missing_module
 from .dtypes import DTYPES
 
-INSTALL_HINT = "pip install 'groupnorm-bench[torch]'"
 _FLUSH_BUFFER = None
 
 
@@ -42,13 +41,11 @@ class TorchBackend(GroupNormBackend):
     description = "torch.nn.functional.group_norm (eager)"
 
     def availability(self, device):
-        reason = super().availability(device)
+        reason = super().availability(device) or missing_module("torch", "torch")
         if reason:
             return reason
-        try:
-            import torch
-        except ImportError as error:
-            return f"torch is not installed ({error}): {INSTALL_HINT}"
+        import torch
+
         if device == "cuda" and not torch.cuda.is_available():
             built = torch.version.cuda
             return (

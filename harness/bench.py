@@ -39,8 +39,6 @@ def min_bytes(case: Case) -> int:
 class BenchSweep(Sweep):
     """A :class:`harness.verify.Sweep` that also times every case (see the module doc)."""
 
-    kind = "bench"
-
     def __init__(self, the_plan, *, budget: float = 1.0, flush: bool = False, **kwargs):
         super().__init__(the_plan, **kwargs)
         self.budget, self.flush = budget, flush
@@ -205,14 +203,12 @@ def bench(backends=None, suite="sd-unet", devices=None, dtypes=None, cases=None,
         latency, raw samples, first-call and compile time, bytes, GB/s, copy GB/s, % of
         roofline, speedup against torch, threads, timer).
     """
-    import pandas as pd
-
     from .verify import plan
 
     running = BenchSweep(plan(backends, suite, devices, dtypes, cases), budget=budget, flush=flush,
                          isolate=isolate, timeout=timeout).start()
-    frame = pd.DataFrame(list(running.rows()), columns=running.columns)
+    frame = running.frame()
+    attrs = dict(frame.attrs, copy_gbps=dict(running.copy))
     frame = with_speedups(frame)
-    frame.attrs["not_run"] = list(running.not_run)
-    frame.attrs["copy_gbps"] = dict(running.copy)
+    frame.attrs.update(attrs)
     return frame

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import backends as registry
 
@@ -156,8 +156,6 @@ class Sweep:
     :attr:`not_run`). ``skip`` holds (case_id, backend, device) keys already done (resume).
     """
 
-    kind = "verify"
-
     def __init__(self, the_plan: Plan, *, isolate: bool = True, timeout: float = 120.0, skip=()):
         from .workers import remove_stale_files, runner
 
@@ -238,6 +236,14 @@ class Sweep:
 
         console.print(summary_table(frame))
 
+    def frame(self):
+        """Run every row into a DataFrame (``attrs["not_run"]``: the pairs left out)."""
+        import pandas as pd
+
+        frame = pd.DataFrame(list(self.rows()), columns=self.columns)
+        frame.attrs["not_run"] = list(self.not_run)
+        return frame
+
     def rows(self) -> Iterable[dict]:
         try:
             for case in self.plan.cases:
@@ -250,15 +256,6 @@ class Sweep:
     def close(self) -> None:
         for run in self.runners.values():
             run.close()
-
-
-def sweep(the_plan: Plan, on_row: Callable[[dict], None] | None = None, *, isolate: bool = True,
-          timeout: float = 120.0) -> Iterable[dict]:
-    """Run a plan, yielding one row per (case, backend, device)."""
-    for row in Sweep(the_plan, isolate=isolate, timeout=timeout).start().rows():
-        if on_row is not None:
-            on_row(row)
-        yield row
 
 
 def verify(backends=None, suite="default", devices=None, dtypes=None, cases=None, *,
@@ -282,12 +279,7 @@ def verify(backends=None, suite="default", devices=None, dtypes=None, cases=None
         backend_version, and the environment. ``df.attrs["not_run"]`` lists
         (backend, device, reason) for pairs left out because they are unavailable here.
     """
-    import pandas as pd
-
-    running = Sweep(plan(backends, suite, devices, dtypes, cases), isolate=isolate, timeout=timeout).start()
-    frame = pd.DataFrame(list(running.rows()), columns=COLUMNS)
-    frame.attrs["not_run"] = list(running.not_run)
-    return frame
+    return Sweep(plan(backends, suite, devices, dtypes, cases), isolate=isolate, timeout=timeout).start().frame()
 
 
 COLUMNS = list(RESULT_COLUMNS)
