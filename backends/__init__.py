@@ -55,6 +55,7 @@ BUILTIN = {
     "numpy": "backends.numpy_backend:NumpyBackend",
     "torch-compile": "backends.torch_compile_backend:TorchCompileBackend",
     "numba-cpu": "backends.numba_cpu_backend:NumbaCpuBackend",
+    "numba-cuda": "backends.numba_cuda_backend:NumbaCudaBackend",
 }
 
 _registered: dict[str, GroupNormBackend] = {}
