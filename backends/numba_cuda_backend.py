@@ -54,6 +54,8 @@ def plan(groups_total: int, group_size: int, itemsize: int, *, sm_count: int, l2
     (``wave`` groups a launch pair, ``chunks`` blocks of ``chunk`` elements a group).
     Pure host arithmetic, unit-tested without a GPU.
     """
+    if groups_total <= 0 or group_size <= 0:
+        return {"path": "empty"}  # nothing to launch
     budget = max(1, l2_bytes // 2)
     group_bytes = group_size * itemsize
     in_flight = sm_count * max(1, THREADS_PER_SM // threads)
@@ -73,6 +75,7 @@ def collapse(shape, strides, itemsize):
     """(N, C, S) and element strides (n, c, s) of an array's (N, C, *spatial) view, or
     None when its spatial dims do not collapse to one stride or a stride is negative or
     not a whole number of elements."""
+    strides = [0 if n == 1 else s for n, s in zip(shape, strides)]  # a unit dim's stride never counts
     if any(s < 0 or s % itemsize for s in strides):
         return None
     elements = [s // itemsize for s in strides]

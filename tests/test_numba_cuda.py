@@ -1,0 +1,237 @@
+"""numba-cuda without a GPU: host logic, every path under the CUDA simulator, PTX for sm_80/sm_90.
+
+* ``plan`` and ``collapse`` (launch geometry, index arithmetic) are plain functions.
+* The kernels run under Numba's CUDA simulator in a process of their own
+  (``tests/cudasim_worker.py``), with thresholds lowered so that the fused path, the
+  split path and the split path in several waves all run, on every layout and dtype, on
+  small cases of the default and adversarial suites; each output is judged by the
+  harness against the float64 oracle.
+* Every kernel signature the backend launches compiles to PTX for sm_80 and sm_90 (NVVM),
+  and ``ptxas`` assembles it (registers and spills printed; a spill fails).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from backends.numba_cuda_backend import collapse, plan
+from harness import suites
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_NAMES = ("fused", "split", "split-waves")
+
+
+# -- host logic ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "groups, size, expected",
+    [
+        (64 * 32, 40, "fused"),  # many small groups
+        (2 * 32, 40960, "split"),  # SD UNet 2x320x64x64/32: 64 groups, too few for 132 SMs
+        (32, 16 * 512 * 512, "split"),  # SD VAE: a few huge groups
+        (112 * 8, 8 * 512 * 512, "split"),  # KernelBench: groups too big to keep in L2
+    ],
+    ids=["many-small", "sd-unet", "sd-vae", "kernelbench"],
+)
+def test_plan_path(groups, size, expected):
+    assert plan(groups, size, 4, sm_count=132, l2_bytes=50 << 20)["path"] == expected
+
+
+@pytest.mark.parametrize("groups, size", [(1, 1), (1, 5), (3, 10**7), (64, 40960), (896, 2 * 10**6), (7, 129)])
+@pytest.mark.parametrize("threads", [32, 256])
+def test_split_plan_covers_every_element_once(groups, size, threads):
+    chosen = plan(groups, size, 4, sm_count=132, l2_bytes=50 << 20, threads=threads)
+    if chosen["path"] == "fused":
+        return
+    chunks, chunk, wave = chosen["chunks"], chosen["chunk"], chosen["wave"]
+    assert chunk % threads == 0
+    assert (chunks - 1) * chunk < size <= chunks * chunk  # no empty chunk, nothing left over
+    assert 1 <= wave <= groups
+    if size * 4 <= 25 << 20:
+        assert wave * size * 4 <= 25 << 20  # a wave's groups fit in half the L2
+
+
+def test_plan_keeps_fused_groups_in_l2():
+    # 256 groups of 16384 float32 (8x512x32x32/32): the blocks in flight would hold 17 MB... split
+    chosen = plan(256 * 4, 16384, 4, sm_count=132, l2_bytes=50 << 20)
+    in_flight = 132 * 8
+    assert chosen["path"] == "split" or in_flight * 16384 * 4 <= 25 << 20
+
+
+@pytest.mark.parametrize(
+    "shape, strides, expected",
+    [
+        ((2, 6, 4, 5), (480, 80, 20, 4), ((2, 6, 20), (120, 20, 1))),  # contiguous
+        ((2, 6, 4, 5), (480, 4, 120, 24), ((2, 6, 20), (120, 1, 6))),  # channels-last
+        ((2, 6, 4, 5), (960, 160, 40, 8), ((2, 6, 20), (240, 40, 2))),  # every other element
+        ((2, 6), (24, 4), ((2, 6, 1), (6, 1, 1))),  # rank 2
+        ((2, 6, 1, 5), (120, 20, 999, 4), ((2, 6, 5), (30, 5, 1))),  # size-1 dims do not count
+        ((2, 6, 4, 5), (960, 160, 40, 4), None),  # rows padded: no single spatial stride
+        ((2, 6, 4, 5), (480, 80, 20, -4), None),  # negative stride
+        ((2, 6, 4, 5), (480, 80, 20, 6), None),  # not a whole number of elements
+    ],
+    ids=["contiguous", "channels-last", "strided", "rank2", "unit-dim", "padded", "negative", "misaligned"],
+)
+def test_collapse(shape, strides, expected):
+    assert collapse(shape, strides, 4) == expected
+
+
+# -- the kernels under the CUDA simulator -------------------------------------------------
+
+
+def _simulator_selection() -> list[tuple[str, str]]:
+    """(case id, config) pairs: every (layout, dtype) of the small default cases on each
+    of the three paths, the remaining small default cases (ranks 2-5, empty inputs)
+    rotated over the paths, and one small case of each adversarial distribution on each
+    path. Sized to stay near 2 minutes on two cores."""
+    small = [c for c in suites.get("default")
+             if c.numel <= 512 and c.id.endswith("-s0") and c.shape[0] * c.num_groups <= 16]
+    pairs, used = [], set()
+    for config_index, config in enumerate(CONFIG_NAMES):
+        for key in sorted({(c.layout, c.dtype) for c in small}):
+            candidates = [c for c in small if (c.layout, c.dtype) == key and c.numel > 0]
+            case = candidates[config_index % len(candidates)]
+            pairs.append((case.id, config))
+            used.add(case.id)
+    rest = [c for c in small if c.id not in used]
+    pairs.extend((case.id, CONFIG_NAMES[i % 3]) for i, case in enumerate(rest))
+    seen = set()
+    for case in suites.get("adversarial"):
+        if case.numel > 9504 or case.distribution in seen or case.dtype == "float64":
+            continue
+        seen.add(case.distribution)
+        pairs.extend((case.id, config) for config in CONFIG_NAMES)
+    return pairs
+
+
+SELECTION = _simulator_selection()
+EVERY_LAYOUT_AND_DTYPE = {(layout, dtype) for layout in ("contiguous", "channels_last", "strided")
+                          for dtype in ("float16", "bfloat16", "float32", "float64")}
+
+
+def test_selection_covers_every_path_layout_and_dtype():
+    from harness.cases import Case
+
+    cases = [(Case.from_id(case_id), config) for case_id, config in SELECTION]
+    for config in CONFIG_NAMES:
+        covered = {(c.layout, c.dtype) for c, name in cases if name == config and c.numel > 0}
+        assert covered == EVERY_LAYOUT_AND_DTYPE, config
+    assert {len(c.shape) for c, _ in cases} >= {2, 3, 4, 5}
+    assert any(c.numel == 0 for c, _ in cases)
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    pytest.importorskip("numba_cuda", reason="numba-cuda is not installed: pip install 'groupnorm-bench[numba]'")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    specs = [f"{case_id}:{config}" for case_id, config in SELECTION]
+    # two processes: this machine has two cores and the simulator is single-threaded Python
+    halves = [specs[0::2], specs[1::2]]
+    procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "cudasim_worker.py"), *half],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for half in halves]
+    results = {}
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+        for line in out.splitlines():
+            row = json.loads(line)
+            results[(row["id"], row["config"])] = row
+    return results
+
+
+@pytest.mark.parametrize("case_id, config", SELECTION, ids=[f"{c}@{p}" for c, p in SELECTION])
+def test_simulated_case_passes(simulated, case_id, config):
+    row = simulated[(case_id, config)]
+    assert row["status"] == "passed", f"{case_id} on the {config} path: {row['status']} {row['reason']} (ratio {row['ratio']})"
+
+
+def test_simulator_ran_every_path(simulated):
+    from harness.cases import Case
+
+    ran = {row["path"] for row in simulated.values() if Case.from_id(row["id"]).numel > 0}
+    assert ran == {"fused", "split", "split-waves"}
+    for (case_id, config), row in simulated.items():
+        if Case.from_id(case_id).numel > 0:
+            assert row["path"] == config, f"{case_id}: configured for {config}, planned {row['path']}"
+    for config in ("split", "split-waves"):  # groups cut into several blocks, partials merged
+        assert max(row["chunks"] for (_, name), row in simulated.items() if name == config) > 1, config
+
+
+# -- PTX for sm_80 and sm_90 -----------------------------------------------------------------
+
+
+def _signatures(kind, param_kind):
+    from numba.core import types
+
+    kernel_type = {"float16": types.float16, "bfloat16": types.uint16, "float32": types.float32,
+                   "float64": types.float64}
+    acc = types.float64 if kind == "float64" else types.float32
+    flat = types.Array(kernel_type[kind], 1, "C")
+    param = types.Array(kernel_type[param_kind], 1, "A")
+    partial = types.Array(acc, 2, "C")
+    i, flag = types.int64, types.boolean
+    return {
+        "fused": (flat, param, param, flat, i, i, i, i, i, i, i, i, flag, acc),
+        "partial_stats": (flat, partial, i, i, i, i, i, i, i, i, i, flag),
+        "normalize_split": (flat, param, param, flat, partial, i, i, i, i, i, i, i, i, i, i, i, flag, acc),
+    }
+
+
+KERNEL_KINDS = [(kind, param) for kind in ("float16", "bfloat16", "float32", "float64")
+                for param in ((kind, "float32") if kind in ("float16", "bfloat16") else (kind,))]
+
+
+@pytest.mark.parametrize("cc", [(8, 0), (9, 0)], ids=["sm_80", "sm_90"])
+@pytest.mark.parametrize("kind, param_kind", KERNEL_KINDS, ids=[f"x-{k}-w-{p}" for k, p in KERNEL_KINDS])
+def test_kernels_compile_to_ptx(kind, param_kind, cc):
+    pytest.importorskip("numba_cuda", reason="numba-cuda is not installed: pip install 'groupnorm-bench[numba]'")
+    code = (
+        "import json, sys\n"
+        "from numba import cuda\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from backends import _numba_cuda_kernels as K\n"
+        "from tests.test_numba_cuda import _signatures\n"
+        "kind, param, cc = sys.argv[2], sys.argv[3], (int(sys.argv[4]), int(sys.argv[5]))\n"
+        "kernels = dict(zip(('fused', 'partial_stats', 'normalize_split'), K.build(kind, param, 256)))\n"
+        "out = {}\n"
+        "for name, sig in _signatures(kind, param).items():\n"
+        "    out[name] = cuda.compile_ptx(kernels[name].py_func, sig, cc=cc)[0]\n"
+        "print(json.dumps(out))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    proc = subprocess.run([sys.executable, "-c", code, ROOT, kind, param_kind, *map(str, cc)],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    if proc.returncode and "DynamicLibNotFoundError" in proc.stderr:
+        pytest.skip("no NVRTC/NVVM on this machine (pip install nvidia-cuda-nvrtc; NVVM from the CUDA toolkit): "
+                    + proc.stderr.strip().splitlines()[-1][:200])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ptx = json.loads(proc.stdout)
+    arch = f"sm_{cc[0]}{cc[1]}"
+    for name, text in ptx.items():
+        assert f".target {arch}" in text, name
+        assert ".entry" in text, name
+    ptxas = shutil.which("ptxas") or ("/usr/local/cuda/bin/ptxas" if os.path.exists("/usr/local/cuda/bin/ptxas") else None)
+    if ptxas is None:
+        return  # PTX checked; no assembler on this machine
+    for name, text in ptx.items():
+        with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as handle:
+            handle.write(text)
+        result = subprocess.run([ptxas, f"-arch={arch}", "-v", handle.name, "-o", os.devnull],
+                                capture_output=True, text=True)
+        os.unlink(handle.name)
+        assert result.returncode == 0, f"{name}: {result.stderr[-2000:]}"
+        registers = re.search(r"Used (\d+) registers", result.stderr)
+        spills = [int(v) for v in re.findall(r"(\d+) bytes spill (?:stores|loads)", result.stderr)]
+        print(f"{name} {kind}/{param_kind} {arch}: {registers.group(1) if registers else '?'} registers, "
+              f"spills {spills}")
+        assert not any(spills), f"{name} spills registers on {arch}: {result.stderr}"
