@@ -1,85 +1,139 @@
 """The numba-cpu kernels (imported only when the ``numba-cpu`` backend runs).
 
 Module-level so Numba can cache their machine code on disk (``cache=True``).
+
+Statistics of a group are built from chunks of at most ``CHUNK`` elements: each chunk by
+the corrected two-pass method (Chan, Golub & LeVeque 1983) in the input's precision,
+``mean_c = sum(x)/n``, then ``M2_c = sum(d^2) - sum(d)^2/n`` with ``d = x - mean_c``,
+both sums vectorized (``fastmath`` reassociation within a chunk only; the chunk is
+re-read from L1/L2), then the chunks' (n, mean, M2) merged in float64 with Chan's
+formula, in chunk order. No running sum spans more than one chunk, so a group of 10^7
+elements keeps full accuracy, and the centering makes a large offset harmless.
 """
 
 import numba
 import numpy as np
 
-CHUNK = 1 << 14
+CHUNK = 1 << 12
 
 
 @numba.njit(fastmath={"reassoc", "contract"}, cache=True)
-def chunk_sums(row, start, stop, shift):
-    """Sums of ``row[i] - shift`` and of its square over [start, stop), in float64.
-
-    Eight independent accumulators per sum (a blocked, lane-wise summation the compiler
-    can keep in SIMD registers); float64 because float32 lanes were measured too
-    inaccurate for the one-pass shifted form (1.05x the tolerance on a 39-element group).
-    """
-    t = np.zeros(8, np.float64)
-    q = np.zeros(8, np.float64)
-    i = start
-    while i + 8 <= stop:
-        for lane in range(8):
-            d = np.float64(row[i + lane]) - shift
-            t[lane] += d
-            q[lane] += d * d
-        i += 8
-    total = 0.0
-    squares = 0.0
-    while i < stop:
-        d = np.float64(row[i]) - shift
-        total += d
+def chunk_moments(row, start, stop):
+    """(n, mean, M2) of row[start:stop]: corrected two-pass in the row's precision."""
+    chunk = row[start:stop]
+    n = chunk.size
+    zero = chunk[:1].sum() * 0  # 0 in the row's dtype (a NaN/Inf first element makes it NaN: fine, so is the group)
+    total = zero
+    for i in range(n):  # range(0, n): no negative-index wraparound check, so LLVM vectorizes
+        total += chunk[i]
+    scratch = np.empty(1, chunk.dtype)
+    scratch[0] = total / n  # the chunk mean in the row's precision
+    mean = scratch[0]
+    deviations = zero
+    squares = zero
+    for i in range(n):
+        d = chunk[i] - mean
+        deviations += d
         squares += d * d
-        i += 1
-    for lane in range(8):
-        total += t[lane]
-        squares += q[lane]
-    return total, squares
+    m2 = np.float64(squares) - np.float64(deviations) * np.float64(deviations) / n
+    return n, np.float64(mean) + np.float64(deviations) / n, m2
+
+
+@numba.njit(cache=True)
+def merge(count_a, mean_a, m2_a, count_b, mean_b, m2_b):
+    """Chan et al.: (count, mean, M2) of two disjoint sets, in float64."""
+    count = count_a + count_b
+    if count_a == 0:
+        return count_b, mean_b, m2_b
+    delta = mean_b - mean_a
+    share = count_b / count
+    return count, mean_a + delta * share, m2_a + m2_b + delta * delta * count_a * share
+
+
+@numba.njit(cache=True)
+def group_moments(row, start, stop):
+    """(count, mean, M2) of row[start:stop], chunk by chunk in order."""
+    count, mean, m2 = 0, 0.0, 0.0
+    for first in range(start, stop, CHUNK):
+        n, chunk_mean, chunk_m2 = chunk_moments(row, first, min(first + CHUNK, stop))
+        count, mean, m2 = merge(count, mean, m2, n, chunk_mean, chunk_m2)
+    return count, mean, m2
+
+
+@numba.njit(cache=True)
+def rstd_of(count, m2, eps):
+    variance = m2 / count
+    if variance < 0.0:  # rounding of the correction term; NaN passes through
+        variance = 0.0
+    return 1.0 / np.sqrt(variance + eps)
+
+
+@numba.njit(fastmath={"contract"}, cache=True)
+def normalize_planes(row, out, first, count, positions, weight, bias, c0, mean, rstd):
+    """out = x * a + c over channels first..first+count of one group row (1-D), with
+    a = rstd * w and c = b - mean * a per channel. Each plane is a 0-based slice so the
+    inner loop has no wraparound check and vectorizes."""
+    coefficients = np.empty(2, row.dtype)  # a and c in the row's precision (SIMD-wide loop)
+    for j in range(first, first + count):
+        a = rstd * weight[c0 + j]
+        coefficients[0] = a
+        coefficients[1] = bias[c0 + j] - mean * a
+        a_x = coefficients[0]
+        c_x = coefficients[1]
+        source = row[j * positions:(j + 1) * positions]
+        target = out[j * positions:(j + 1) * positions]
+        for i in range(positions):
+            target[i] = source[i] * a_x + c_x
 
 
 @numba.njit(parallel=True, cache=True)
-def statistics(rows, eps):
-    """Mean and rstd of each row of a (groups, size) array, in float64, chunked."""
-    groups, size = rows.shape
-    chunks = max(1, (size + CHUNK - 1) // CHUNK)
-    partial = np.zeros((groups * chunks, 2), np.float64)
-    for task in numba.prange(groups * chunks):
-        g = task // chunks
-        start = (task % chunks) * CHUNK
-        stop = min(start + CHUNK, size)
+def group_norm_by_group(rows, num_groups, weight, bias, eps):
+    """Parallel over (sample, group): statistics, then normalize the same group while it
+    is still in cache. ``rows`` is (N * G, group size); weight/bias float64 of length C."""
+    total, size = rows.shape
+    cpg = weight.shape[0] // num_groups
+    positions = size // cpg
+    out = np.empty_like(rows)
+    for g in numba.prange(total):
+        count, mean, m2 = group_moments(rows[g], 0, size)
+        rstd = rstd_of(count, m2, eps)
+        normalize_planes(rows[g], out[g], 0, cpg, positions, weight, bias, (g % num_groups) * cpg, mean, rstd)
+    return out
+
+
+@numba.njit(parallel=True, cache=True)
+def group_norm_by_chunk(rows, num_groups, weight, bias, eps, tasks_per_group):
+    """For fewer groups than threads: each group's statistics in ``tasks_per_group``
+    parallel pieces (merged in order), then normalization parallel over (group, channel)."""
+    total, size = rows.shape
+    cpg = weight.shape[0] // num_groups
+    positions = size // cpg
+    piece = -(-size // tasks_per_group)
+    piece = -(-piece // CHUNK) * CHUNK
+    partial = np.zeros((total * tasks_per_group, 3), np.float64)
+    for task in numba.prange(total * tasks_per_group):
+        g = task // tasks_per_group
+        start = (task % tasks_per_group) * piece
+        stop = min(start + piece, size)
         if start < stop:
-            total, squares = chunk_sums(rows[g], start, stop, np.float64(rows[g, 0]))
-            partial[task, 0] = total
-            partial[task, 1] = squares
-    mean = np.empty(groups, np.float64)
-    rstd = np.empty(groups, np.float64)
-    for g in numba.prange(groups):
-        total = 0.0
-        squares = 0.0
-        for c in range(chunks):
-            total += partial[g * chunks + c, 0]
-            squares += partial[g * chunks + c, 1]
-        shifted_mean = total / size
-        variance = squares / size - shifted_mean * shifted_mean
-        if not np.isfinite(squares):
-            variance = squares  # NaN or Inf in the group: keep it
-        elif variance < 0.0:
-            variance = 0.0
-        mean[g] = rows[g, 0] + shifted_mean
-        rstd[g] = 1.0 / np.sqrt(variance + eps)
-    return mean, rstd
-
-
-@numba.njit(parallel=True, cache=True)
-def normalize(planes, scale, offset):
-    """y = x * scale + offset per (sample, channel) plane, into a fresh array."""
-    count, size = planes.shape
-    out = np.empty_like(planes)
-    for p in numba.prange(count):
-        a = scale[p]
-        c = offset[p]
-        for i in range(size):
-            out[p, i] = planes[p, i] * a + c
+            count, mean, m2 = group_moments(rows[g], start, stop)
+            partial[task, 0] = count
+            partial[task, 1] = mean
+            partial[task, 2] = m2
+    means = np.empty(total, np.float64)
+    rstds = np.empty(total, np.float64)
+    for g in range(total):
+        count, mean, m2 = 0, 0.0, 0.0
+        for k in range(tasks_per_group):
+            n = int(partial[g * tasks_per_group + k, 0])
+            if n:
+                count, mean, m2 = merge(count, mean, m2, n, partial[g * tasks_per_group + k, 1],
+                                        partial[g * tasks_per_group + k, 2])
+        means[g] = mean
+        rstds[g] = rstd_of(count, m2, eps)
+    out = np.empty_like(rows)
+    for plane in numba.prange(total * cpg):
+        g = plane // cpg
+        j = plane % cpg
+        normalize_planes(rows[g], out[g], j, 1, positions, weight, bias, (g % num_groups) * cpg, means[g], rstds[g])
     return out
