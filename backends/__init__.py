@@ -56,6 +56,7 @@ BUILTIN = {
     "torch-compile": "backends.torch_compile_backend:TorchCompileBackend",
     "numba-cpu": "backends.numba_cpu_backend:NumbaCpuBackend",
     "numba-cuda": "backends.numba_cuda_backend:NumbaCudaBackend",
+    "cupy": "backends.cupy_backend:CupyBackend",
 }
 
 _registered: dict[str, GroupNormBackend] = {}
