@@ -41,7 +41,7 @@ def can_vectorize(shape, x_strides, y_strides, itemsize, x_address=0, y_address=
         view = collapse(shape, strides, itemsize)
         if view is None:
             return False
-        (n, channels, positions), (sn, sc, ss) = view
+        (_, _, positions), (sn, sc, ss) = view
         if positions % vec or base % 16:
             return False
         if positions > 1 and (ss != 1 or sc != positions):

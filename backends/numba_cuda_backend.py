@@ -150,7 +150,7 @@ class NumbaCudaBackend(GroupNormBackend):
         """A dense output (channels-last when ``channels_last``) and its (n, c, s) strides."""
         from numba import cuda
 
-        n, channels = shape[:2]
+        channels = shape[1]
         positions = math.prod(shape[2:])
         buffer = cuda.device_array(math.prod(shape), _kernel_dtype(dtype))
         if channels_last:
