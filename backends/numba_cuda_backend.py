@@ -41,6 +41,7 @@ from .errors import InvalidArgumentError, InvalidTypeError
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = (os.path.join(HERE, "_numba_cuda_kernels.py"), os.path.join(HERE, "_launch.py"), os.path.abspath(__file__))
 
+
 class _NumbaEventTimer:
     """CUDA events on the default stream (where the kernels are launched)."""
 
