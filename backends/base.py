@@ -75,6 +75,35 @@ def _byte_extent(array) -> tuple[int, int] | None:
     return (low, high)
 
 
+def hash_files(paths) -> str:
+    """A short hash of the bytes of ``paths`` (a kernel's sources), read without any framework."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as handle:
+            digest.update(handle.read())
+    return digest.hexdigest()[:12]
+
+
+class EventTimer:
+    """A device-event timer (see :meth:`GroupNormBackend.event_timer`) over two events with
+    ``record()`` and ``synchronize()`` and a function giving milliseconds between them."""
+
+    def __init__(self, start_event, stop_event, elapsed_ms: Callable[[Any, Any], float]):
+        self._start, self._stop, self._elapsed_ms = start_event, stop_event, elapsed_ms
+
+    def start(self):
+        self._start.record()
+
+    def stop(self):
+        self._stop.record()
+
+    def elapsed(self):
+        self._stop.synchronize()
+        return self._elapsed_ms(self._start, self._stop) / 1e3
+
+
 class GroupNormBackend(abc.ABC):
     """One GroupNorm implementation, on one or more devices.
 

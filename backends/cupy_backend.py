@@ -16,11 +16,11 @@ bfloat16 dtype; where CuPy has none, ``supports`` says so.
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 from ._launch import THREADS, collapse, plan
-from .base import GroupNormBackend, missing_module
+from ._cuda_model import can_vectorize, vector_width
+from .base import EventTimer, GroupNormBackend, hash_files, missing_module
 from .dtypes import DTYPES, HALF_DTYPES, dtype_name
 from .errors import InvalidArgumentError, InvalidTypeError
 
@@ -120,8 +120,6 @@ class CupyBackend(GroupNormBackend):
             return y
         _, (syn, syc, sys_) = collapse(tuple(y.shape), tuple(y.strides), itemsize)
         w, b, param_kind = self._parameters(weight, bias, kind, channels)
-        from ._cuda_model import can_vectorize, vector_width
-
         vec = vector_width(itemsize) if can_vectorize(x.shape, x.strides, y.strides, itemsize, x.data.ptr,
                                                       y.data.ptr) else 1
         cpg = channels // num_groups
@@ -210,7 +208,9 @@ class CupyBackend(GroupNormBackend):
         cupy.cuda.get_current_stream().synchronize()
 
     def event_timer(self, device):
-        return _CupyEventTimer()
+        import cupy
+
+        return EventTimer(cupy.cuda.Event(), cupy.cuda.Event(), cupy.cuda.get_elapsed_time)
 
     def flush_cache(self, device):
         import cupy
@@ -233,37 +233,12 @@ class CupyBackend(GroupNormBackend):
         return int(cupy.cuda.runtime.memGetInfo()[0])
 
     def source_hash(self):
-        digest = hashlib.sha256()
-        for path in SOURCES:
-            with open(path, "rb") as handle:
-                digest.update(handle.read())
-        return digest.hexdigest()[:12]
+        return hash_files(SOURCES)
 
     def version(self):
         import cupy
 
         return f"cupy {cupy.__version__} (CUDA {cupy.cuda.runtime.runtimeGetVersion()}, kernel {self.source_hash()})"
-
-
-class _CupyEventTimer:
-    """CUDA events on CuPy's current stream (where the kernels are launched)."""
-
-    def __init__(self):
-        import cupy
-
-        self._cupy = cupy
-        self._start = cupy.cuda.Event()
-        self._stop = cupy.cuda.Event()
-
-    def start(self):
-        self._start.record()
-
-    def stop(self):
-        self._stop.record()
-
-    def elapsed(self):
-        self._stop.synchronize()
-        return self._cupy.cuda.get_elapsed_time(self._start, self._stop) / 1e3
 
 
 def _bfloat16_dtype():

@@ -26,10 +26,9 @@ Measured on this project's 2-core CPU (float32, fresh output, pinned allocator):
 
 from __future__ import annotations
 
-import hashlib
 import os
 
-from .base import GroupNormBackend, missing_module
+from .base import GroupNormBackend, hash_files, missing_module
 from .dtypes import DTYPES
 
 KERNEL_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_numba_cpu_kernels.py")
@@ -85,8 +84,7 @@ class NumbaCpuBackend(GroupNormBackend):
         return numba.get_num_threads()
 
     def source_hash(self):
-        with open(KERNEL_FILE, "rb") as handle:
-            return hashlib.sha256(handle.read()).hexdigest()[:12]
+        return hash_files([KERNEL_FILE])
 
     def version(self):
         import numba

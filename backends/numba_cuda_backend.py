@@ -29,38 +29,16 @@ kernels as Python: correct results, meaningless timings (the version string says
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 
 from ._launch import THREADS, collapse, plan
-from .base import GroupNormBackend, missing_module
+from .base import EventTimer, GroupNormBackend, hash_files, missing_module
 from .dtypes import DTYPES, dtype_name
 from .errors import InvalidArgumentError, InvalidTypeError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = (os.path.join(HERE, "_numba_cuda_kernels.py"), os.path.join(HERE, "_launch.py"), os.path.abspath(__file__))
-
-
-class _NumbaEventTimer:
-    """CUDA events on the default stream (where the kernels are launched)."""
-
-    def __init__(self):
-        from numba import cuda
-
-        self._cuda = cuda
-        self._start = cuda.event(timing=True)
-        self._stop = cuda.event(timing=True)
-
-    def start(self):
-        self._start.record()
-
-    def stop(self):
-        self._stop.record()
-
-    def elapsed(self):
-        self._stop.synchronize()
-        return self._cuda.event_elapsed_time(self._start, self._stop) / 1e3
 
 
 class NumbaCudaBackend(GroupNormBackend):
@@ -228,7 +206,11 @@ class NumbaCudaBackend(GroupNormBackend):
         cuda.synchronize()
 
     def event_timer(self, device):
-        return _NumbaEventTimer() if not _simulator() else None
+        if _simulator():
+            return None
+        from numba import cuda
+
+        return EventTimer(cuda.event(timing=True), cuda.event(timing=True), cuda.event_elapsed_time)
 
     def flush_cache(self, device):
         if _simulator():
@@ -256,11 +238,7 @@ class NumbaCudaBackend(GroupNormBackend):
         return int(cuda.current_context().get_memory_info().free)
 
     def source_hash(self):
-        digest = hashlib.sha256()
-        for path in SOURCES:
-            with open(path, "rb") as handle:
-                digest.update(handle.read())
-        return digest.hexdigest()[:12]
+        return hash_files(SOURCES)
 
     def version(self):
         import numba

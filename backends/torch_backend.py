@@ -8,30 +8,10 @@ since NumPy has no bfloat16 of its own.
 
 from __future__ import annotations
 
-from .base import GroupNormBackend, missing_module
+from .base import EventTimer, GroupNormBackend, missing_module
 from .dtypes import DTYPES
 
 _FLUSH_BUFFER = None
-
-
-class _CudaEventTimer:
-    """CUDA events recorded on torch's current stream."""
-
-    def __init__(self):
-        import torch
-
-        self._start = torch.cuda.Event(enable_timing=True)
-        self._stop = torch.cuda.Event(enable_timing=True)
-
-    def start(self):
-        self._start.record()
-
-    def stop(self):
-        self._stop.record()
-
-    def elapsed(self):
-        self._stop.synchronize()
-        return self._start.elapsed_time(self._stop) / 1e3
 
 
 class TorchBackend(GroupNormBackend):
@@ -88,7 +68,10 @@ class TorchBackend(GroupNormBackend):
     def event_timer(self, device):
         if device != "cuda":
             return None
-        return _CudaEventTimer()
+        import torch
+
+        return EventTimer(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True),
+                          lambda start, stop: start.elapsed_time(stop))
 
     def flush_cache(self, device):
         if device != "cuda":
