@@ -1,0 +1,79 @@
+"""What the asv classes share: their parameters and the prepared problem of one combination.
+
+Parameters follow numpy's and scipy's asv suites: ``backend`` is spelled
+``"name:device"`` (every built-in backend on every device it names), ``case`` is a case
+id from the harness's workload suites (``gnbench cases --suite NAME`` lists them), so a
+slow row in asv's table reruns exactly with
+``gnbench bench --backends NAME --devices DEVICE --case ID``.
+
+A combination that cannot run here (framework missing, no GPU, a dtype or layout the
+backend declares out of scope, not enough memory) raises ``NotImplementedError`` with the
+harness's reason from ``setup``; asv then shows it as n/a instead of failing.
+"""
+
+from __future__ import annotations
+
+import backends
+
+# Built-in backends only: a plugin installed on one machine must not change the
+# parameter grid (asv keys its history by parameter values).
+BACKEND_DEVICES = [f"{name}:{device}" for name in backends.BUILTIN for device in backends.get(name).devices]
+
+# case id -> the harness suite it is drawn from (a test checks each id is in it).
+WORKLOADS = {
+    "2x320x64x64-g32-float16-contiguous-normal-s0": "sd-unet",
+    "2x320x64x64-g32-float16-channels_last-normal-s0": "sd-unet",
+    "1x512x128x128-g32-float32-contiguous-normal-s0-eps1e-06": "sd-vae",
+    "16x64x256x256-g8-float32-contiguous-normal-s0-affine_default": "kernelbench",
+    "4x512x15999-g512-float32-contiguous-normal-s0": "audio-1d",
+    "1x32x64x64x64-g8-float16-contiguous-normal-s0": "volumetric-3d",
+}
+CASES = list(WORKLOADS)
+
+
+class Problem:
+    """One (backend:device, case) combination, ready to call.
+
+    Attributes: ``backend`` (the backend object), ``device``, ``case``
+    (:class:`harness.cases.Case` on that device), ``host`` (the harness's host inputs),
+    ``x``/``weight``/``bias`` (the backend's arrays on the device), ``first_call_s``
+    (the first synchronized call, compilation included, made here so that no timed
+    call compiles).
+    """
+
+    def __init__(self, backend_device: str, case_id: str):
+        import time
+
+        from harness import memory
+        from harness.cases import Case
+        from harness.inputs import make
+        from harness.timing import pin_allocator
+
+        name, _, device = backend_device.partition(":")
+        self.backend, self.device = backends.get(name), device
+        self.case = Case.from_id(case_id, device)
+        reason = self.backend.availability(device) or self.backend.supports(self.case)
+        if reason:
+            raise NotImplementedError(f"{backend_device}: {reason}")
+        needed = memory.case_host_bytes(self.case) + memory.backend_host_bytes(self.case, device)
+        if needed > memory.host_available():
+            raise NotImplementedError(f"{case_id} needs about {memory.gib(needed)} of host memory; "
+                                      f"{memory.gib(memory.host_available())} available")
+        pin_allocator()  # as the harness's workers do: see harness.timing
+        self.host = make(self.case)
+        self.x = self.backend.from_numpy(self.host.x, device)
+        self.weight = None if self.host.weight is None else self.backend.from_numpy(self.host.weight, device)
+        self.bias = None if self.host.bias is None else self.backend.from_numpy(self.host.bias, device)
+        start = time.perf_counter()
+        self.call_and_wait()
+        self.first_call_s = time.perf_counter() - start
+
+    def call(self):
+        """One GroupNorm call, asynchronous where the framework is."""
+        return self.backend.group_norm(self.x, self.case.num_groups, self.weight, self.bias, self.case.eps)
+
+    def call_and_wait(self):
+        """One GroupNorm call, returned only once its result is computed."""
+        out = self.call()
+        self.backend.wait(out, self.device)
+        return out

@@ -1,0 +1,334 @@
+"""Run the asv suite on commits, each with its own code, and gate a change on it.
+
+asv builds an environment per commit only for environment types it manages; in the
+environment the README installs (``--python=same``, type ``existing``) it imports
+whatever code is on ``sys.path`` and saves nothing unless told which commit that code is.
+This module makes that honest: it checks each commit out in a ``git worktree`` under
+``.asv/worktrees/``, runs the *current* ``benchmarks/`` against it (``GNBENCH_ASV_CODE``,
+see ``benchmarks/__init__.py``), and saves the results under that commit's hash:
+
+* ``record REV...``: one asv run per commit into ``results/asv`` (the committed history
+  that ``asv publish`` graphs).
+* ``gate --base REV --head REV``: base and head on this machine, in alternating rounds
+  (base, head, head, base, ...) so that a drift of the machine hits both alike, every
+  sample kept (``--append-samples``); exits 1 when a benchmark regressed (see
+  :func:`judge`), 0 otherwise, 2 on a usage error. Results and logs go to ``.asv/gate``.
+* ``machine [--name NAME]``: the asv machine record, with the GPU named (``gpu``).
+
+A benchmark **regressed** when head is slower than base by more than ``factor`` (1.10:
+asv's own default) *and* the difference is significant by the two-sided Mann-Whitney U
+test on the raw samples of both (p < 0.002, asv's threshold), *and* the ratio is larger
+than the spread seen between rounds of the same commit (the run-to-run noise measured in
+this very gate: a difference the machine produces between two runs of identical code
+flags nothing). A benchmark that ran at base and fails at head regressed too. These are
+the rules of ``asv compare`` / ``asv continuous`` (same factor, same test, same
+threshold) plus the between-round guard; unlike ``asv compare``, the exit status says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = ROOT / ".asv"
+GATE_BENCH = r"time_forward\('(torch|numba-cpu):cpu', '(2x320x64x64-g32-float16-contiguous|1x512x128x128-g32-float32)"
+FACTOR = 1.10
+P_THRESHOLD = 0.002
+
+
+def _git(*args, cwd=ROOT) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ValueError(f"git {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def resolve(rev: str) -> str:
+    """The full hash of commit ``rev`` (ValueError naming the revision when there is none)."""
+    try:
+        return _git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    except ValueError:
+        raise ValueError(f"revision {rev!r} names no commit in {ROOT}") from None
+
+
+def worktree(commit: str) -> Path:
+    """A checkout of ``commit`` under ``.asv/worktrees/`` (made once, then reused)."""
+    path = STATE / "worktrees" / commit[:12]
+    if (path / ".git").exists() and _git("rev-parse", "HEAD", cwd=path) == commit:
+        return path
+    if path.exists():
+        shutil.rmtree(path)
+        _git("worktree", "prune")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _git("worktree", "add", "--detach", "--force", str(path), commit)
+    return path
+
+
+def machine_record(name: str | None = None) -> dict:
+    """Write (or refresh) this machine's entry in ``~/.asv-machine.json``: asv's defaults
+    (OS, arch, CPU, count, RAM) plus ``gpu`` (name and driver, or "none") and return it."""
+    from asv.machine import Machine, MachineCollection
+
+    from .environment import machine
+
+    facts = machine()
+    record = Machine.get_defaults()
+    if name:
+        record["machine"] = name
+    gpu = facts.get("gpu_name")
+    record["gpu"] = f"{gpu} (driver {facts.get('gpu_driver')})" if gpu else "none"
+    record["cpu"] = f"{facts['cpu_model']} ({facts['cpu_affinity']} of {facts['cpu_count']} CPUs usable)"
+    MachineCollection.save(record["machine"], record)
+    return record
+
+
+def _config(results_dir: Path, html_dir: Path) -> Path:
+    """A copy of asv.conf.json with absolute paths and the results and html folders given."""
+    from asv.util import load_json
+
+    conf = load_json(str(ROOT / "asv.conf.json"), js_comments=True)
+    conf.update(repo=str(ROOT), benchmark_dir=str(ROOT / "benchmarks"), env_dir=str(STATE / "env"),
+                results_dir=str(results_dir), html_dir=str(html_dir))
+    path = results_dir.parent / f"asv.{results_dir.name}.conf.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(conf, indent=2))
+    return path
+
+
+def run_asv(config: Path, commit: str, *, bench=None, machine: str, log: Path, quick=False, append=False,
+            attributes=()) -> int:
+    """``asv run --python=same --set-commit-hash=COMMIT`` with ``commit``'s worktree as the
+    code under test; asv's output goes to ``log``. Returns asv's exit status."""
+    command = [sys.executable, "-m", "asv", "run", "--config", str(config), "--python=same",
+               f"--set-commit-hash={commit}", "--machine", machine, "--show-stderr"]
+    for regex in bench or ():
+        command += ["--bench", regex]
+    command += ["--quick"] if quick else []
+    command += ["--append-samples"] if append else []
+    for attribute in attributes:
+        command += ["--attribute", attribute]
+    env = dict(os.environ, GNBENCH_ASV_CODE=str(worktree(commit)))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        return subprocess.run(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+
+
+def samples(results_dir: Path, machine: str, commit: str) -> dict:
+    """``{benchmark(params): [samples]}`` of one commit (a failed benchmark: None; its value
+    as one sample where asv kept no samples, as for tracks)."""
+    from asv.results import iter_results_for_machine_and_hash
+
+    found = {}
+    for result in iter_results_for_machine_and_hash(str(results_dir), machine, commit):
+        for key in result.get_all_result_keys():
+            params = result.get_result_params(key)
+            values = result.get_result_value(key, params)
+            kept = result.get_result_samples(key, params)
+            combos = _combinations(params) if params else [""]
+            if not params:  # a benchmark without parameters has one value, not a list
+                values, kept = [values], [kept]
+            for index, combo in enumerate(combos):
+                name = f"{key}({combo})" if combo else key
+                value = values[index]
+                if value is None:
+                    found[name] = None
+                elif not (isinstance(value, float) and math.isnan(value)):
+                    sample = kept[index] if kept and kept[index] else [value]
+                    found[name] = [float(s) for s in sample]
+    return found
+
+
+def _combinations(params) -> list[str]:
+    import itertools
+
+    return [", ".join(combo) for combo in itertools.product(*params)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """One benchmark at base and head: medians, ratio (head/base), p, round noise, verdict."""
+
+    name: str
+    base: float
+    head: float
+    ratio: float
+    p_value: float
+    noise: float
+    samples: tuple
+    verdict: str  # "regressed", "improved", "unchanged", "now fails", "fixed", "n/a"
+
+
+def _round_noise(rounds: list[list[float]]) -> float:
+    """The largest ratio between the medians of two rounds of the same commit (1.0 = none)."""
+    medians = [statistics.median(r) for r in rounds if r]
+    return max(medians) / min(medians) if len(medians) > 1 and min(medians) > 0 else 1.0
+
+
+def judge(name, base_rounds, head_rounds, *, factor=FACTOR, p_threshold=P_THRESHOLD) -> Comparison:
+    """Compare one benchmark's samples, given per round (lists of lists; None = failed).
+
+    See the module docstring for the rule; lower is better for every asv benchmark here.
+    """
+    from asv._stats import mann_whitney_u
+
+    base_failed = base_rounds is None or any(r is None for r in base_rounds)
+    head_failed = head_rounds is None or any(r is None for r in head_rounds)
+    if base_failed or head_failed:
+        verdict = "now fails" if head_failed and not base_failed else "fixed" if base_failed and not head_failed else "n/a"
+        return Comparison(name, math.nan, math.nan, math.nan, math.nan, math.nan, (0, 0), verdict)
+    base = [s for r in base_rounds for s in r]
+    head = [s for r in head_rounds for s in r]
+    base_median, head_median = statistics.median(base), statistics.median(head)
+    ratio = head_median / base_median if base_median > 0 else math.inf
+    noise = max(_round_noise(base_rounds), _round_noise(head_rounds))
+    p_value = mann_whitney_u(base, head)[1] if len(base) > 1 and len(head) > 1 else math.nan
+    significant = p_value < p_threshold
+    verdict = "unchanged"
+    if significant and ratio > max(factor, noise):
+        verdict = "regressed"
+    elif significant and 1 / ratio > max(factor, noise):
+        verdict = "improved"
+    return Comparison(name, base_median, head_median, ratio, p_value, noise, (len(base), len(head)), verdict)
+
+
+def gate(base: str, head: str = "HEAD", *, bench=(GATE_BENCH,), rounds: int = 3, factor: float = FACTOR,
+         machine: str | None = None, out: Path = STATE / "gate", console=None) -> list[Comparison]:
+    """Benchmark ``base`` and ``head`` (each its own code) in alternating rounds; compare."""
+    from rich.console import Console
+
+    console = console or Console(stderr=True, highlight=False)
+    commits = {"base": resolve(base), "head": resolve(head)}
+    if commits["base"] == commits["head"]:
+        console.print(f"[yellow]base and head are the same commit {commits['base'][:12]}: "
+                      "the comparison measures the machine's noise only[/]")
+    machine = machine_record(machine)["machine"]
+    results_dir = out / "results"
+    shutil.rmtree(results_dir, ignore_errors=True)
+    config = _config(results_dir, out / "html")
+    per_round = {role: {} for role in commits}  # role -> name -> [round samples]
+    seen = {role: {} for role in commits}
+    order = []
+    for index in range(rounds):
+        order += [("base", "head"), ("head", "base")][index % 2]
+    for step, role in enumerate(order, 1):
+        commit = commits[role]
+        started = time.perf_counter()
+        log = out / "logs" / f"{step:02d}-{role}-{commit[:12]}.log"
+        status = run_asv(config, commit, bench=bench, machine=machine, log=log, append=True,
+                         attributes=("rounds=1",))
+        found = samples(results_dir, machine, commit)
+        for name, values in found.items():
+            before = seen[role].get(name)
+            new = None if values is None else values[len(before or []):]
+            per_round[role].setdefault(name, []).append(new)
+            seen[role][name] = values
+        console.print(f"round {step}/{len(order)}: {role} {commit[:12]} ({len(found)} results, "
+                      f"asv exit {status}) in {time.perf_counter() - started:.0f} s; log {log}")
+        if not found:
+            raise RuntimeError(f"asv saved no results for {role} {commit[:12]}: see {log}")
+    names = sorted(set(per_round["base"]) | set(per_round["head"]))
+    comparisons = [judge(name, per_round["base"].get(name), per_round["head"].get(name), factor=factor)
+                   for name in names]
+    summary = {"base": commits["base"], "head": commits["head"], "machine": machine, "factor": factor,
+               "p_threshold": P_THRESHOLD, "rounds": rounds, "bench": list(bench),
+               "comparisons": [dataclasses.asdict(c) for c in comparisons]}
+    (out / "gate.json").write_text(json.dumps(summary, indent=2, default=str))
+    return comparisons
+
+
+def gate_table(comparisons, base: str, head: str):
+    from rich.table import Table
+
+    table = Table(title=f"asv gate: head {head[:12]} vs base {base[:12]} (ratio = head/base, lower is better)")
+    for column in ("benchmark", "base", "head", "ratio", "p", "round noise", "samples", "verdict"):
+        table.add_column(column, justify="left" if column in ("benchmark", "verdict") else "right")
+    styles = {"regressed": "bold red", "now fails": "bold red", "improved": "green", "fixed": "green"}
+    for c in comparisons:
+        table.add_row(c.name, f"{c.base:.4g}", f"{c.head:.4g}", f"{c.ratio:.3f}", f"{c.p_value:.1e}",
+                      f"{c.noise:.3f}", f"{c.samples[0]}/{c.samples[1]}",
+                      f"[{styles.get(c.verdict, '')}]{c.verdict}[/]" if c.verdict in styles else c.verdict)
+    return table
+
+
+def record(revisions, *, bench=None, machine=None, quick=False, results_dir: Path = ROOT / "results" / "asv",
+           console=None) -> int:
+    """One asv run per commit (its own code) into ``results_dir``; returns the worst exit status."""
+    from rich.console import Console
+
+    console = console or Console(stderr=True, highlight=False)
+    machine = machine_record(machine)["machine"]
+    config = _config(results_dir, STATE / "html")
+    worst = 0
+    for revision in revisions:
+        commit = resolve(revision)
+        started = time.perf_counter()
+        log = STATE / "logs" / f"record-{commit[:12]}.log"
+        status = run_asv(config, commit, bench=bench, machine=machine, log=log, quick=quick)
+        console.print(f"{revision} = {commit[:12]}: asv exit {status} in {time.perf_counter() - started:.0f} s; "
+                      f"log {log}")
+        worst = max(worst, status)
+    return worst
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.asv_runs", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    machine = commands.add_parser("machine", help="write this machine's asv record (GPU included)")
+    machine.add_argument("--name", help="machine name (default: asv's, the host name)")
+    rec = commands.add_parser("record", help="run the suite on commits into results/asv")
+    rec.add_argument("revisions", nargs="+", help="commits (any git revision)")
+    rec.add_argument("--bench", "-b", action="append", help="asv benchmark regex (repeatable; default all)")
+    rec.add_argument("--machine", help="asv machine name (default: the host name)")
+    rec.add_argument("--quick", action="store_true", help="one sample each (a smoke run; no statistics)")
+    rec.add_argument("--results-dir", type=Path, default=ROOT / "results" / "asv")
+    gat = commands.add_parser("gate", help="exit 1 when head is slower than base beyond the measured noise")
+    gat.add_argument("--base", required=True, help="the reference commit (e.g. origin/main)")
+    gat.add_argument("--head", default="HEAD", help="the commit under test (default HEAD)")
+    gat.add_argument("--bench", "-b", action="append", help=f"asv benchmark regex (default: {GATE_BENCH})")
+    gat.add_argument("--rounds", type=int, default=3, help="rounds per commit, alternating order (default 3)")
+    gat.add_argument("--factor", type=float, default=FACTOR, help=f"smallest ratio that counts (default {FACTOR})")
+    gat.add_argument("--machine", help="asv machine name (default: the host name)")
+    gat.add_argument("--out", type=Path, default=STATE / "gate", help="results, logs and gate.json (default .asv/gate)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "machine":
+            print(json.dumps(machine_record(args.name), indent=2))
+            return 0
+        if args.command == "record":
+            return record(args.revisions, bench=args.bench, machine=args.machine, quick=args.quick,
+                          results_dir=args.results_dir.resolve())
+        if args.rounds < 2:
+            parser.error(f"--rounds must be at least 2 (the noise between rounds is part of the test); got {args.rounds}")
+        from rich.console import Console
+
+        started = time.perf_counter()
+        comparisons = gate(args.base, args.head, bench=args.bench or (GATE_BENCH,), rounds=args.rounds,
+                           factor=args.factor, machine=args.machine, out=args.out.resolve())
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    console = Console(highlight=False, width=max(shutil.get_terminal_size((160, 24)).columns, 160))
+    console.print(gate_table(comparisons, resolve(args.base), resolve(args.head)))
+    bad = [c for c in comparisons if c.verdict in ("regressed", "now fails")]
+    compared = [c for c in comparisons if c.verdict != "n/a"]
+    console.print(f"{len(bad)} regressed of {len(compared)} compared (factor {args.factor}, p < {P_THRESHOLD}, "
+                  f"beyond round-to-round noise) in {time.perf_counter() - started:.0f} s; details in "
+                  f"{args.out / 'gate.json'}")
+    if not compared:
+        console.print("[red]nothing was compared: no benchmark ran at both commits[/]")
+        return 1
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
