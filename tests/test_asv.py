@@ -1,0 +1,148 @@
+"""The asv suite (benchmarks/) and the gate (harness/asv_runs.py).
+
+CI runs ``asv check`` and a quick asv run of a small subset here, so a broken benchmark
+fails CI; the gate's rule is tested on synthetic samples (its end-to-end demonstration
+with a planted slowdown is in results/, since it needs minutes of quiet machine).
+"""
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+pytest.importorskip("asv", reason="asv is not installed: pip install -e '.[test]'")
+
+from benchmarks.common import BACKEND_DEVICES, WORKLOADS  # noqa: E402
+from harness import asv_runs, suites  # noqa: E402
+
+# A small subset: every benchmark method, two CPU backends, the smallest workload.
+QUICK_SUBSET = r"Forward\.\w+\('(torch|numpy):cpu', '2x320x64x64-g32-float16-contiguous"
+
+
+def _git_head():
+    try:
+        return asv_runs.resolve("HEAD")
+    except (ValueError, OSError) as error:
+        pytest.skip(f"not a git checkout with a commit: {error}")
+
+
+def _asv_env(tmp_path):
+    # asv keeps its machine record in ~/.asv-machine.json: a private home for the tests.
+    return {key: value for key, value in os.environ.items() if key != "GNBENCH_ASV_CODE"} | {"HOME": str(tmp_path)}
+
+
+@pytest.mark.parametrize("case_id", sorted(WORKLOADS), ids=lambda case_id: case_id.split("-normal")[0])
+def test_workload_is_a_case_of_its_suite(case_id):
+    assert case_id in {case.id for case in suites.get(WORKLOADS[case_id])}, WORKLOADS[case_id]
+
+
+def test_backend_parameter_covers_every_builtin_backend_and_device():
+    import backends
+
+    expected = {f"{name}:{device}" for name in backends.BUILTIN for device in backends.get(name).devices}
+    assert set(BACKEND_DEVICES) == expected
+    assert {"torch:cpu", "numba-cuda:cuda", "cupy:cuda", "jax:cuda"} <= expected
+
+
+def test_asv_check_finds_no_problem(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "asv", "check", "--python=same"], cwd=ROOT,
+                          env=_asv_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "No problems found" in done.stdout
+
+
+def test_quick_asv_run_of_a_subset_gives_every_result(tmp_path, monkeypatch):
+    """asv itself, on the working tree, saving under HEAD: every benchmark method of the
+    subset must produce a number (a benchmark that raises shows up as None here)."""
+    head = _git_head()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    machine = asv_runs.machine_record("ci-test")["machine"]
+    results = tmp_path / "results"
+    config = asv_runs.config_for(results, tmp_path / "html")
+    log = tmp_path / "asv.log"
+    status = asv_runs.run_asv(config, head, code=None, bench=[QUICK_SUBSET], machine=machine, log=log, quick=True)
+    text = log.read_text()
+    assert status == 0, text[-3000:]
+    found = asv_runs.samples(results, machine, head)
+    methods = ("time_forward", "track_error_ratio", "track_ms_per_gb", "track_roofline_gap_pct", "track_first_call_s")
+    for backend in ("torch:cpu", "numpy:cpu"):
+        for method in methods:
+            name = f"forward.Forward.{method}('{backend}', '2x320x64x64-g32-float16-contiguous-normal-s0')"
+            assert found.get(name), f"{name} gave no result: {text[-3000:]}"
+        ratio = found[f"forward.Forward.track_error_ratio('{backend}', '2x320x64x64-g32-float16-contiguous-normal-s0')"]
+        assert 0 <= ratio[0] <= 1, f"{backend} fails verification in the asv suite: ratio {ratio}"
+    machine_json = json.loads((results / machine / "machine.json").read_text())
+    assert machine_json["gpu"]  # "none" here; the GPU's name and driver where there is one
+
+
+def test_benchmarks_refuse_a_code_root_without_the_harness(tmp_path):
+    env = dict(os.environ, GNBENCH_ASV_CODE=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", "import benchmarks"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert f"GNBENCH_ASV_CODE={tmp_path} holds no harness/" in done.stderr
+
+
+def _rounds(rng, median, count=3, size=10, spread=0.03):
+    return [[median * (1 + rng.uniform(-spread, spread)) for _ in range(size)] for _ in range(count)]
+
+
+def test_gate_flags_a_2x_slowdown():
+    rng = random.Random(0)
+    verdict = asv_runs.judge("t", _rounds(rng, 1e-3), _rounds(rng, 2e-3))
+    assert verdict.verdict == "regressed"
+    assert verdict.ratio == pytest.approx(2, rel=0.05)
+    assert verdict.p_value < asv_runs.P_THRESHOLD and verdict.separation > asv_runs.FACTOR
+    assert len(verdict.base_rounds) == len(verdict.head_rounds) == 3
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_gate_ignores_same_distribution(seed):
+    rng = random.Random(seed)
+    assert asv_runs.judge("t", _rounds(rng, 1e-3, spread=0.2), _rounds(rng, 1e-3, spread=0.2)).verdict == "unchanged"
+
+
+def test_gate_ignores_one_slow_process():
+    """A whole round at 2x (a process that ran slow, as seen on this 2-core machine) moves
+    neither the pooled median past the factor nor the test past its threshold."""
+    rng = random.Random(1)
+    head = _rounds(rng, 1e-3)
+    head[1] = [2 * value for value in head[1]]
+    assert asv_runs.judge("t", _rounds(rng, 1e-3), head).verdict == "unchanged"
+
+
+def test_gate_calls_a_slowdown_hidden_by_a_slow_base_process_inconclusive():
+    """Every head round 2x, but one base process ran at 2x too: the rounds overlap, so the
+    gate cannot tell the change from the machine's noise and says so."""
+    rng = random.Random(4)
+    base = _rounds(rng, 1e-3)
+    base[2] = [2 * value for value in base[2]]
+    verdict = asv_runs.judge("t", base, _rounds(rng, 2e-3))
+    assert verdict.ratio > 1.5 and verdict.p_value < asv_runs.P_THRESHOLD
+    assert verdict.separation < asv_runs.FACTOR and verdict.verdict == "inconclusive"
+
+
+def test_gate_ignores_a_significant_change_below_the_factor():
+    rng = random.Random(2)
+    verdict = asv_runs.judge("t", _rounds(rng, 1e-3, spread=0.001), _rounds(rng, 1.05e-3, spread=0.001))
+    assert verdict.p_value < asv_runs.P_THRESHOLD and verdict.verdict == "unchanged"
+
+
+def test_gate_reports_improvement_and_new_failures():
+    rng = random.Random(3)
+    assert asv_runs.judge("t", _rounds(rng, 2e-3), _rounds(rng, 1e-3)).verdict == "improved"
+    assert asv_runs.judge("t", _rounds(rng, 1e-3), [None, None]).verdict == "now fails"
+    assert asv_runs.judge("t", [None], _rounds(rng, 1e-3)).verdict == "fixed"
+
+
+def test_gate_names_a_revision_that_does_not_exist(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "harness.asv_runs", "gate", "--base", "no-such-branch-xyz",
+                           "--out", str(tmp_path)], cwd=ROOT, env=_asv_env(tmp_path),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "revision 'no-such-branch-xyz' names no commit" in done.stderr
