@@ -22,7 +22,7 @@ slower than every base round by more than ``factor``. (1) and (2) are the rule o
 ``asv compare`` and ``asv continuous``; (3) is the measured noise: samples within one
 process are not independent, and on this 2-core machine whole processes of identical
 code differ by 20-30% (once 2.8x), which (1) and (2) alone flagged as a regression in 1
-of 3 unchanged runs. When (1) and (2) hold but the rounds overlap, the verdict is
+of 3 unchanged runs. When (1) holds but (2) or (3) does not, the verdict is
 ``inconclusive`` (reported in yellow, exit 0). A benchmark that ran at base and fails
 at head regressed too. Unlike ``asv compare``, the exit status says so.
 """
@@ -193,8 +193,9 @@ def judge(name, base_rounds, head_rounds, *, factor=FACTOR, p_threshold=P_THRESH
     samples different (p < ``p_threshold``), and every head round is slower than every
     base round by more than ``factor`` (samples within one process are not independent;
     processes are, so a difference must hold process by process). ``inconclusive``: the
-    first two hold but the rounds overlap: the machine's process-to-process noise covers
-    the change (reported, not failed). ``improved`` likewise the other way.
+    medians differ by more than ``factor`` but the test or the rounds do not bear it out:
+    the machine's noise covers the change (reported, not failed). ``unchanged``: the
+    medians are within ``factor``. ``improved`` as ``regressed``, the other way.
     """
     from asv._stats import mann_whitney_u
 
@@ -213,8 +214,9 @@ def judge(name, base_rounds, head_rounds, *, factor=FACTOR, p_threshold=P_THRESH
     slower = ratio >= 1
     separation = (min(head_rounds) / max(base_rounds)) if slower else (min(base_rounds) / max(head_rounds))
     verdict = "unchanged"
-    if p_value < p_threshold and max(ratio, 1 / ratio) > factor:
-        verdict = ("regressed" if slower else "improved") if separation > factor else "inconclusive"
+    if max(ratio, 1 / ratio) > factor:
+        proven = p_value < p_threshold and separation > factor
+        verdict = ("regressed" if slower else "improved") if proven else "inconclusive"
     return Comparison(name, base_median, head_median, ratio, p_value, separation, base_rounds, head_rounds,
                       (len(base), len(head)), verdict)
 
@@ -347,8 +349,9 @@ def main(argv=None) -> int:
                   f"{args.factor}, Mann-Whitney p < {P_THRESHOLD}, every round apart) in "
                   f"{time.perf_counter() - started:.0f} s; details in {args.out / 'gate.json'}")
     if unsure:
-        console.print("[yellow]inconclusive: slower overall, but some base and head rounds overlap (the machine's "
-                      "process-to-process noise); rerun with more --rounds on a quieter machine to decide[/]")
+        console.print("[yellow]inconclusive: the medians differ by more than the factor, but the samples or the "
+                      "rounds do not bear it out (the machine's process-to-process noise); rerun with more --rounds "
+                      "on a quieter machine to decide[/]")
     if not compared:
         console.print("[red]nothing was compared: no benchmark ran at both commits[/]")
         return 1
