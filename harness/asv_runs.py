@@ -202,7 +202,7 @@ def judge(name, base_rounds, head_rounds, *, factor=FACTOR, p_threshold=P_THRESH
     base_failed = base_rounds is None or any(r is None for r in base_rounds)
     head_failed = head_rounds is None or any(r is None for r in head_rounds)
     if base_failed or head_failed:
-        verdict = "now fails" if head_failed and not base_failed else "fixed" if base_failed and not head_failed else "n/a"
+        verdict = "n/a" if base_failed == head_failed else "now fails" if head_failed else "fixed"
         return Comparison(name, math.nan, math.nan, math.nan, math.nan, math.nan, (), (), (0, 0), verdict)
     base = [s for r in base_rounds for s in r]
     head = [s for r in head_rounds for s in r]
@@ -331,7 +331,8 @@ def main(argv=None) -> int:
             return record(args.revisions, bench=args.bench or (HISTORY_BENCH,), machine=args.machine, quick=args.quick,
                           results_dir=args.results_dir.resolve())
         if args.rounds < 2:
-            parser.error(f"--rounds must be at least 2 (samples must come from more than one process per commit); got {args.rounds}")
+            parser.error("--rounds must be at least 2 (samples must come from more than one process per commit); "
+                         f"got {args.rounds}")
         from rich.console import Console
 
         started = time.perf_counter()

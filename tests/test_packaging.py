@@ -1,6 +1,5 @@
 """The repository's promises: CI runs the README's test command; the layout is complete."""
 
-import json
 import os
 import tomllib
 
@@ -38,5 +37,10 @@ def test_constraints_pin_the_cpu_torch():
 
 
 def test_asv_config_is_valid():
-    config = json.loads(_read("asv.conf.json"))
-    assert config["version"] == 1 and os.path.isdir(os.path.join(ROOT, config["benchmark_dir"]))
+    """asv.conf.json as asv reads it (JSON with // comments): the paths the README names."""
+    from asv.config import Config
+
+    config = Config.load(os.path.join(ROOT, "asv.conf.json"))  # raises on a malformed file
+    assert os.path.isdir(os.path.join(ROOT, config.benchmark_dir))
+    assert config.environment_type == "existing" and config.branches == ["main"]
+    assert config.results_dir == "results/asv" and config.html_dir.startswith(".asv/")
