@@ -98,14 +98,14 @@ def machine_record(name: str | None = None) -> dict:
     return record
 
 
-def config_for(results_dir: Path, html_dir: Path) -> Path:
-    """A copy of asv.conf.json with absolute paths and the results and html folders given."""
+def config_for(results_dir: Path, html_dir: Path, path: Path) -> Path:
+    """Write to ``path`` a copy of asv.conf.json with absolute paths and the results and
+    html folders given; returns ``path``."""
     from asv.util import load_json
 
     conf = load_json(str(ROOT / "asv.conf.json"), js_comments=True)
     conf.update(repo=str(ROOT), benchmark_dir=str(ROOT / "benchmarks"), env_dir=str(STATE / "env"),
                 results_dir=str(results_dir), html_dir=str(html_dir))
-    path = results_dir.parent / f"asv.{results_dir.name}.conf.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(conf, indent=2))
     return path
@@ -234,7 +234,7 @@ def gate(base: str, head: str = "HEAD", *, bench=(GATE_BENCH,), rounds: int = 3,
     machine = machine_record(machine)["machine"]
     results_dir = out / "results"
     shutil.rmtree(results_dir, ignore_errors=True)
-    config = config_for(results_dir, out / "html")
+    config = config_for(results_dir, out / "html", out / "asv.conf.json")
     per_round = {role: {} for role in commits}  # role -> name -> [round samples]
     seen = {role: {} for role in commits}
     order = []
@@ -289,7 +289,7 @@ def record(revisions, *, bench=None, machine=None, quick=False, results_dir: Pat
 
     console = console or Console(stderr=True, highlight=False, width=160)
     machine = machine_record(machine)["machine"]
-    config = config_for(results_dir, STATE / "html")
+    config = config_for(results_dir, STATE / "html", STATE / "record.asv.conf.json")
     worst = 0
     for revision in revisions:
         commit = resolve(revision)

@@ -63,7 +63,7 @@ def test_quick_asv_run_of_a_subset_gives_every_result(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     machine = asv_runs.machine_record("ci-test")["machine"]
     results = tmp_path / "results"
-    config = asv_runs.config_for(results, tmp_path / "html")
+    config = asv_runs.config_for(results, tmp_path / "html", tmp_path / "asv.conf.json")
     log = tmp_path / "asv.log"
     status = asv_runs.run_asv(config, head, code=None, bench=[QUICK_SUBSET], machine=machine, log=log, quick=True)
     text = log.read_text()
