@@ -137,3 +137,66 @@ def group_norm_by_chunk(rows, num_groups, weight, bias, eps, tasks_per_group):
         j = plane % cpg
         normalize_planes(rows[g], out[g], j, 1, positions, weight, bias, (g % num_groups) * cpg, means[g], rstds[g])
     return out
+
+
+# 16-bit floats. Numba has no float16 or bfloat16 type on the CPU, so 16-bit inputs are
+# handled as their raw bits (uint16): widened to float32 exactly, and the float32 result
+# narrowed with round-to-nearest-even, both in parallel (NumPy's own conversions are
+# single-threaded and took 11 of the 12 ms of a 2.6M-element float16 call here).
+
+
+@numba.njit(parallel=True, cache=True)
+def widen_half(bits, table):
+    """float32 values of float16 ``bits`` (flat uint16) through ``table``, the 65536
+    float32 values of every float16 bit pattern (exact: NumPy builds it)."""
+    out = np.empty(bits.size, np.float32)
+    for i in numba.prange(bits.size):
+        out[i] = table[bits[i]]
+    return out
+
+
+@numba.njit(parallel=True, cache=True)
+def widen_bfloat(bits):
+    """float32 values of bfloat16 ``bits`` (flat uint16): the 16 high bits of a float32."""
+    out = np.empty(bits.size, np.uint32)
+    for i in numba.prange(bits.size):
+        out[i] = np.uint32(bits[i]) << 16
+    return out.view(np.float32)
+
+
+@numba.njit(parallel=True, cache=True)
+def narrow_half(values):
+    """float16 bits of float32 ``values`` (flat), round to nearest even; overflow to
+    +/-Inf, NaN to a quiet NaN of the same sign, subnormals rounded like the rest."""
+    source = values.view(np.uint32)
+    out = np.empty(values.size, np.uint16)
+    for i in numba.prange(values.size):
+        f = source[i]
+        sign = (f >> 16) & 0x8000
+        magnitude = f & 0x7FFFFFFF
+        if magnitude >= 0x47800000:  # >= 65536 in float32 (round-up range handled below), Inf or NaN
+            half = 0x7E00 if magnitude > 0x7F800000 else 0x7C00
+        elif magnitude < 0x38800000:  # below 2^-14, float16's smallest normal: subnormal or zero
+            half = np.uint32(np.rint(np.abs(values[i]) * np.float32(16777216.0)))  # units of 2^-24, exact scaling
+        else:
+            odd = (magnitude >> 13) & 1
+            half = (magnitude - 0x38000000 + 0xFFF + odd) >> 13  # rebias 127 -> 15, round half to even
+            if half >= 0x7C00:
+                half = 0x7C00
+        out[i] = np.uint16(sign | half)
+    return out
+
+
+@numba.njit(parallel=True, cache=True)
+def narrow_bfloat(values):
+    """bfloat16 bits of float32 ``values`` (flat): round to nearest even; NaN stays a
+    quiet NaN of the same sign."""
+    source = values.view(np.uint32)
+    out = np.empty(values.size, np.uint16)
+    for i in numba.prange(values.size):
+        f = source[i]
+        if (f & 0x7FFFFFFF) > 0x7F800000:
+            out[i] = np.uint16((f >> 16) | 0x40)
+        else:
+            out[i] = np.uint16((f + 0x7FFF + ((f >> 16) & 1)) >> 16)
+    return out

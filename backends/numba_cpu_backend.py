@@ -13,19 +13,25 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
   more than one chunk, so groups of 10^7 elements keep full accuracy.
 * Normalize: ``y = x * a + c`` per channel, ``a = rstd * w``, ``c = b - mean * a``, in the
   input's precision, each output element written once into a fresh array.
-* float32 and float64 natively; float16 and bfloat16 go through a float32 copy (NumPy
-  converts them; Numba has no bfloat16). Non-contiguous inputs are made contiguous first
+* float32 and float64 natively; float16 and bfloat16 as their raw bits (Numba has no
+  16-bit float type on the CPU): widened to float32 exactly and the result narrowed with
+  round-to-nearest-even, both parallel (NumPy's single-threaded conversions took 11 of
+  12 ms on the SD UNet float16 case). Non-contiguous inputs are made contiguous first
   (one copy, counted in the timing). NaN and Inf propagate; a constant group gives bias.
 * Compiled on first use and cached on disk (``cache=True``), so a second process loads
   the machine code instead of compiling; the bench reports compile time apart.
 
 Measured on this project's 2-core CPU (float32, fresh output, pinned allocator):
 0.69-0.80x torch eager, 76-92% of the copy roofline on the issue's target shapes
-(torch itself runs at the roofline there; see the issue #6 note).
+(torch itself runs at the roofline there; see the issue #6 note). float16: 1.8-6.8 ms
+on the SD UNet / SegResNet / VAE shapes of results/cpu-2026-11-26-numba-f16 (12-38 ms
+before the bit conversions), 0.15-0.56x torch: the widen and narrow passes still move
+the data through float32 twice more than a fused kernel would.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 
 from .base import GroupNormBackend, hash_files, missing_module
@@ -39,6 +45,14 @@ def _kernels():
     from . import _numba_cpu_kernels as kernels
 
     return kernels
+
+
+@functools.cache
+def _half_table():
+    """float32 value of each of the 65536 float16 bit patterns (NumPy's exact conversion)."""
+    import numpy as np
+
+    return np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
 
 
 class NumbaCpuBackend(GroupNormBackend):
@@ -55,11 +69,15 @@ class NumbaCpuBackend(GroupNormBackend):
         import numpy as np
 
         kernels = _kernels()
-        compute = np.float64 if x.dtype == np.float64 else np.float32
         n, channels = x.shape[:2]
-        data = np.ascontiguousarray(x, dtype=compute)
-        if data.size == 0:
+        if x.size == 0:
             return np.empty(x.shape, x.dtype)
+        half = x.dtype.itemsize == 2  # float16 or bfloat16: widened to float32 from their bits
+        if half:
+            bits = np.ascontiguousarray(x).view(np.uint16).reshape(-1)
+            data = kernels.widen_half(bits, _half_table()) if x.dtype == np.float16 else kernels.widen_bfloat(bits)
+        else:
+            data = np.ascontiguousarray(x, dtype=np.float64 if x.dtype == np.float64 else np.float32)
         rows = data.reshape(n * num_groups, -1)
         w = np.ones(channels) if weight is None else np.asarray(weight, np.float64)
         b = np.zeros(channels) if bias is None else np.asarray(bias, np.float64)
@@ -69,8 +87,10 @@ class NumbaCpuBackend(GroupNormBackend):
         else:
             pieces = max(1, min(-(-4 * threads // rows.shape[0]), -(-rows.shape[1] // kernels.CHUNK)))
             out = kernels.group_norm_by_chunk(rows, num_groups, w, b, float(eps), pieces)
-        out = out.reshape(x.shape)
-        return out if out.dtype == x.dtype else out.astype(x.dtype)
+        if half:
+            out = kernels.narrow_half(out.reshape(-1)) if x.dtype == np.float16 else kernels.narrow_bfloat(out.reshape(-1))
+            return out.view(x.dtype).reshape(x.shape)
+        return out.reshape(x.shape)
 
     def from_numpy(self, array, device):
         return array.copy()
@@ -84,7 +104,7 @@ class NumbaCpuBackend(GroupNormBackend):
         return numba.get_num_threads()
 
     def source_hash(self):
-        return hash_files([KERNEL_FILE])
+        return hash_files([KERNEL_FILE, os.path.abspath(__file__)])  # the kernels and how they are called
 
     def version(self):
         import numba

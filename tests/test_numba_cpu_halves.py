@@ -1,0 +1,88 @@
+"""numba-cpu's 16-bit conversions, bit for bit against NumPy (float16) and ml_dtypes
+(bfloat16): every float16 and bfloat16 pattern widened, and float32 values narrowed
+around every rounding boundary, overflow, subnormals, zeros, Inf and NaN."""
+
+import numpy as np
+import pytest
+
+from conftest import require
+
+ml_dtypes = pytest.importorskip("ml_dtypes")
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    require("numba-cpu")
+    from backends import _numba_cpu_kernels
+
+    return _numba_cpu_kernels
+
+
+def _narrowing_inputs():
+    """float32 values: random over every exponent, each 16-bit value, the midpoints between
+    neighbouring 16-bit values and one float32 ulp either side (the ties), specials."""
+    rng = np.random.default_rng(0)
+    random_bits = rng.integers(0, 1 << 32, 2_000_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    values = [random_bits]
+    for dtype in (np.float16, ml_dtypes.bfloat16):
+        every = np.arange(1 << 16, dtype=np.uint16).view(dtype).astype(np.float32)
+        finite = np.sort(every[np.isfinite(every)])
+        mid = (finite[:-1].astype(np.float64) + finite[1:]) / 2
+        mid = mid.astype(np.float32)
+        values += [every, mid, np.nextafter(mid, np.float32(np.inf)), np.nextafter(mid, np.float32(-np.inf))]
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 65504, 65519.996, 65520, 65536, 1e38,
+                         2.0 ** -14, 2.0 ** -24, 2.0 ** -25, 2.0 ** -25 * 1.0000001, 1.5 * 2.0 ** -24, 1e-45,
+                         3.3895314e38, 3.4028235e38], np.float32)
+    values.append(np.concatenate([specials, -specials]))
+    return np.concatenate(values)
+
+
+def _same_bits(got, expected):
+    """Bitwise equal, except that any NaN matches any NaN of the same sign."""
+    got_bits, expected_bits = got.view(np.uint16), expected.view(np.uint16)
+    nan = np.isnan(expected.astype(np.float32))
+    assert (np.isnan(got.astype(np.float32)) == nan).all()
+    assert ((got_bits >> 15) == (expected_bits >> 15))[nan].all(), "NaN sign"
+    mismatch = np.flatnonzero((got_bits != expected_bits) & ~nan)
+    assert mismatch.size == 0, f"{mismatch.size} differ; first: {expected[mismatch[:5]]} -> {got[mismatch[:5]]}"
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_widening_is_exact_for_every_pattern(kernels, dtype):
+    from backends.numba_cpu_backend import _half_table
+
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    numpy_dtype = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
+    got = kernels.widen_half(bits, _half_table()) if dtype == "float16" else kernels.widen_bfloat(bits)
+    expected = bits.view(numpy_dtype).astype(np.float32)
+    nan = np.isnan(expected)
+    assert (np.isnan(got) == nan).all()
+    np.testing.assert_array_equal(got.view(np.uint32)[~nan], expected.view(np.uint32)[~nan])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_narrowing_rounds_to_nearest_even_like_numpy(kernels, dtype):
+    values = _narrowing_inputs()
+    numpy_dtype = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = values.astype(numpy_dtype)
+    bits = kernels.narrow_half(values) if dtype == "float16" else kernels.narrow_bfloat(values)
+    _same_bits(bits.view(numpy_dtype), expected)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+def test_group_norm_of_16_bit_input_keeps_dtype_and_layout_independence(dtype, layout):
+    """The backend's 16-bit path end to end: same output for every memory layout, and the
+    same as float32 math on the widened input narrowed once."""
+    backend = require("numba-cpu")
+    from harness import inputs
+    from harness.cases import Case
+
+    case = Case((2, 8, 5, 7), 4, dtype, layout, affine="random")
+    host = inputs.make(case)
+    out = backend.group_norm(host.x, 4, host.weight, host.bias, 1e-5)
+    assert out.dtype == host.x.dtype and out.shape == host.x.shape
+    reference = backend.group_norm(np.ascontiguousarray(host.x.astype(np.float32)), 4,
+                                   host.weight.astype(np.float32), host.bias.astype(np.float32), 1e-5)
+    _same_bits(out, reference.astype(host.x.dtype))
