@@ -330,6 +330,8 @@ def main(argv=None) -> int:
         if args.command == "record":
             return record(args.revisions, bench=args.bench or (HISTORY_BENCH,), machine=args.machine, quick=args.quick,
                           results_dir=args.results_dir.resolve())
+        if args.factor <= 1:
+            parser.error(f"--factor must be above 1 (a ratio head/base); got {args.factor}")
         if args.rounds < 2:
             parser.error("--rounds must be at least 2 (samples must come from more than one process per commit); "
                          f"got {args.rounds}")
@@ -340,6 +342,11 @@ def main(argv=None) -> int:
                            factor=args.factor, machine=args.machine, out=args.out.resolve())
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] not in ("asv", "asv_runner"):
+            raise
+        print("error: asv is not installed: pip install 'groupnorm-bench[asv]'", file=sys.stderr)
         return 2
     console = Console(highlight=False, width=max(shutil.get_terminal_size((160, 24)).columns, 160))
     console.print(gate_table(comparisons, resolve(args.base), resolve(args.head)))

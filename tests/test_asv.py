@@ -146,3 +146,13 @@ def test_gate_names_a_revision_that_does_not_exist(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "revision 'no-such-branch-xyz' names no commit" in done.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--factor", "0.9"], "--factor must be above 1"),
+    (["--rounds", "1"], "--rounds must be at least 2"),
+], ids=["factor-below-1", "one-round"])
+def test_gate_refuses_settings_that_cannot_judge(tmp_path, args, message):
+    done = subprocess.run([sys.executable, "-m", "harness.asv_runs", "gate", "--base", "HEAD", "--out", str(tmp_path),
+                           *args], cwd=ROOT, env=_asv_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr
