@@ -236,7 +236,7 @@ def gate(base: str, head: str = "HEAD", *, bench=(GATE_BENCH,), rounds: int = 3,
     shutil.rmtree(results_dir, ignore_errors=True)
     config = config_for(results_dir, out / "html", out / "asv.conf.json")
     per_round = {role: {} for role in commits}  # role -> name -> [round samples]
-    seen = {role: {} for role in commits}
+    seen = {commit: {} for commit in commits.values()}  # per commit: base == head shares one results file
     order = []
     for index in range(rounds):
         order += [("base", "head"), ("head", "base")][index % 2]
@@ -248,10 +248,10 @@ def gate(base: str, head: str = "HEAD", *, bench=(GATE_BENCH,), rounds: int = 3,
                          attributes=("rounds=1",))
         found = samples(results_dir, machine, commit)
         for name, values in found.items():
-            before = seen[role].get(name)
+            before = seen[commit].get(name)
             new = None if values is None else values[len(before or []):]
             per_round[role].setdefault(name, []).append(new)
-            seen[role][name] = values
+            seen[commit][name] = values
         console.print(f"round {step}/{len(order)}: {role} {commit[:12]} ({len(found)} results, "
                       f"asv exit {status}) in {time.perf_counter() - started:.0f} s; log {log}")
         if not found:
