@@ -48,6 +48,9 @@ class BenchSweep(Sweep):
     def options(args) -> dict:
         return {"budget": args.budget, "flush": args.flush_l2}
 
+    def worker_environment(self) -> dict:
+        return {}  # timing: the frameworks' own thread behaviour, as users get it
+
     @property
     def columns(self) -> list:
         return COLUMNS + list(BENCH_COLUMNS)

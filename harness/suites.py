@@ -10,8 +10,12 @@
 * ``default``: the correctness suite. Ranks 2 to 5; N = 0, 1 and > 1; num_groups = 1,
   = C and between; one and many channels per group; groups of one element and of more
   than a million; odd sizes; the four dtypes; half input with float32 weight and bias;
-  every layout; affine none / default / random; eps 0, default and large; every input
-  distribution of :mod:`harness.inputs`. Every case on two seeds.
+  every layout; affine none / default / random; eps 0, default and large. Coverage by
+  construction (:data:`COVERAGE`, checked by a test): the full product layout x dtype x
+  distribution (every distribution of :mod:`harness.inputs` in every dtype that can hold
+  it, on every layout: a bug lives in one code path, and each path must meet every hard
+  input), and rank x layout x dtype on an ill-conditioned input (``offset``). Every case
+  on two seeds.
 
 Cases carry no device: a sweep puts each on the devices it runs.
 """
@@ -20,10 +24,12 @@ from __future__ import annotations
 
 import itertools
 
+from backends.base import LAYOUTS
 from backends.dtypes import DTYPES, HALF_DTYPES
 from backends.errors import InvalidArgumentError
 
 from .cases import Case
+from .inputs import DISTRIBUTIONS, UNREPRESENTABLE
 from .workloads import WORKLOADS
 
 SEEDS = (0, 1)
@@ -49,10 +55,13 @@ DEFAULT_SHAPES = (
 )
 HUGE_GROUP = ((1, 2, 1024, 576), 1)
 DISTRIBUTION_SHAPE = ((2, 32, 12, 10), 8)       # groups of 480 elements
-LAYOUT_SHAPES = (((2, 12, 5, 7), 3), ((2, 16, 9), 4), ((1, 8, 3, 4, 5), 2), ((4, 6), 3))
+# Ranks 3, 5 and 2 in the non-contiguous layouts (rank 4 is the product's shape below).
+LAYOUT_SHAPES = (((2, 16, 9), 4), ((1, 8, 3, 4, 5), 2), ((4, 6), 3))
 PARAMS_SHAPE = ((2, 24, 6, 6), 6)
 RANDOM_DISTRIBUTIONS = ("normal", "uniform", "offset", "near_constant", "large_values",
                         "nan_inf", "channel_stats", "split_group")
+PRODUCT_SHAPE = ((2, 12, 5, 7), 3)              # rank 4 (channels-last needs >= 3); groups of 140
+RANK_LAYOUT_DISTRIBUTIONS = ("channel_stats", "offset")
 
 
 def _smoke() -> list[Case]:
@@ -85,13 +94,18 @@ def _default() -> list[Case]:
     shape, groups = HUGE_GROUP
     for distribution, dtype, seed in itertools.product(("offset", "split_group"), ("float32", "float16"), SEEDS):
         cases.append(Case(shape, groups, dtype, distribution=distribution, seed=seed))
-    # Layouts: channels-last and strided views, with per-channel statistics.
-    for (shape, groups), layout, dtype, seed in itertools.product(
-        LAYOUT_SHAPES, ("channels_last", "strided"), DTYPES, SEEDS
+    # Every layout meets every distribution in every dtype (coverage by construction).
+    shape, groups = PRODUCT_SHAPE
+    for layout, dtype, distribution, seed in itertools.product(LAYOUTS, DTYPES, DISTRIBUTIONS, SEEDS):
+        if dtype not in UNREPRESENTABLE.get(distribution, ()):
+            cases.append(Case(shape, groups, dtype, layout, distribution, seed))
+    # Layouts at every rank: per-channel statistics, and a large mean against the spread.
+    for (shape, groups), layout, dtype, distribution, seed in itertools.product(
+        LAYOUT_SHAPES, ("channels_last", "strided"), DTYPES, RANK_LAYOUT_DISTRIBUTIONS, SEEDS
     ):
         if layout == "channels_last" and len(shape) < 3:
             continue
-        cases.append(Case(shape, groups, dtype, layout, "channel_stats", seed))
+        cases.append(Case(shape, groups, dtype, layout, distribution, seed))
     # Affine, eps and parameter dtype.
     shape, groups = PARAMS_SHAPE
     for dtype, seed in itertools.product(DTYPES, SEEDS):

@@ -162,7 +162,7 @@ class Sweep:
         remove_stale_files()
         self.plan, self.isolate, self.timeout = the_plan, isolate, timeout
         self.skip = set(skip)
-        self.runners = {pair: runner(*pair, isolate) for pair in the_plan.pairs}
+        self.runners = {pair: runner(*pair, isolate, self.worker_environment()) for pair in the_plan.pairs}
         self.info, self.pairs, self.not_run = {}, [], []
         self.environment = environment()
 
@@ -226,6 +226,12 @@ class Sweep:
 
     def extra_columns(self, result: dict, row: dict) -> dict:
         return {}
+
+    def worker_environment(self) -> dict:
+        """Variables set in each worker before its framework loads (see :mod:`harness.workers`)."""
+        from .workers import VERIFY_ENVIRONMENT
+
+        return dict(VERIFY_ENVIRONMENT)
 
     @property
     def columns(self) -> list:

@@ -160,8 +160,17 @@ class LocalRunner:
         self.state.clear()
 
 
-def _serve(connection, name: str, device: str) -> None:
+# Verification workers take turns on the cores: an idle worker whose OpenMP threads spin
+# (torch, numba) waiting for work steals them from the one that runs (the default suite
+# for four CPU backends took 60 s with spinning, 35 s without). Timing workers keep the
+# frameworks' defaults: spinning is part of what a user's call costs.
+VERIFY_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def _serve(connection, name: str, device: str, environment=None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C
+    for key, value in (environment or {}).items():  # before any framework loads
+        os.environ.setdefault(key, value)
     import faulthandler
 
     faulthandler.disable()  # a crash is reported as a row, not as a dump on the terminal
@@ -201,8 +210,8 @@ class WorkerRunner:
 
     isolated = True
 
-    def __init__(self, name: str, device: str):
-        self.name, self.device = name, device
+    def __init__(self, name: str, device: str, environment=None):
+        self.name, self.device, self.environment = name, device, environment
         self.process = None
         self.connection = None
 
@@ -213,7 +222,7 @@ class WorkerRunner:
         method = "spawn" if registry.importable(self.name) else "fork"
         context = multiprocessing.get_context(method)
         parent, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, self.name, self.device), daemon=True,
+        self.process = context.Process(target=_serve, args=(child, self.name, self.device, self.environment), daemon=True,
                                        name=f"gnbench-{self.name}-{self.device}")
         self.process.start()
         child.close()
@@ -266,5 +275,7 @@ class WorkerRunner:
             self._stop(kill=True)
 
 
-def runner(name: str, device: str, isolate: bool):
-    return WorkerRunner(name, device) if isolate else LocalRunner(name, device)
+def runner(name: str, device: str, isolate: bool, environment=None):
+    """A worker for (name, device) (``environment``: variables set in it before any
+    framework loads, unless the caller's environment sets them), or an in-process runner."""
+    return WorkerRunner(name, device, environment) if isolate else LocalRunner(name, device)
