@@ -60,7 +60,7 @@ class Case:
     device: str = "cpu"
 
     def __post_init__(self):
-        from .inputs import DISTRIBUTIONS, UNREPRESENTABLE, ZERO_VARIANCE_DISTRIBUTIONS
+        from .inputs import DISTRIBUTIONS, UNREPRESENTABLE, has_zero_variance, is_distribution
 
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
         object.__setattr__(self, "eps", float(self.eps))
@@ -74,15 +74,20 @@ class Case:
         checks = (
             ("dtype", self.dtype, DTYPES),
             ("layout", self.layout, LAYOUTS),
-            ("distribution", self.distribution, tuple(DISTRIBUTIONS)),
+            ("distribution", self.distribution,
+             tuple(DISTRIBUTIONS) + ("p_o{offset}_s{scale}_c{spread}_k{outliers}_z{constant}",)),
             ("affine", self.affine, AFFINES),
             ("device", self.device, DEVICES),
         )
         for field, value, allowed in checks:
-            if value not in allowed:
+            if value not in allowed and not (field == "distribution" and is_distribution(value)):
                 raise InvalidArgumentError(f"{field} must be one of {', '.join(allowed)}; got {value!r}")
         if self.dtype in UNREPRESENTABLE.get(self.distribution, ()):
             raise InvalidArgumentError(f"the {self.distribution} distribution cannot be held in {self.dtype}")
+        if shape[0] * (shape[1] // self.num_groups) * math.prod(shape[2:]) == 1:
+            raise InvalidArgumentError(  # torch.nn.functional.group_norm's _verify_batch_size
+                f"shape {shape} with num_groups={self.num_groups} has one value per group in the whole batch: "
+                "GroupNorm refuses it (Expected more than 1 value per channel)")
         if self.layout == "channels_last" and len(shape) < 3:
             raise InvalidArgumentError(f"the channels_last layout needs rank >= 3; got shape {shape}")
         if self.param_dtype is not None:
@@ -95,7 +100,7 @@ class Case:
                 )
         if self.eps < 0 or not math.isfinite(self.eps):
             raise InvalidArgumentError(f"eps must be a finite number >= 0; got {self.eps}")
-        if self.eps == 0 and (self.group_size == 1 or self.distribution in ZERO_VARIANCE_DISTRIBUTIONS):
+        if self.eps == 0 and (self.group_size == 1 or has_zero_variance(self.distribution)):
             raise InvalidArgumentError(
                 f"eps=0 with zero-variance groups ({self.distribution}, group size "
                 f"{self.group_size}) has no defined answer (0/0)"

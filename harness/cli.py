@@ -3,7 +3,8 @@
 Commands: ``list`` (backends, devices, availability), ``cases`` (the ids of a suite),
 ``verify`` (a correctness sweep), ``bench`` (verify, then time), ``select`` (the fastest
 verified backend for a problem), ``report`` (markdown and plots of stored results),
-``selftest`` (the verifier against planted bugs). Exit codes: 0 all verified rows passed;
+``fuzz`` (property-based search for failing cases), ``selftest`` (the verifier against
+planted bugs). Exit codes: 0 all verified rows passed;
 1 a failure (or no verified backend for ``select``); 2 a usage error; 3 nothing was
 verified at all (every row skipped or unsupported), with the reason.
 """
@@ -115,27 +116,33 @@ def run_sweep(running, console, log, description: str):
 
 
 def summary_table(frame):
-    """Per backend x device x dtype: passed, failed, not run, worst error/tolerance ratio."""
+    """Per backend x device x dtype: passed, failed (unexpected), known (failures a known
+    framework bug explains), not run, worst error/tolerance ratio."""
     from rich.table import Table
 
+    from .known_bugs import unexpected
     from .verify import FAILED, NOT_RUN
 
     table = Table(title="verification summary (ratio = worst |error| / tolerance; must stay <= 1)")
-    for column in ("backend", "device", "dtype", "passed", "failed", "not run", "worst ratio"):
-        table.add_column(column, justify="right" if column in ("passed", "failed", "not run", "worst ratio") else "left")
+    numeric = ("passed", "failed", "known", "not run", "worst ratio")
+    for column in ("backend", "device", "dtype") + numeric:
+        table.add_column(column, justify="right" if column in numeric else "left")
     import backends
     from backends.dtypes import DTYPES
 
     rank = {name: index for index, name in enumerate(backends.names())}
-    order = frame.assign(_backend=frame.backend.map(rank).fillna(len(rank)), _dtype=frame.dtype.map(DTYPES.index))
+    order = frame.assign(_backend=frame.backend.map(rank).fillna(len(rank)), _dtype=frame.dtype.map(DTYPES.index),
+                         _unexpected=unexpected(frame))
     order = order.sort_values(["_backend", "device", "_dtype"], kind="stable")
     for (backend, device, dtype), group in order.groupby(["backend", "device", "dtype"], sort=False):
-        failed = int(group.status.isin(FAILED).sum())
+        failed = int(group._unexpected.sum())
+        known = int(group.status.isin(FAILED).sum()) - failed
         ratio = group.ratio.max()
         table.add_row(
             backend, device, dtype,
             str(int((group.status == "passed").sum())),
             f"[red]{failed}[/]" if failed else "0",
+            f"[yellow]{known}[/]" if known else "0",
             str(int(group.status.isin(NOT_RUN).sum())),
             "-" if ratio != ratio else f"{ratio:.3g}",
         )
@@ -150,9 +157,11 @@ def _rerun_command(row, plugins, command: str = "verify") -> str:
 
 
 def print_failures(frame, console, plugins=(), command: str = "verify", limit: int = 25) -> None:
-    from .verify import FAILED
+    """Each unexpected failure with its rerun line; failures that known framework bugs
+    explain, one line per bug; known bugs that did not reproduce."""
+    from . import known_bugs
 
-    failures = frame[frame.status.isin(FAILED)]
+    failures = frame[known_bugs.unexpected(frame)]
     for _, row in failures.head(limit).iterrows():
         detail = row.reason
         if row.status in ("mismatch", "nan_mismatch"):
@@ -161,6 +170,18 @@ def print_failures(frame, console, plugins=(), command: str = "verify", limit: i
         console.print(f"    rerun: {_escape(_rerun_command(row, plugins, command))}", soft_wrap=True)
     if len(failures) > limit:
         console.print(f"... and {len(failures) - limit} more failures")
+    bugs = {bug.id: bug for bug in known_bugs.load()}
+    known = frame[frame.get("known_bug", "").fillna("").astype(str) != ""] if "known_bug" in frame else frame.iloc[:0]
+    for bug_id, rows in known.groupby("known_bug"):
+        bug = bugs.get(bug_id)
+        worst = rows.sort_values("ratio").iloc[-1]
+        console.print(f"[yellow]known bug[/] {bug_id}: {len(rows)} failed rows (expected; worst {worst.ratio:.3g}x "
+                      f"the tolerance on {worst.case_id})" + (f"; rerun: {_escape(bug.rerun)}" if bug else ""),
+                      soft_wrap=True)
+    for bug, count in known_bugs.not_reproduced(frame):
+        console.print(f"[yellow]known bug not reproduced[/] {bug.id}: {count} rows of its class on triggering inputs "
+                      f"all passed ({bug.package} {bug.versions}): fixed in this version? Narrow its versions in "
+                      f"harness/known_bugs.toml", soft_wrap=True)
 
 
 def default_out_dir(command: str) -> str:
@@ -174,6 +195,7 @@ def default_out_dir(command: str) -> str:
 def _sweep_command(args, sweep_class, command: str) -> int:
     """The shared body of ``verify`` and ``bench``."""
     from . import results
+    from .known_bugs import unexpected
     from .verify import FAILED, plan
 
     console = _console()
@@ -200,10 +222,12 @@ def _sweep_command(args, sweep_class, command: str) -> int:
     paths = log.finish(running.columns)
     console.print(f"rows written to {' and '.join(paths)}")
     verified = frame.status.isin(("passed",) + FAILED)
-    failed = int(frame.status.isin(FAILED).sum())
+    failed = int(unexpected(frame).sum())
+    known = int(frame.status.isin(FAILED).sum()) - failed
     console.print(
-        f"{len(frame)} rows, {int(verified.sum())} verified, {failed} failed, "
-        f"{len(frame) - int(verified.sum())} not run, in {elapsed:.1f} s"
+        f"{len(frame)} rows, {int(verified.sum())} verified, {failed} failed"
+        + (f" (and {known} known framework bugs)" if known else "")
+        + f", {len(frame) - int(verified.sum())} not run, in {elapsed:.1f} s"
     )
     if interrupted:
         console.print(f"[yellow]interrupted:[/] finished rows kept; continue with the same command and --resume --out {out}")
@@ -276,6 +300,52 @@ def _report(args) -> int:
     return EXIT_OK
 
 
+def _fuzz(args) -> int:
+    """Property-based search; prints each finding with its rerun line as it is found."""
+    from rich.progress import Progress, TextColumn, TimeElapsedColumn
+
+    from . import results
+    from .fuzz import fuzz
+
+    console = _console()
+    _load_plugins(args.plugin)
+    if not args.budget > 0:
+        console.print(f"[red]error:[/] --budget must be a positive number of seconds; got {args.budget}")
+        return EXIT_USAGE
+    out = args.out or default_out_dir("fuzz")
+    log = results.RowLog(out, "fuzz")
+    from .verify import COLUMNS
+
+    def finding(found):
+        label = f"[yellow]known bug {found.known_bug}[/]" if found.known_bug else "[red]new failure[/]"
+        ratio = "" if found.ratio != found.ratio else f" ({found.ratio:.3g}x the tolerance)"
+        console.print(f"{label}: {found.status} {found.backend}:{found.device} {found.case_id}{ratio}: "
+                      f"{_escape(found.reason)}", soft_wrap=True)
+        console.print(f"    rerun: {_escape(found.rerun)}", soft_wrap=True)
+
+    with Progress(TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("fuzz")
+
+        def row(row):
+            log.add(row)
+            bar.update(task, description=f"fuzz {row['backend']}:{row['device']} {len(log.rows)} cases")
+
+        result = fuzz(args.backends, args.devices, args.dtypes, budget=args.budget, seed=args.seed,
+                      max_elements=args.max_elements, timeout=args.timeout, on_row=row, on_finding=finding)
+    for (backend, device), count in result.examples.items():
+        console.print(f"{backend}:{device}: {count} cases in {result.seconds[backend, device]:.1f} s, "
+                      f"{sum(f.backend == backend and f.device == device for f in result.findings)} findings")
+    for backend, device, reason in result.not_run:
+        console.print(f"[dim]not run: {backend}:{device}: {_escape(reason)}[/]")
+    paths = log.finish(COLUMNS)
+    console.print(f"rows written to {' and '.join(paths)}")
+    new = [f for f in result.findings if not f.known_bug]
+    if not result.examples:
+        console.print("[red]nothing was searched:[/] no backend is available for the devices asked")
+        return EXIT_NOTHING
+    return EXIT_FAILED if new else EXIT_OK
+
+
 def _selftest(args) -> int:
     from . import selftest
 
@@ -283,6 +353,7 @@ def _selftest(args) -> int:
     report = selftest.run(suite=args.suite)
     console.print(selftest.report_table(report))
     problems = selftest.problems(report)
+    print_failures(report[report.backend.isin(selftest.CORRECT)], console, command="verify", limit=0)
     for problem in problems:
         console.print(f"[red]self-test failure:[/] {_escape(problem)}")
     return EXIT_FAILED if problems else EXIT_OK
@@ -336,13 +407,24 @@ def parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="markdown summary and PNG plots of stored results")
     report.add_argument("results", nargs="+", metavar="RESULTS", help="result files or folders")
     report.add_argument("--out", default="report", metavar="DIR")
+    fuzz = commands.add_parser("fuzz", help="property-based search for failing cases (hypothesis), shrunk to minimal ones")
+    fuzz.add_argument("--backends", help="backend names, comma-separated (default: all available)")
+    fuzz.add_argument("--devices", help="cpu, cuda (default: wherever available)")
+    fuzz.add_argument("--dtypes", help="dtypes to draw (default: all)")
+    fuzz.add_argument("--budget", type=float, default=60.0, metavar="S",
+                      help="seconds of search per backend:device, shrinking included (default 60)")
+    fuzz.add_argument("--seed", type=int, default=0, metavar="K", help="seed of the search (default 0)")
+    fuzz.add_argument("--max-elements", type=int, default=20_000, metavar="E", help="largest case drawn (elements)")
+    fuzz.add_argument("--timeout", type=float, default=120.0, metavar="S", help="seconds a backend may take per case")
+    fuzz.add_argument("--plugin", action="append", metavar="MODULE")
+    fuzz.add_argument("--out", metavar="DIR", help="write every verified row here (default: results/local/<time>-fuzz)")
     selftest = commands.add_parser("selftest", help="check the verifier flags deliberately broken backends")
     selftest.add_argument("--suite", default="default")
     return top
 
 
 COMMANDS = {"list": _list, "cases": _cases, "verify": _verify, "bench": _bench, "select": _select,
-            "report": _report, "selftest": _selftest}
+            "report": _report, "fuzz": _fuzz, "selftest": _selftest}
 
 
 def main(argv=None) -> int:

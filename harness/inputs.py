@@ -30,6 +30,16 @@ Distributions (``scale`` below depends on the dtype: see :data:`SCALES`):
 ``split_group_far``     N(0, 1), the first third of every group shifted by +1e3
 ======================  ===========================================================
 
+**Parametric distributions** (what ``gnbench fuzz`` searches; the parameters are part of
+the name, hence of the case id, so a found case reruns exactly)::
+
+    p_o{offset}_s{scale}_c{channel_spread}_k{outliers}_z{constant_groups}
+
+    offset + scale * N(0, 1) per element, plus a per-channel mean U(-c, c); in every
+    group, ``k`` elements replaced by offset +/- 1e4 * scale (outliers); the first ``z``
+    groups of every sample constant (= offset: zero variance). Values are clipped to 0.9x
+    the dtype's largest finite value. Numbers are Python float reprs: ``p_o1000.0_s0.01_c0.0_k0_z0``.
+
 Weight and bias come from a second stream of the same seed, independent of the
 distribution. Layouts are made with NumPy strides: channels-last as a view of an
 (N, *spatial, C) buffer, strided as every other element of a buffer twice as long.
@@ -39,6 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import numpy as np
 
@@ -175,6 +186,74 @@ ZERO_VARIANCE_DISTRIBUTIONS = ("constant",)
 # Distributions a dtype cannot hold (the values would overflow or collapse to constants).
 UNREPRESENTABLE = {"offset_1e5": ("float16", "bfloat16")}
 
+_PARAMETRIC = re.compile(r"^p_o(?P<offset>[^_]+)_s(?P<scale>[^_]+)_c(?P<spread>[^_]+)_k(?P<outliers>\d+)_z(?P<constant>\d+)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Parametric:
+    """The parameters of a parametric distribution (see the module docstring)."""
+
+    offset: float = 0.0
+    scale: float = 1.0
+    spread: float = 0.0
+    outliers: int = 0
+    constant: int = 0
+
+    @property
+    def name(self) -> str:
+        return (f"p_o{float(self.offset)!r}_s{float(self.scale)!r}_c{float(self.spread)!r}"
+                f"_k{int(self.outliers)}_z{int(self.constant)}")
+
+    @classmethod
+    def parse(cls, name: str) -> "Parametric | None":
+        found = _PARAMETRIC.match(name)
+        if not found:
+            return None
+        try:
+            made = cls(float(found["offset"]), float(found["scale"]), float(found["spread"]),
+                       int(found["outliers"]), int(found["constant"]))
+        except ValueError:
+            return None
+        numbers = (made.offset, made.scale, made.spread)
+        if not all(map(math.isfinite, numbers)) or made.scale < 0 or made.spread < 0 or made.name != name:
+            return None  # one spelling per distribution: the id must be canonical
+        return made
+
+    def __call__(self, rng, case, n):
+        shape = case.shape[1:]
+        values = self.offset + self.scale * rng.standard_normal(shape)
+        if self.spread and values.size:
+            means = rng.uniform(-self.spread, self.spread, (case.shape[1],) + (1,) * (len(shape) - 1))
+            values = values + means
+        if values.size:
+            groups = _group_view(values, case)
+            if self.outliers:
+                count = min(self.outliers, groups.shape[1])
+                for group in groups:
+                    where = rng.choice(groups.shape[1], size=count, replace=False)
+                    group[where] = self.offset + 1e4 * self.scale * rng.choice((-1.0, 1.0), size=count)
+            groups[: min(self.constant, groups.shape[0])] = self.offset
+        limit = 0.9 * float(finfo(case.dtype).max)
+        return np.clip(values, -limit, limit)
+
+
+def is_distribution(name: str) -> bool:
+    """A named distribution of :data:`DISTRIBUTIONS` or a parametric one."""
+    return name in DISTRIBUTIONS or Parametric.parse(name) is not None
+
+
+def generator(name: str):
+    """The generator ``(rng, case, n) -> values`` of a distribution name."""
+    return DISTRIBUTIONS.get(name) or Parametric.parse(name)
+
+
+def has_zero_variance(name: str) -> bool:
+    """Whether a distribution makes groups of zero variance (eps = 0 is undefined there)."""
+    parametric = Parametric.parse(name)
+    if parametric is not None:
+        return parametric.constant > 0 or parametric.scale == 0
+    return name in ZERO_VARIANCE_DISTRIBUTIONS
+
 
 @dataclasses.dataclass(frozen=True)
 class Inputs:
@@ -214,7 +293,7 @@ def make(case) -> Inputs:
     """The inputs of ``case``: deterministic in the case's fields (device aside)."""
     dtype = numpy_dtype(case.dtype)
     x = empty(case.shape, dtype, case.layout)
-    generate = DISTRIBUTIONS[case.distribution]
+    generate = generator(case.distribution)
     for n in range(case.shape[0]):
         x[n] = generate(np.random.default_rng([case.seed, 0, n]), case, n).astype(dtype)
     channels = case.shape[1]

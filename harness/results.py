@@ -9,7 +9,8 @@ A reader accepts any file whose ``schema_version`` is at most :data:`SCHEMA_VERS
 Status values: see :data:`harness.verify.STATUSES` (``passed``, ``mismatch``,
 ``wrong_shape``, ``wrong_dtype``, ``nan_mismatch``, ``input_modified``,
 ``aliases_input``, ``error``, ``unsupported``, ``skipped``); failures are
-:data:`harness.verify.FAILED`.
+:data:`harness.verify.FAILED`. A failure that a known framework bug explains keeps its
+status and names the bug in ``known_bug`` (:mod:`harness.known_bugs`).
 
 Files: ``<dir>/<command>-<suites>.parquet`` and the same rows as ``.csv``, each written
 to a temporary name and renamed, so a reader never sees half a file.
@@ -21,7 +22,7 @@ import glob
 import os
 import tempfile
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: known_bug
 
 COLUMNS = {
     # the case
@@ -48,6 +49,7 @@ COLUMNS = {
     "expected": "oracle value there (float64)",
     "got": "backend value there",
     "reason": "why it failed, was skipped or is unsupported (empty when passed)",
+    "known_bug": "id of the known framework bug (harness/known_bugs.toml) that explains this failure, else empty",
     "verified_groups": "groups compared with the oracle (all, or a sample of whole groups)",
     "total_groups": "N * G",
     "seconds": "wall time of the row (transfer, call, checks)",

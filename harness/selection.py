@@ -15,6 +15,8 @@
   measured now. The answer is cached on disk under a key made of the machine (host, CPU,
   GPU, driver), every candidate's version (framework versions, kernel hashes) and the
   problem, so any version change is a cache miss.
+* A backend that a known framework bug (``harness/known_bugs.toml``) puts wrong on the
+  problem's class (layout, dtype, rank, device, installed version) is never eligible there.
 * No eligible backend raises :class:`NoVerifiedBackendError`, saying why each candidate
   was excluded. There is no fallback to an unverified backend.
 """
@@ -31,6 +33,7 @@ import time
 import backends as registry
 from backends.errors import GroupNormBenchError
 
+from . import known_bugs
 from .cases import Case
 from .environment import machine
 
@@ -90,9 +93,27 @@ def _cache_dir() -> str:
     return os.path.join(base, "select")
 
 
+_EVIDENCE_FILES = ("tolerances.py", "expected.py", "checks.py", "reference.py", "inputs.py", "known_bugs.toml")
+
+
+def evidence_hash() -> str:
+    """Hash of what decides whether a backend counts as verified: the suites' case ids,
+    the tolerance model and judge (with the oracle and the input generators), and the
+    known-bug file. A change to any of them makes every cached answer stale."""
+    from backends.base import hash_files
+
+    from . import suites
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    ids = "\n".join(c.id for c in suites.get("default"))
+    files = hash_files([os.path.join(here, name) for name in _EVIDENCE_FILES])
+    return hashlib.sha256((ids + "\n" + files).encode()).hexdigest()[:16]
+
+
 def cache_key(case: Case, metric: str, names) -> str:
     """Hash of the machine (host, CPU, GPU, driver, CUDA), the installed framework versions,
-    the candidates and their kernel-source hashes, and the problem. Computed without
+    the candidates and their kernel-source hashes, the problem, and the evidence rules
+    (:func:`evidence_hash`: suites, tolerance model, known bugs). Computed without
     importing any framework, so a cache hit costs milliseconds."""
     facts = machine()
     material = {
@@ -102,6 +123,7 @@ def cache_key(case: Case, metric: str, names) -> str:
         "case": case.id,
         "device": case.device,
         "metric": metric,
+        "evidence": evidence_hash(),
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -183,6 +205,13 @@ def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", 
     candidates = {n: Candidate(n, False, why_not=info[n].get("availability") or
                                f"{info[n].get('status', 'error')}: {info[n].get('reason', 'no answer')}")
                   for n in names if info[n].get("availability") is not None or "availability" not in info[n]}
+    installed = json.loads(machine()["versions"])
+    for name in [n for n in names if n not in candidates]:
+        bug = known_bugs.excluding(name, case, installed)
+        if bug is not None:
+            candidates[name] = Candidate(name, False, why_not=f"known bug {bug.id} for this class "
+                                         f"({bug.layouts}, {bug.dtypes}, rank {len(case.shape)}): {bug.rerun}",
+                                         source="known bugs")
     live = [n for n in names if n not in candidates]
     versions = {n: info[n].get("version") or "" for n in live}
     stored = None

@@ -4,7 +4,8 @@
 * ``adversarial``: heavier versions of the default suite's hard distributions
   (|mean|/std = 1e5, near-constant to a few ulps, dense NaN/Inf, per-channel statistics
   spanning 1e6, far-shifted group parts), extreme magnitudes per dtype (float16
-  subnormals, 1e15 in float32), groups of 33 million elements, 32768 tiny groups.
+  subnormals, 1e15 in float32), each also channels-last and strided, groups of 33
+  million elements, 32768 tiny groups.
 * workload suites from real models: ``sd-unet``, ``sd-vae``, ``kernelbench``,
   ``audio-1d``, ``volumetric-3d`` (:mod:`harness.workloads`, each shape's source named).
 * ``default``: the correctness suite. Ranks 2 to 5; N = 0, 1 and > 1; num_groups = 1,
@@ -137,8 +138,8 @@ def _adversarial() -> list[Case]:
         for dtype, seed in itertools.product(dtypes, SEEDS):
             cases.append(Case(shape, groups, dtype, distribution=distribution, seed=seed))
             cases.append(Case((1, 8, 64, 64), 2, dtype, distribution=distribution, seed=seed))
-    for layout, dtype, seed in itertools.product(("channels_last", "strided"), DTYPES, SEEDS):
-        cases.append(Case((2, 48, 9, 11), 6, dtype, layout, "channel_stats_wide", seed))
+            for layout in ("channels_last", "strided"):  # every path meets every hard input
+                cases.append(Case((2, 48, 9, 11), 6, dtype, layout, distribution, seed))
     # Huge groups: one group of 2^25 elements, and two of 2^23.
     for distribution, dtype, seed in itertools.product(
         ("offset", "split_group_far", "near_constant", "large_values"), ("float32", "float16"), SEEDS
@@ -171,3 +172,52 @@ def get(name: str) -> list[Case]:
     if duplicates:  # a programming error in this file, caught by the tests
         raise AssertionError(f"suite {name!r} repeats case ids {sorted(duplicates)}")
     return cases
+
+
+# -- coverage, declared ------------------------------------------------------------------
+
+RANKS = (2, 3, 4, 5)
+
+
+def levels() -> dict:
+    """Every level of each factor, read from the lists that define them (so a distribution,
+    layout or dtype added there is a level here at once)."""
+    from . import inputs
+
+    return {"layout": LAYOUTS, "dtype": DTYPES, "distribution": tuple(inputs.DISTRIBUTIONS), "rank": RANKS}
+
+
+def _factor(case: Case, factor: str):
+    return len(case.shape) if factor == "rank" else getattr(case, factor)
+
+
+def _possible(combination: dict) -> bool:
+    """Whether a combination of levels can exist as a case at all."""
+    from . import inputs
+
+    if combination.get("layout") == "channels_last" and combination.get("rank", 3) < 3:
+        return False
+    dtype, distribution = combination.get("dtype"), combination.get("distribution")
+    return not (dtype and distribution and dtype in inputs.UNREPRESENTABLE.get(distribution, ()))
+
+
+# What each suite promises to hold: every possible combination of the levels of these factors.
+COVERAGE = {
+    "default": (("layout", "dtype", "distribution"), ("rank", "layout", "dtype")),
+    "adversarial": (("layout", "dtype"),),
+}
+
+
+def missing(name: str, cases=None) -> list[dict]:
+    """The combinations that suite ``name`` declares in :data:`COVERAGE` and does not hold
+    (empty when it keeps its promise). ``cases`` overrides the suite's cases (for tests)."""
+    cases = get(name) if cases is None else cases
+    found = []
+    all_levels = levels()
+    for factors in COVERAGE.get(name, ()):
+        held = {tuple(_factor(case, f) for f in factors) for case in cases if case.numel > 0}
+        for values in itertools.product(*(all_levels[f] for f in factors)):
+            combination = dict(zip(factors, values))
+            if _possible(combination) and values not in held:
+                found.append(combination)
+    return found

@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 import backends as registry
 
 from . import inputs as case_inputs
-from . import memory
+from . import known_bugs, memory
 from .cases import Case
 from .checks import FAILED, NOT_RUN, STATUSES, Verdict, failure_text, judge, run_case  # noqa: F401
 from .environment import environment
@@ -124,7 +124,7 @@ def _row(case: Case, backend_name: str, version: str, verdict: Verdict, seconds:
         "schema_version": SCHEMA_VERSION,
     }
     row.update(environment)
-    return row
+    return known_bugs.annotate(row)
 
 
 def _host_memory_reason(case: Case, device: str) -> str | None:
