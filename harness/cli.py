@@ -320,8 +320,11 @@ def _fuzz(args) -> int:
         label = f"[yellow]known bug {found.known_bug}[/]" if found.known_bug else "[red]new failure[/]"
         ratio = "" if found.ratio != found.ratio else f" ({found.ratio:.3g}x the tolerance)"
         console.print(f"{label}: {found.status} {found.backend}:{found.device} {found.case_id}{ratio}: "
-                      f"{_escape(found.reason)}", soft_wrap=True)
-        console.print(f"    rerun: {_escape(found.rerun)}", soft_wrap=True)
+                      f"{_escape(found.reason)} [dim](found and shrunk after {found.examples} cases, "
+                      f"{found.seconds:.1f} s)[/]", soft_wrap=True)
+        rerun = _rerun_command({"backend": found.backend, "device": found.device, "case_id": found.case_id},
+                               args.plugin)
+        console.print(f"    rerun: {_escape(rerun)}", soft_wrap=True)
 
     with Progress(TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("fuzz")

@@ -97,7 +97,8 @@ def _parse(entry: dict, where: str) -> KnownBug:
 
 
 def load(path: str | None = None) -> tuple[KnownBug, ...]:
-    """The entries of ``path`` (default: the project's file); clear errors for a bad entry."""
+    """The entries of ``path`` (default: :data:`PATH`, the project's file); clear errors for
+    a bad entry."""
     return _load(os.path.abspath(path or PATH))
 
 
@@ -115,13 +116,6 @@ def _load(path: str) -> tuple[KnownBug, ...]:
     if len(set(ids)) != len(ids):
         raise InvalidArgumentError(f"{path}: known bug ids repeat: {sorted(i for i in ids if ids.count(i) > 1)}")
     return bugs
-
-
-def file_hash(path: str | None = None) -> str:
-    """Hash of the known-bug file (selection's cache key includes it)."""
-    from backends.base import hash_files
-
-    return hash_files([path or PATH])
 
 
 def _installed(versions, package: str) -> str | None:

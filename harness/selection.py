@@ -93,7 +93,7 @@ def _cache_dir() -> str:
     return os.path.join(base, "select")
 
 
-_EVIDENCE_FILES = ("tolerances.py", "expected.py", "checks.py", "reference.py", "inputs.py", "known_bugs.toml")
+_EVIDENCE_FILES = ("tolerances.py", "expected.py", "checks.py", "reference.py", "inputs.py")
 
 
 def evidence_hash() -> str:
@@ -106,7 +106,7 @@ def evidence_hash() -> str:
 
     here = os.path.dirname(os.path.abspath(__file__))
     ids = "\n".join(c.id for c in suites.get("default"))
-    files = hash_files([os.path.join(here, name) for name in _EVIDENCE_FILES])
+    files = hash_files([os.path.join(here, name) for name in _EVIDENCE_FILES] + [known_bugs.PATH])
     return hashlib.sha256((ids + "\n" + files).encode()).hexdigest()[:16]
 
 

@@ -84,8 +84,9 @@ def test_selection_excludes_the_class():
 
 
 def _torch_bug_reproduces() -> bool:
-    return (backends.get("torch").availability("cpu") is None
-            and known_bugs.match(_row(versions=json.dumps(json.loads(__import__("harness").environment.machine()["versions"])))) != "")
+    from harness.environment import machine
+
+    return backends.get("torch").availability("cpu") is None and known_bugs.match(_row(versions=machine()["versions"])) != ""
 
 
 @pytest.mark.skipif(not _torch_bug_reproduces(), reason="torch is not installed here at a version the known bug covers")

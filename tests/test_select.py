@@ -112,3 +112,41 @@ def test_cli_select_prints_the_choice_and_its_evidence(tmp_path, monkeypatch):
                          "--budget", "0.2", "--refresh")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "fastest verified:" in result.stdout and "median ms" in result.stdout
+
+
+def test_fastest_never_returns_a_backend_that_fails_the_channels_last_class(tmp_path, monkeypatch):
+    """Before the coverage change torch won here: it passed every default channels-last case
+    and is faster than numpy, though its channels-last path is wrong on large means."""
+    from conftest import require
+
+    require("torch")
+    monkeypatch.setenv("GNBENCH_CACHE", str(tmp_path))
+    choice = selection.select((2, 12, 5, 7), 3, "float32", "cpu", layout="channels_last", backends=["torch", "numpy"],
+                              budget=0.1)
+    torch_row = {c.backend: c for c in choice.candidates}["torch"]
+    assert choice.backend == "numpy" and not torch_row.eligible, choice
+    # without the known-bug file, verification alone keeps torch out (the default suite fails it)
+    empty = tmp_path / "none.toml"
+    empty.write_text("")
+    monkeypatch.setattr(harness.known_bugs, "PATH", str(empty))
+    choice = selection.select((2, 12, 5, 7), 3, "float32", "cpu", layout="channels_last", backends=["torch", "numpy"],
+                              budget=0.1)
+    torch_row = {c.backend: c for c in choice.candidates}["torch"]
+    assert choice.backend == "numpy" and "channels_last-offset" in torch_row.why_not, torch_row
+
+
+def test_the_cache_key_follows_the_suites_the_tolerance_model_and_the_known_bugs(tmp_path, monkeypatch):
+    case = harness.Case(SHAPE, GROUPS)
+    key = selection.cache_key(case, "device", ["numpy"])
+    assert selection.cache_key(case, "device", ["numpy"]) == key
+    bugs = tmp_path / "bugs.toml"
+    bugs.write_text(open(harness.known_bugs.PATH).read() + "\n# edited\n")
+    monkeypatch.setattr(harness.known_bugs, "PATH", str(bugs))
+    assert selection.cache_key(case, "device", ["numpy"]) != key
+    monkeypatch.undo()
+    real_get = harness.suites.get
+    monkeypatch.setattr(harness.suites, "get", lambda name: real_get(name)[1:])
+    assert selection.cache_key(case, "device", ["numpy"]) != key
+    monkeypatch.undo()
+    monkeypatch.setattr(selection, "_EVIDENCE_FILES", selection._EVIDENCE_FILES[1:])  # tolerances.py left out
+    assert selection.cache_key(case, "device", ["numpy"]) != key

@@ -40,3 +40,38 @@ def test_correct_backend_passes_below_ratio_one(summary, name):
 def test_broken_backends_are_registered_through_the_public_api():
     names = selftest.register_backends()
     assert set(selftest.BUGS) <= set(names) <= set(backends.names())
+
+
+@pytest.mark.parametrize("name, layout", [
+    ("bug-channels-last-one-pass", "channels_last"),
+    ("bug-channels-last-affine-per-position", "channels_last"),
+    ("bug-strided-half-accumulation", "strided"),
+])
+def test_per_path_bugs_are_caught_on_their_path_only(rows, name, layout):
+    from harness.known_bugs import unexpected
+
+    mine = rows[rows.backend == name]
+    failed = mine[unexpected(mine)]
+    assert len(failed) > 0 and set(failed.layout) == {layout}, failed[["case_id", "status"]]
+
+
+def test_correct_backends_fail_only_where_a_known_bug_says(rows):
+    from harness.checks import FAILED
+
+    correct = rows[rows.backend.isin(selftest.CORRECT)]
+    failed = correct[correct.status.isin(FAILED)]
+    assert (failed.known_bug != "").all(), failed[["backend", "case_id", "status"]]
+
+
+@pytest.mark.parametrize("suite", ["smoke", "sd-unet"])
+def test_a_suite_too_small_to_catch_the_planted_bugs_is_refused(suite):
+    from conftest import run_harness
+
+    with pytest.raises(selftest.SuiteTooSmallError, match="cannot catch"):
+        selftest.run(suite)
+    ran = run_harness("selftest", "--suite", suite)
+    assert ran.returncode == 2 and "bug-serial-f32-sum needs" in ran.stderr.replace("\n", " ")
+
+
+def test_the_rare_corner_bug_is_not_part_of_the_fixed_self_test():
+    assert selftest.RARE_BUG.name not in selftest.BUGS
