@@ -8,7 +8,7 @@ torch, JAX, CuPy or Numba itself (a test proves it).
     >>> frame.groupby("backend").status.value_counts()
 """
 
-from . import suites
+from . import known_bugs, suites
 from .bench import bench
 from .cases import Case
 from .reference import Reference, group_norm_reference
@@ -29,6 +29,7 @@ __all__ = [
     "NoVerifiedBackendError",
     "group_norm_reference",
     "judge",
+    "known_bugs",
     "plan",
     "suites",
     "tolerance",

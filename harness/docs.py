@@ -42,8 +42,10 @@ def suites_table(directory: str) -> str:
     from . import results
     from .verify import FAILED
 
-    lines = ["| suite | cases | rows | passed | failed | skipped or unsupported | worst ratio | wall time |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    from .known_bugs import unexpected
+
+    lines = ["| suite | cases | rows | passed | failed | known bugs | skipped or unsupported | worst passing ratio | wall time |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for path in sorted(glob.glob(os.path.join(ROOT, directory, "verify-*.parquet"))):
         frame = results.load(path)
         suite = os.path.basename(path)[len("verify-"):-len(".parquet")]
@@ -51,9 +53,10 @@ def suites_table(directory: str) -> str:
             timing = re.findall(r"in ([0-9.]+) s$", handle.read(), re.M)
         passed = int((frame.status == "passed").sum())
         failed = int(frame.status.isin(FAILED).sum())
-        worst = frame.ratio.max()
+        surprises = int(unexpected(frame).sum())
+        worst = frame[frame.status == "passed"].ratio.max()
         lines.append(
-            f"| {suite} | {frame.case_id.nunique()} | {len(frame)} | {passed} | {failed} | "
+            f"| {suite} | {frame.case_id.nunique()} | {len(frame)} | {passed} | {surprises} | {failed - surprises} | "
             f"{len(frame) - passed - failed} | {'-' if worst != worst else f'{worst:.3g}'} | "
             f"{timing[-1] + ' s' if timing else '?'} |"
         )

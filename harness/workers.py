@@ -162,7 +162,7 @@ class LocalRunner:
 
 # Verification workers take turns on the cores: an idle worker whose OpenMP threads spin
 # (torch, numba) waiting for work steals them from the one that runs (the default suite
-# for four CPU backends took 60 s with spinning, 35 s without). Timing workers keep the
+# for four CPU backends took 60 s with spinning, 40 s without). Timing workers keep the
 # frameworks' defaults: spinning is part of what a user's call costs.
 VERIFY_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
 
@@ -222,8 +222,8 @@ class WorkerRunner:
         method = "spawn" if registry.importable(self.name) else "fork"
         context = multiprocessing.get_context(method)
         parent, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, self.name, self.device, self.environment), daemon=True,
-                                       name=f"gnbench-{self.name}-{self.device}")
+        self.process = context.Process(target=_serve, args=(child, self.name, self.device, self.environment),
+                                       daemon=True, name=f"gnbench-{self.name}-{self.device}")
         self.process.start()
         child.close()
         self.connection = parent
