@@ -10,6 +10,7 @@ torch, JAX, CuPy or Numba itself (a test proves it).
 
 from . import known_bugs, suites
 from .bench import bench
+from .fuzz import fuzz
 from .cases import Case
 from .reference import Reference, group_norm_reference
 from .selection import NoVerifiedBackendError, fastest, select
@@ -25,6 +26,7 @@ __all__ = [
     "Verdict",
     "bench",
     "fastest",
+    "fuzz",
     "select",
     "NoVerifiedBackendError",
     "group_norm_reference",
