@@ -2,8 +2,9 @@
 framework.
 
 The driver starts one worker per (backend, device) when a sweep starts and talks to it
-over a pipe: a fresh process (spawn) for backends a process can find by name (built-ins,
-entry points), a fork for backends registered at run time (so even one made of lambdas
+over a socket pair: a program of its own (``python -m harness.worker``, never the
+caller's main module) for backends a process can find by name (built-ins, entry points),
+a fork for backends registered at run time (so even one made of lambdas
 runs isolated like ours; the driver itself never imports a framework, which keeps the
 fork safe). Case data travels through files in shared memory (``/dev/shm``):
 the driver writes the inputs and the oracle's expectation once per case, every worker
@@ -206,7 +207,7 @@ def _serve(connection, name: str, device: str, environment=None) -> None:
 
 
 class WorkerRunner:
-    """Runs tasks in a forked worker process with a timeout per task."""
+    """Runs tasks in a worker process (a program of its own, or a fork) with a timeout per task."""
 
     isolated = True
 
@@ -216,11 +217,15 @@ class WorkerRunner:
         self.connection = None
 
     def _start(self) -> None:
-        # A backend a fresh process can look up by name gets one (spawn): nothing of the
-        # driver's state, such as a framework a test already initialized, leaks into it.
-        # One registered at run time (lambdas, a test's class) can only be inherited: fork.
-        method = "spawn" if registry.importable(self.name) else "fork"
-        context = multiprocessing.get_context(method)
+        # A backend a fresh process can look up by name gets a program of its own
+        # (python -m harness.worker): nothing of the driver's state leaks into it, and the
+        # caller's main module is never run again there (multiprocessing's spawn would
+        # re-run a plain script without a __main__ guard). One registered at run time
+        # (lambdas, a test's class) can only be inherited: fork.
+        if registry.importable(self.name):
+            self.process, self.connection = _start_program(self.name, self.device, self.environment)
+            return
+        context = multiprocessing.get_context("fork")
         parent, child = context.Pipe()
         self.process = context.Process(target=_serve, args=(child, self.name, self.device, self.environment),
                                        daemon=True, name=f"gnbench-{self.name}-{self.device}")
@@ -235,6 +240,7 @@ class WorkerRunner:
             self.process.kill()
         self.process.join(timeout=10)
         self.connection.close()
+        getattr(self.process, "close_files", lambda: None)()
         self.process = self.connection = None
 
     def call(self, kind: str, payload=None, timeout: float | None = None) -> dict:
@@ -256,7 +262,10 @@ class WorkerRunner:
         process = self.process
         process.join(timeout=10)
         code = process.exitcode
+        tail = getattr(process, "stderr_tail", lambda: "")()
         self._stop(kill=True)
+        if tail:
+            return {"status": "crash", "reason": f"the worker exited with code {code}; its stderr ends: {tail}"}
         if code is not None and code < 0:
             name = signal.Signals(-code).name
             if -code == signal.SIGKILL:
@@ -273,6 +282,71 @@ class WorkerRunner:
                 pass
             self.process.join(timeout=5)
             self._stop(kill=True)
+
+
+class _Program:
+    """A worker program (``python -m harness.worker``) with the interface of a
+    multiprocessing.Process that :class:`WorkerRunner` uses; its stderr goes to a file so
+    that a worker that dies says why."""
+
+    def __init__(self, popen, stderr_path: str):
+        self.popen, self.stderr_path = popen, stderr_path
+
+    def is_alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self) -> None:
+        self.popen.kill()
+
+    def join(self, timeout=None) -> None:
+        import subprocess
+
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+    @property
+    def exitcode(self):
+        return self.popen.poll()  # negative for a signal, as multiprocessing's
+
+    def stderr_tail(self, limit: int = 600) -> str:
+        try:
+            with open(self.stderr_path, errors="replace") as handle:
+                text = handle.read().strip()
+        except OSError:
+            return ""
+        return text[-limit:]
+
+    def close_files(self) -> None:
+        try:
+            os.remove(self.stderr_path)
+        except OSError:
+            pass
+
+
+def _start_program(name: str, device: str, environment=None):
+    """Start ``python -m harness.worker NAME DEVICE FD`` over a socket pair; returns
+    (process, connection)."""
+    import socket
+    import subprocess
+    import sys
+    from multiprocessing.connection import Connection
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    for key, value in (environment or {}).items():
+        env.setdefault(key, value)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)  # run from a checkout
+    ours, theirs = socket.socketpair()
+    handle, stderr_path = tempfile.mkstemp(prefix=f"{PREFIX}{os.getpid()}-stderr-", dir=SHM_DIR)
+    try:
+        popen = subprocess.Popen([sys.executable, "-m", "harness.worker", name, device, str(theirs.fileno())],
+                                 pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL, stderr=handle)
+    finally:
+        os.close(handle)
+        theirs.close()
+    return _Program(popen, stderr_path), Connection(ours.detach())
 
 
 def runner(name: str, device: str, isolate: bool, environment=None):

@@ -108,3 +108,18 @@ def test_interrupted_sweep_keeps_finished_rows_and_resume_does_not_redo_them(tmp
     # nothing was redone: the killed run's rows keep its run id, the resumed run added the rest
     counts = frame.run_id.value_counts()
     assert len(counts) == 2 and sorted(counts) == sorted([finished, expected - finished])
+
+
+def test_the_api_works_from_a_plain_script_without_a_main_guard(tmp_path):
+    """Workers are their own program: starting one never runs the caller's script again."""
+    script = tmp_path / "plain.py"
+    script.write_text("import harness\n"
+                      "rows = harness.verify(backends=['numpy', 'torch'], suite='smoke', devices=['cpu'])\n"
+                      "print('RAN', (rows.status == 'passed').sum(), len(rows))\n")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RAN")]
+    assert len(lines) == 1, out.stdout  # the script ran once, not again in each worker
+    _, passed, total = lines[0].split()
+    assert int(passed) == int(total) >= 12
