@@ -86,9 +86,13 @@ def _list(args) -> int:
 def _cases(args) -> int:
     from . import suites
 
-    for suite in args.suite.split(","):
-        for case in suites.get(suite):
-            print(case.id)
+    try:
+        for suite in args.suite.split(","):
+            for case in suites.get(suite):
+                print(case.id)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `gnbench cases | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_OK
 
 
@@ -113,40 +117,6 @@ def run_sweep(running, console, log, description: str):
     frame = pd.DataFrame(log.rows, columns=running.columns)
     frame.attrs["not_run"] = list(running.not_run)
     return frame, interrupted
-
-
-def summary_table(frame):
-    """Per backend x device x dtype: passed, failed (unexpected), known (failures a known
-    framework bug explains), not run, worst error/tolerance ratio."""
-    from rich.table import Table
-
-    from .known_bugs import unexpected
-    from .verify import FAILED, NOT_RUN
-
-    table = Table(title="verification summary (ratio = worst |error| / tolerance; must stay <= 1)")
-    numeric = ("passed", "failed", "known", "not run", "worst ratio")
-    for column in ("backend", "device", "dtype") + numeric:
-        table.add_column(column, justify="right" if column in numeric else "left")
-    import backends
-    from backends.dtypes import DTYPES
-
-    rank = {name: index for index, name in enumerate(backends.names())}
-    order = frame.assign(_backend=frame.backend.map(rank).fillna(len(rank)), _dtype=frame.dtype.map(DTYPES.index),
-                         _unexpected=unexpected(frame))
-    order = order.sort_values(["_backend", "device", "_dtype"], kind="stable")
-    for (backend, device, dtype), group in order.groupby(["backend", "device", "dtype"], sort=False):
-        failed = int(group._unexpected.sum())
-        known = int(group.status.isin(FAILED).sum()) - failed
-        ratio = group.ratio.max()
-        table.add_row(
-            backend, device, dtype,
-            str(int((group.status == "passed").sum())),
-            f"[red]{failed}[/]" if failed else "0",
-            f"[yellow]{known}[/]" if known else "0",
-            str(int(group.status.isin(NOT_RUN).sum())),
-            "-" if ratio != ratio else f"{ratio:.3g}",
-        )
-    return table
 
 
 def _rerun_command(row, plugins, command: str = "verify") -> str:
@@ -199,6 +169,12 @@ def _sweep_command(args, sweep_class, command: str) -> int:
     from .verify import FAILED, plan
 
     console = _console()
+    if args.resume and not args.out:
+        console.print("[red]error:[/] --resume continues the run in --out DIR: name that folder")
+        return EXIT_USAGE
+    if getattr(args, "budget", 1.0) <= 0:
+        console.print(f"[red]error:[/] --budget must be a positive number of seconds; got {args.budget}")
+        return EXIT_USAGE
     _load_plugins(args.plugin)
     the_plan = plan(args.backends, args.suite, args.devices, args.dtypes, args.case or None)
     name = f"{command}-cases" if args.case else f"{command}-" + args.suite.replace(",", "+")

@@ -214,9 +214,20 @@ def _write_csv(frame, path):
     frame.to_csv(path, index=False)
 
 
+def _flatten(paths) -> list:
+    """Paths given as several arguments, lists of them, or both."""
+    flat = []
+    for path in paths:
+        if isinstance(path, (list, tuple)):
+            flat.extend(_flatten(path))
+        else:
+            flat.append(path)
+    return flat
+
+
 def _files(paths) -> list[str]:
     found = []
-    for path in paths:
+    for path in _flatten(paths):
         path = os.fspath(path)
         if os.path.isdir(path):
             parquet = sorted(glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
@@ -232,8 +243,9 @@ def _files(paths) -> list[str]:
 
 
 def load(*paths):
-    """Read any number of results files (.parquet, .csv) or folders of them into one
-    DataFrame (a folder's parquet file wins over a CSV of the same name).
+    """Read any number of results files (.parquet, .csv) or folders of them, given as
+    arguments or lists (``load(a, b)``, ``load([a, b])``), into one DataFrame (a folder's
+    parquet file wins over a CSV of the same name).
 
     Raises:
         FileNotFoundError: a path does not exist.

@@ -183,6 +183,13 @@ def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", 
     start = time.perf_counter()
     if metric not in ("device", "latency"):
         raise registry.InvalidArgumentError(f"metric must be 'device' or 'latency'; got {metric!r}")
+    if not budget > 0:
+        raise registry.InvalidArgumentError(f"budget must be a positive number of seconds; got {budget!r}")
+    if results is not None and not isinstance(results, pd.DataFrame):  # before the cache can answer
+        paths = [results] if isinstance(results, (str, os.PathLike)) else list(results)
+        missing = [os.fspath(p) for p in paths if not os.path.exists(p)]
+        if missing:
+            raise FileNotFoundError(f"no results file or folder at {', '.join(map(repr, missing))}")
     case = Case(tuple(shape), num_groups, dtype, layout, "normal", 0, eps, affine, param_dtype, device)
     names = _names(backends, "backend", registry.names()) or [
         n for n in registry.names() if registry.get(n).default_selected]

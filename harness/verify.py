@@ -238,8 +238,6 @@ class Sweep:
         return COLUMNS
 
     def report(self, frame, console) -> None:
-        from .cli import summary_table
-
         console.print(summary_table(frame))
 
     def frame(self):
@@ -262,6 +260,39 @@ class Sweep:
     def close(self) -> None:
         for run in self.runners.values():
             run.close()
+
+
+def summary_table(frame):
+    """Per backend x device x dtype: passed, failed (unexpected), known (failures a known
+    framework bug explains), not run, worst error/tolerance ratio."""
+    from rich.table import Table
+
+    from .known_bugs import unexpected
+
+    table = Table(title="verification summary (ratio = worst |error| / tolerance; must stay <= 1)")
+    numeric = ("passed", "failed", "known", "not run", "worst ratio")
+    for column in ("backend", "device", "dtype") + numeric:
+        table.add_column(column, justify="right" if column in numeric else "left")
+    import backends
+    from backends.dtypes import DTYPES
+
+    rank = {name: index for index, name in enumerate(backends.names())}
+    order = frame.assign(_backend=frame.backend.map(rank).fillna(len(rank)), _dtype=frame.dtype.map(DTYPES.index),
+                         _unexpected=unexpected(frame))
+    order = order.sort_values(["_backend", "device", "_dtype"], kind="stable")
+    for (backend, device, dtype), group in order.groupby(["backend", "device", "dtype"], sort=False):
+        failed = int(group._unexpected.sum())
+        known = int(group.status.isin(FAILED).sum()) - failed
+        ratio = group.ratio.max()
+        table.add_row(
+            backend, device, dtype,
+            str(int((group.status == "passed").sum())),
+            f"[red]{failed}[/]" if failed else "0",
+            f"[yellow]{known}[/]" if known else "0",
+            str(int(group.status.isin(NOT_RUN).sum())),
+            "-" if ratio != ratio else f"{ratio:.3g}",
+        )
+    return table
 
 
 def verify(backends=None, suite="default", devices=None, dtypes=None, cases=None, *,

@@ -81,3 +81,37 @@ def test_out_writes_parquet_and_csv_that_load_back(tmp_path):
         frame = results.load(path)
         assert len(frame) == 12 and set(frame.status) == {"passed"}
         assert (frame.schema_version == results.SCHEMA_VERSION).all() and frame.cpu_model.notna().all()
+
+
+@pytest.mark.parametrize("args, message", [
+    (("verify", "--suite", "smoke", "--backends", "numpy", "--resume"), "--resume continues the run in --out DIR"),
+    (("bench", "--suite", "smoke", "--backends", "numpy", "--budget", "-1"), "--budget must be a positive"),
+    (("select", "--shape", "2,8,4", "--num-groups", "2", "--budget", "-1"), "budget must be a positive"),
+    (("select", "--shape", "2,8,4", "--num-groups", "2", "--results", "/nonexistent"), "no results file or folder"),
+], ids=["resume-without-out", "bench-negative-budget", "select-negative-budget", "select-missing-results"])
+def test_usage_errors_exit_2_with_the_reason(args, message, tmp_path, monkeypatch):
+    monkeypatch.setenv("GNBENCH_CACHE", str(tmp_path))  # a cached answer must not hide the error
+    ran = run_harness(*args)
+    assert ran.returncode == 2 and message in (ran.stdout + ran.stderr).replace("\n", " "), ran.stdout + ran.stderr
+
+
+def test_cases_into_a_closed_pipe_is_quiet():
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    ran = subprocess.run(f"{sys.executable} -m harness cases --suite default | head -1", shell=True, cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert ran.stdout.count("\n") == 1 and "Traceback" not in ran.stderr and "BrokenPipe" not in ran.stderr
+
+
+def test_verify_does_not_import_the_cli():
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = "import sys, harness.verify; print('harness.cli' in sys.modules)"
+    ran = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert ran.stdout.strip() == "False", ran.stderr

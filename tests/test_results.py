@@ -52,3 +52,9 @@ def test_newer_schema_and_foreign_files_are_refused(frame, tmp_path):
 def test_older_files_gain_missing_columns(frame, tmp_path):
     frame.drop(columns=["verified_groups"]).to_csv(tmp_path / "old.csv", index=False)
     assert results.load(tmp_path / "old.csv").verified_groups.isna().all()
+
+
+def test_load_takes_a_list_as_well_as_several_arguments(tmp_path):
+    frame = harness.verify(backends=["numpy"], suite="smoke", isolate=False)
+    paths = [results.write(frame.iloc[:5], str(tmp_path), "a")[0], results.write(frame.iloc[5:], str(tmp_path), "b")[0]]
+    assert len(results.load(paths)) == len(results.load(*paths)) == len(frame)
