@@ -141,7 +141,7 @@ def print_failures(frame, console, plugins=(), command: str = "verify", limit: i
     if len(failures) > limit:
         console.print(f"... and {len(failures) - limit} more failures")
     bugs = {bug.id: bug for bug in known_bugs.load()}
-    known = frame[frame.get("known_bug", "").fillna("").astype(str) != ""] if "known_bug" in frame else frame.iloc[:0]
+    known = frame[frame.known_bug.fillna("").astype(str) != ""] if "known_bug" in frame else frame.iloc[:0]
     for bug_id, rows in known.groupby("known_bug"):
         bug = bugs.get(bug_id)
         worst = rows.sort_values("ratio").iloc[-1]

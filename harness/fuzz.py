@@ -230,11 +230,10 @@ def fuzz(backends=None, devices=None, dtypes=None, *, budget: float = 60.0, seed
     if not (budget > 0 and math.isfinite(budget)):
         raise registry.InvalidArgumentError(f"budget must be a positive number of seconds; got {budget!r}")
     _hypothesis()
-    from .verify import Sweep, plan
+    from .verify import Sweep, _names, plan
 
     the_plan = plan(backends, "smoke", devices, dtypes, cases=[])
-    chosen_dtypes = [d for d in registry.DTYPES if not dtypes or d in (dtypes.split(",") if isinstance(dtypes, str) else dtypes)]
-    strategy = case_strategy(chosen_dtypes, max_elements)
+    strategy = case_strategy(_names(dtypes, "dtype", registry.DTYPES) or registry.DTYPES, max_elements)
     sweep = Sweep(the_plan, isolate=isolate, timeout=timeout).start()
     rows, findings, examples, seconds = [], [], {}, {}
 
