@@ -155,11 +155,12 @@ def print_failures(frame, console, plugins=(), command: str = "verify", limit: i
 
 
 def default_out_dir(command: str) -> str:
-    """results/local/<UTC date-time>-<command>: ignored by git, never overwritten."""
+    """``$GNBENCH_RESULTS/<UTC date-time>-<command>``, by default under results/local/
+    (ignored by git); never overwritten."""
     import datetime
 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return os.path.join("results", "local", f"{stamp}-{command}")
+    return os.path.join(os.environ.get("GNBENCH_RESULTS") or os.path.join("results", "local"), f"{stamp}-{command}")
 
 
 def _sweep_command(args, sweep_class, command: str) -> int:
@@ -407,11 +408,15 @@ COMMANDS = {"list": _list, "cases": _cases, "verify": _verify, "bench": _bench, 
 
 
 def main(argv=None) -> int:
-    from backends.errors import GroupNormBenchError
+    from backends.errors import GroupNormBenchError, InvalidArgumentError
 
     args = parser().parse_args(argv)
     try:
+        out = getattr(args, "out", None)
+        if out and os.path.exists(out) and not os.path.isdir(out):
+            raise InvalidArgumentError(f"--out must be a folder (it is created if missing); {out!r} is a file")
         return COMMANDS[args.command](args)
-    except (GroupNormBenchError, ModuleNotFoundError, ImportError, FileNotFoundError) as error:
+    except (GroupNormBenchError, ModuleNotFoundError, ImportError, FileNotFoundError, NotADirectoryError,
+            IsADirectoryError, PermissionError, FileExistsError) as error:
         _console(stderr=True).print(f"[red]error:[/] {error}")
         return EXIT_USAGE

@@ -22,6 +22,8 @@ import glob
 import os
 import tempfile
 
+from backends.errors import GroupNormBenchError
+
 SCHEMA_VERSION = 2  # 2: known_bug
 
 COLUMNS = {
@@ -177,8 +179,8 @@ def _read_log(path: str) -> list[dict]:
     return rows
 
 
-class SchemaError(ValueError):
-    """A results file this version cannot read."""
+class SchemaError(GroupNormBenchError, ValueError):
+    """A results file this version cannot read (not a results file, unreadable, or newer)."""
 
 
 def write(frame, directory: str, name: str) -> list[str]:
@@ -255,7 +257,17 @@ def load(*paths):
 
     frames = []
     for path in _files(paths):
-        frame = pd.read_parquet(path) if path.endswith(".parquet") else pd.read_csv(path, keep_default_na=False, na_values=[""])
+        try:
+            if path.endswith(".parquet"):
+                frame = pd.read_parquet(path)
+            else:
+                frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        except (ImportError, OSError) as error:
+            if isinstance(error, (ImportError, FileNotFoundError, PermissionError, IsADirectoryError)):
+                raise
+            raise SchemaError(f"{path} is not a groupnorm-bench results file ({type(error).__name__}: {error})") from None
+        except Exception as error:  # pandas' and pyarrow's parse errors
+            raise SchemaError(f"{path} is not a groupnorm-bench results file ({type(error).__name__}: {error})") from None
         if "schema_version" not in frame.columns or "status" not in frame.columns:
             raise SchemaError(f"{path} is not a groupnorm-bench results file (no schema_version/status column)")
         newest = int(frame.schema_version.max()) if len(frame) else SCHEMA_VERSION

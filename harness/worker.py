@@ -1,7 +1,8 @@
-"""The worker program: ``python -m harness.worker NAME DEVICE FD``.
+"""The worker program: ``python -m harness.worker NAME DEVICE FD [--pickled]``.
 
 Serves one (backend, device) over the connection on file descriptor FD (see
-:mod:`harness.workers`). It is its own program so that starting it never runs the
+:mod:`harness.workers`); with ``--pickled`` the backend itself (registered at run time in
+the caller) arrives first on the connection. It is its own program so that starting it never runs the
 caller's main module again: a plain script without an ``if __name__ == "__main__":``
 guard, a notebook or a test suite can call ``harness.verify`` and friends.
 """
@@ -16,8 +17,10 @@ def main(argv=None) -> int:
 
     from .workers import _serve
 
-    name, device, fd = argv if argv is not None else sys.argv[1:]
-    _serve(Connection(int(fd)), name, device)
+    args = list(argv if argv is not None else sys.argv[1:])
+    pickled = "--pickled" in args
+    name, device, fd = [arg for arg in args if arg != "--pickled"]
+    _serve(Connection(int(fd)), name, device, pickled)
     return 0
 
 

@@ -3,10 +3,13 @@ framework.
 
 The driver starts one worker per (backend, device) when a sweep starts and talks to it
 over a socket pair: a program of its own (``python -m harness.worker``, never the
-caller's main module) for backends a process can find by name (built-ins, entry points),
-a fork for backends registered at run time (so even one made of lambdas
-runs isolated like ours; the driver itself never imports a framework, which keeps the
-fork safe). Case data travels through files in shared memory (``/dev/shm``):
+caller's main module, never a fork of the caller's process, which may already run torch
+or JAX threads). A backend the worker can find by name (built-ins, entry points) is
+looked up there; one registered at run time is sent to it by value with cloudpickle (so
+even one made of lambdas in a script's ``__main__`` or a notebook cell runs isolated like
+ours). A backend that cannot be sent (cloudpickle missing, or the object holds something
+that cannot be pickled, e.g. a lock or a device handle) runs in the caller's process,
+without isolation, after an :class:`IsolationWarning`. Case data travels through files in shared memory (``/dev/shm``):
 the driver writes the inputs and the oracle's expectation once per case, every worker
 maps them without a copy. A worker that segfaults, hangs past its timeout or is killed
 for memory becomes a ``crash`` / ``timeout`` / ``oom`` row, and is restarted for the next
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import multiprocessing
 import os
 import signal
 import tempfile
@@ -168,10 +170,10 @@ class LocalRunner:
 VERIFY_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
-def _serve(connection, name: str, device: str, environment=None) -> None:
+def _serve(connection, name: str, device: str, pickled: bool = False) -> None:
+    """Serve tasks for (name, device) until the driver sends None or goes away; with
+    ``pickled``, the backend itself is the first message (see :func:`pickled_backend`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C
-    for key, value in (environment or {}).items():  # before any framework loads
-        os.environ.setdefault(key, value)
     import faulthandler
 
     faulthandler.disable()  # a crash is reported as a row, not as a dump on the terminal
@@ -179,7 +181,12 @@ def _serve(connection, name: str, device: str, environment=None) -> None:
 
     pin_allocator()
     try:
-        backend = registry.get(name)
+        if pickled:
+            import pickle
+
+            backend = pickle.loads(connection.recv_bytes())
+        else:
+            backend = registry.get(name)
     except BaseException as error:
         backend = None
         startup_error = f"{type(error).__name__}: {error}"
@@ -211,27 +218,18 @@ class WorkerRunner:
 
     isolated = True
 
-    def __init__(self, name: str, device: str, environment=None):
-        self.name, self.device, self.environment = name, device, environment
+    def __init__(self, name: str, device: str, environment=None, pickled: bytes | None = None):
+        self.name, self.device, self.environment, self.pickled = name, device, environment, pickled
         self.process = None
         self.connection = None
 
     def _start(self) -> None:
-        # A backend a fresh process can look up by name gets a program of its own
-        # (python -m harness.worker): nothing of the driver's state leaks into it, and the
-        # caller's main module is never run again there (multiprocessing's spawn would
-        # re-run a plain script without a __main__ guard). One registered at run time
-        # (lambdas, a test's class) can only be inherited: fork.
-        if registry.importable(self.name):
-            self.process, self.connection = _start_program(self.name, self.device, self.environment)
-            return
-        context = multiprocessing.get_context("fork")
-        parent, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, self.name, self.device, self.environment),
-                                       daemon=True, name=f"gnbench-{self.name}-{self.device}")
-        self.process.start()
-        child.close()
-        self.connection = parent
+        # A program of its own (python -m harness.worker): nothing of the driver's state
+        # leaks into it, the caller's main module is never run again there
+        # (multiprocessing's spawn would re-run a plain script without a __main__ guard),
+        # and no fork copies a process whose torch/JAX threads hold locks. A backend
+        # registered at run time travels pickled (self.pickled) as the first message.
+        self.process, self.connection = _start_program(self.name, self.device, self.environment, self.pickled)
 
     def _stop(self, kill: bool) -> None:
         if self.process is None:
@@ -325,9 +323,10 @@ class _Program:
             pass
 
 
-def _start_program(name: str, device: str, environment=None):
-    """Start ``python -m harness.worker NAME DEVICE FD`` over a socket pair; returns
-    (process, connection)."""
+def _start_program(name: str, device: str, environment=None, pickled: bytes | None = None):
+    """Start ``python -m harness.worker NAME DEVICE FD [--pickled]`` over a socket pair
+    (``environment``: variables set for it unless the caller's environment sets them;
+    ``pickled``: the backend by value, sent first); returns (process, connection)."""
     import socket
     import subprocess
     import sys
@@ -337,19 +336,65 @@ def _start_program(name: str, device: str, environment=None):
     env = dict(os.environ)
     for key, value in (environment or {}).items():
         env.setdefault(key, value)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)  # run from a checkout
+    # The caller's import path (a checkout, a test folder pytest put on sys.path), so that a
+    # pickled backend's modules import there as here.
+    path = [root] + [entry for entry in sys.path if entry and os.path.isdir(entry)]
+    env["PYTHONPATH"] = os.pathsep.join(entry for entry in dict.fromkeys(path + [env.get("PYTHONPATH", "")]) if entry)
     ours, theirs = socket.socketpair()
     handle, stderr_path = tempfile.mkstemp(prefix=f"{PREFIX}{os.getpid()}-stderr-", dir=SHM_DIR)
+    command = [sys.executable, "-m", "harness.worker", name, device, str(theirs.fileno())]
     try:
-        popen = subprocess.Popen([sys.executable, "-m", "harness.worker", name, device, str(theirs.fileno())],
+        popen = subprocess.Popen(command + (["--pickled"] if pickled is not None else []),
                                  pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL, stderr=handle)
     finally:
         os.close(handle)
         theirs.close()
-    return _Program(popen, stderr_path), Connection(ours.detach())
+    connection = Connection(ours.detach())
+    if pickled is not None:
+        try:
+            connection.send_bytes(pickled)
+        except OSError:
+            pass  # the worker died at start: the first call reports it with its stderr
+    return _Program(popen, stderr_path), connection
+
+
+class IsolationWarning(UserWarning):
+    """A backend runs in the caller's process because it cannot be sent to a worker."""
+
+
+def pickled_backend(name: str) -> bytes | None:
+    """Backend ``name`` pickled by value for a worker program, or None when a fresh
+    process finds it by name (a built-in, an entry point). Raises TypeError (with the
+    reason) when it cannot be pickled."""
+    if registry.importable(name):
+        return None
+    backend = registry.get(name)
+    try:
+        import cloudpickle
+    except ImportError:
+        raise TypeError("cloudpickle is not installed (pip install cloudpickle)") from None
+    try:
+        return cloudpickle.dumps(backend)
+    except Exception as error:
+        raise TypeError(f"it cannot be pickled ({type(error).__name__}: {error})") from None
 
 
 def runner(name: str, device: str, isolate: bool, environment=None):
     """A worker for (name, device) (``environment``: variables set in it before any
-    framework loads, unless the caller's environment sets them), or an in-process runner."""
-    return WorkerRunner(name, device, environment) if isolate else LocalRunner(name, device)
+    framework loads, unless the caller's environment sets them), or an in-process runner
+    (``isolate=False``, or a run-time backend that cannot be pickled: then with an
+    :class:`IsolationWarning` that says how to isolate it)."""
+    if not isolate:
+        return LocalRunner(name, device)
+    try:
+        pickled = pickled_backend(name)
+    except TypeError as error:
+        import warnings
+
+        warnings.warn(
+            f"backend {name!r} runs in this process, without isolation (a crash ends the sweep, a hang "
+            f"is not timed out, a framework it loads stays loaded): it cannot be sent to a worker "
+            f"process because {error}. Define it in an importable module (a file on sys.path, or an "
+            f"entry point in group 'groupnorm_bench.backends') to isolate it.", IsolationWarning, stacklevel=3)
+        return LocalRunner(name, device)
+    return WorkerRunner(name, device, environment, pickled)

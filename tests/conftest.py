@@ -13,6 +13,23 @@ if ROOT not in sys.path:
 import backends  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _runs_and_cache_in_a_temporary_folder(tmp_path_factory):
+    """The tests never write into the user's results/local/ or selection cache: runs
+    without --out and cached selections go to a temporary folder (inherited by every
+    command a test starts)."""
+    base = tmp_path_factory.mktemp("gnbench-home")
+    saved = {key: os.environ.get(key) for key in ("GNBENCH_RESULTS", "GNBENCH_CACHE")}
+    os.environ["GNBENCH_RESULTS"] = str(base / "results")
+    os.environ["GNBENCH_CACHE"] = str(base / "cache")
+    yield base
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def plain_group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     """A short, correct NumPy GroupNorm (float64 math), as a user would write one."""
     import numpy as np

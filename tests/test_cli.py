@@ -95,6 +95,41 @@ def test_usage_errors_exit_2_with_the_reason(args, message, tmp_path, monkeypatc
     assert ran.returncode == 2 and message in (ran.stdout + ran.stderr).replace("\n", " "), ran.stdout + ran.stderr
 
 
+@pytest.mark.parametrize("command", [
+    ("verify", "--suite", "smoke", "--backends", "numpy"),
+    ("bench", "--suite", "smoke", "--backends", "numpy"),
+    ("report", "RESULTS"),
+    ("fuzz", "--backends", "numpy", "--budget", "1"),
+], ids=["verify", "bench", "report", "fuzz"])
+def test_out_pointing_to_a_file_is_a_usage_error(command, tmp_path):
+    from conftest import ROOT
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine, keep it")
+    args = [ROOT + "/results/cpu-2026-12-03/verify-adversarial.csv" if word == "RESULTS" else word for word in command]
+    ran = run_harness(*args, "--out", str(a_file))
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert "--out must be a folder" in ran.stderr and "Traceback" not in ran.stderr
+    assert a_file.read_text() == "mine, keep it"
+
+
+@pytest.mark.parametrize("content", ["hello\n", "", "PAR1 not really parquet"], ids=["csv", "empty", "parquet"])
+def test_report_on_a_file_that_is_not_results_is_a_usage_error(content, tmp_path):
+    path = tmp_path / ("bogus.parquet" if content.startswith("PAR1") else "bogus.csv")
+    path.write_text(content)
+    ran = run_harness("report", str(path), "--out", str(tmp_path / "report"))
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert "is not a groupnorm-bench results file" in ran.stderr and "Traceback" not in ran.stderr
+
+
+def test_runs_without_out_go_to_gnbench_results(tmp_path, monkeypatch):
+    monkeypatch.setenv("GNBENCH_RESULTS", str(tmp_path))
+    ran = run_harness("verify", "--suite", "smoke", "--backends", "numpy")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    [run] = list(tmp_path.iterdir())
+    assert run.name.endswith("-verify") and (run / "verify-smoke.parquet").exists()
+
+
 def test_cases_into_a_closed_pipe_is_quiet():
     import subprocess
     import sys
