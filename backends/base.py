@@ -220,6 +220,11 @@ class GroupNormBackend(abc.ABC):
         (the roofline's reference), or None when this backend offers none."""
         return None
 
+    def simulated(self, device: str) -> bool:
+        """Whether ``device`` is emulated on the host here (e.g. Numba's CUDA simulator):
+        its rows are correctness evidence only, and the harness never times them."""
+        return False
+
     def threads(self, device: str) -> int | None:
         """Worker threads the backend's CPU work may use, when it can tell."""
         return None

@@ -252,6 +252,10 @@ class NumbaCudaBackend(GroupNormBackend):
         return super().shares_memory(_interface_holder(a), _interface_holder(b))
 
 
+    def simulated(self, device: str) -> bool:
+        return device == "cuda" and _simulator()
+
+
 # -- helpers (numba imported by the caller) ---------------------------------------------
 
 

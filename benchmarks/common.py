@@ -61,6 +61,8 @@ class Problem:
             raise NotImplementedError(f"{name} is not a backend of this code: {error}") from None
         self.case = Case.from_id(case_id, device)
         reason = self.backend.availability(device) or self.backend.supports(self.case)
+        if not reason and getattr(self.backend, "simulated", lambda device: False)(device):
+            reason = "the device is emulated on the host (Numba's CUDA simulator): its times say nothing"
         if reason:
             raise NotImplementedError(f"{backend_device}: {reason}")
         needed = memory.case_host_bytes(self.case) + memory.backend_host_bytes(self.case, device)

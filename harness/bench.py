@@ -58,7 +58,7 @@ class BenchSweep(Sweep):
     def start(self) -> "BenchSweep":
         super().start()
         for device in sorted({device for _, device in self.pairs}):
-            candidates = sorted((pair for pair in self.pairs if pair[1] == device),
+            candidates = sorted((pair for pair in self.pairs if pair[1] == device and not self.simulated(pair)),
                                 key=lambda pair: COPY_PREFERENCE.index(pair[0]) if pair[0] in COPY_PREFERENCE else 99)
             for pair in candidates:
                 nbytes = COPY_BYTES.get(device, 256 << 20)
@@ -69,6 +69,9 @@ class BenchSweep(Sweep):
                     break
         return self
 
+    def simulated(self, pair) -> bool:
+        return bool(self.info[pair].get("simulated"))
+
     def run_pairs(self, case: Case, shared, pairs) -> dict:
         from . import memory
         from .verify import case_timeout
@@ -77,6 +80,10 @@ class BenchSweep(Sweep):
         results, timed = {}, []
         for name, device in pairs:
             on_device = case.on(device)
+            if self.simulated((name, device)):  # an emulated device: verified, never timed
+                results[name, device] = self.runners[name, device].call(
+                    "verify", (on_device, shared, memory.device_bytes(on_device)), timeout=timeout)
+                continue
             reply = self.runners[name, device].call(
                 "bench_start", (on_device, shared, memory.device_bytes(on_device), self.flush), timeout=timeout)
             results[name, device] = reply
@@ -124,6 +131,9 @@ class BenchSweep(Sweep):
 
     def report(self, frame, console) -> None:
         console.print(bench_table(frame))
+        for name, device in sorted(pair for pair in self.pairs if self.simulated(pair)):
+            console.print(f"not timed: {name}:{device} ran on a device emulated on the host (Numba's CUDA "
+                          f"simulator): its rows are verified, its times would say nothing")
         for device, (gbps, backend) in sorted(self.copy.items()):
             console.print(f"roofline: {device} copy bandwidth {gbps:.1f} GB/s (measured with {backend}'s copy, same timer)")
         warning = noisy_warning(frame)

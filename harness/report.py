@@ -165,6 +165,11 @@ def report(paths, out_dir: str) -> list[str]:
         lines += ["## Verification", "", verification_summary(verify), "![verification](verification.png)", ""]
         plot_verification(verify, os.path.join(out_dir, "verification.png"))
         written.append(os.path.join(out_dir, "verification.png"))
+    emulated = int(bench.simulated.sum())
+    bench = bench[~bench.simulated]  # an emulated device's times say nothing
+    if emulated:
+        lines += [f"- {emulated} bench rows of a device emulated on the host (Numba's CUDA simulator) are left out "
+                  f"of the timing below", ""]
     if not bench.empty:
         lines += ["## Bench", "", bench_summary(bench), "![GB/s](gbps.png)", "", "![latency](latency.png)", ""]
         plot_gbps(bench, os.path.join(out_dir, "gbps.png"))

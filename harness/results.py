@@ -10,7 +10,9 @@ Status values: see :data:`harness.verify.STATUSES` (``passed``, ``mismatch``,
 ``wrong_shape``, ``wrong_dtype``, ``nan_mismatch``, ``input_modified``,
 ``aliases_input``, ``error``, ``unsupported``, ``skipped``); failures are
 :data:`harness.verify.FAILED`. A failure that a known framework bug explains keeps its
-status and names the bug in ``known_bug`` (:mod:`harness.known_bugs`).
+status and names the bug in ``known_bug`` (:mod:`harness.known_bugs`). Rows of a device
+emulated on the host (``simulated``: Numba's CUDA simulator) are correctness rows: no
+timing is taken from them.
 
 Files: ``<dir>/<command>-<suites>.parquet`` and the same rows as ``.csv``, each written
 to a temporary name and renamed, so a reader never sees half a file.
@@ -24,7 +26,7 @@ import tempfile
 
 from backends.errors import GroupNormBenchError
 
-SCHEMA_VERSION = 2  # 2: known_bug
+SCHEMA_VERSION = 3  # 2: known_bug; 3: simulated
 
 COLUMNS = {
     # the case
@@ -52,6 +54,7 @@ COLUMNS = {
     "got": "backend value there",
     "reason": "why it failed, was skipped or is unsupported (empty when passed)",
     "known_bug": "id of the known framework bug (harness/known_bugs.toml) that explains this failure, else empty",
+    "simulated": "True when the device was emulated on the host (Numba's CUDA simulator): correctness only, never timed",
     "verified_groups": "groups compared with the oracle (all, or a sample of whole groups)",
     "total_groups": "N * G",
     "seconds": "wall time of the row (transfer, call, checks)",
@@ -282,4 +285,5 @@ def load(*paths):
     for column in required:
         if column not in combined.columns:
             combined[column] = None
+    combined["simulated"] = combined["simulated"].fillna(False).astype(bool)  # older schemas: never simulated
     return combined

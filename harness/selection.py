@@ -239,8 +239,14 @@ def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", 
     timing, timing_source = {}, {}
     for name in qualified:
         rows = known[(known.backend == name) & (known.case_id == case.id)] if known is not None else None
-        if rows is not None and "median_s" in rows.columns and rows.median_s.notna().any():
-            timing[name], timing_source[name] = rows[rows.median_s.notna()].iloc[-1], "stored results"
+        timed = None
+        if rows is not None and "median_s" in rows.columns:  # an emulated device's times say nothing: never used
+            usable = rows.median_s.notna()
+            if "simulated" in rows.columns:
+                usable &= ~rows["simulated"].fillna(False).astype(bool)
+            timed = rows[usable]
+        if timed is not None and len(timed):
+            timing[name], timing_source[name] = timed.iloc[-1], "stored results"
     missing_timing = [n for n in qualified if n not in timing]
     fresh = None
     if missing_timing:

@@ -33,6 +33,10 @@ def _hello(backend, device, payload, state):
     except Exception as error:
         reason = "availability() failed: " + failure_text(error)
     version = threads = None
+    try:
+        simulated = bool(backend.simulated(device))
+    except Exception:
+        simulated = False
     if reason is None:
         try:
             version = backend.version()
@@ -42,7 +46,7 @@ def _hello(backend, device, payload, state):
             threads = backend.threads(device)
         except Exception:
             threads = None
-    return {"availability": reason, "version": version, "threads": threads}
+    return {"availability": reason, "version": version, "threads": threads, "simulated": simulated}
 
 
 def _verify(backend, device, payload, state):

@@ -23,6 +23,8 @@ from .expected import Expected
 from .results import COLUMNS as RESULT_COLUMNS
 from .results import SCHEMA_VERSION
 
+FAILED_TO_START = ("crash", "timeout", "oom", "error")  # statuses a worker that did not start reports
+
 
 # -- planning ---------------------------------------------------------------------------
 
@@ -169,8 +171,10 @@ class Sweep:
     def start(self) -> "Sweep":
         for pair, run in self.runners.items():
             reply = run.call("hello", timeout=max(self.timeout, 120))
-            if "availability" not in reply:
-                reply = {"availability": f"{reply.get('status')}: {reply.get('reason')}"}
+            if "availability" not in reply:  # the worker did not start: its rows fail, with why
+                status = reply.get("status") if reply.get("status") in FAILED_TO_START else "crash"
+                reply = {"availability": None, "start_failure": Verdict(
+                    status, f"the worker failed to start: {reply.get('reason', 'no answer')}")}
             self.info[pair] = reply
         for name, device in self.plan.pairs:
             reason = self.info[name, device]["availability"]
@@ -190,7 +194,7 @@ class Sweep:
         from .workers import LocalCase, SharedCase
 
         reasons = {pair: self.info[pair]["availability"] or _host_memory_reason(case, pair[1]) for pair in todo}
-        runnable = [pair for pair in todo if reasons[pair] is None]
+        runnable = [pair for pair in todo if reasons[pair] is None and "start_failure" not in self.info[pair]]
         shared, groups = None, (0, case.shape[0] * case.num_groups)
         try:
             if runnable:
@@ -203,11 +207,13 @@ class Sweep:
             results = self.run_pairs(case, shared, runnable) if runnable else {}
             seconds = (time.perf_counter() - start) / max(len(runnable), 1)
             for name, device in todo:
-                result = results.get((name, device)) or {"verdict": Verdict("skipped", reasons[name, device])}
+                failure = self.info[name, device].get("start_failure") if reasons[name, device] is None else None
+                result = results.get((name, device)) or {"verdict": failure or Verdict("skipped", reasons[name, device])}
                 verdict = _verdict_of(result)
                 row = _row(case.on(device), name, self.info[name, device].get("version") or "", verdict,
                            seconds if (name, device) in results else 0.0,
                            groups if verdict.status not in NOT_RUN else (0, groups[1]), self.environment)
+                row["simulated"] = bool(self.info[name, device].get("simulated"))
                 row.update(self.extra_columns(result, row))
                 yield row
         finally:

@@ -123,3 +123,39 @@ def test_the_api_works_from_a_plain_script_without_a_main_guard(tmp_path):
     assert len(lines) == 1, out.stdout  # the script ran once, not again in each worker
     _, passed, total = lines[0].split()
     assert int(passed) == int(total) >= 12
+
+
+class DiesAtStart(backends.GroupNormBackend):
+    """Unpickling it in its worker ends the worker, as a missing driver library would."""
+
+    name = "test-dies-at-start"
+
+    def __init__(self):
+        self.library = "libgnkernel.so"  # instance state, so that unpickling calls __setstate__
+
+    def group_norm(self, x, num_groups, weight=None, bias=None, eps=1e-5):
+        return backends.get("numpy").group_norm(x, num_groups, weight, bias, eps)
+
+    def from_numpy(self, array, device):
+        return array
+
+    def to_numpy(self, array):
+        return array
+
+    def __setstate__(self, state):
+        sys.stderr.write("libgnkernel.so: cannot open shared object file\n")
+        sys.stderr.flush()
+        os._exit(3)
+
+
+def test_a_worker_that_fails_to_start_is_a_crash_row_with_its_stderr_tail():
+    backends.register(DiesAtStart(), replace=True)
+    try:
+        frame = harness.verify(backends=["test-dies-at-start", "numpy"], cases=CASES, timeout=30)
+    finally:
+        backends.unregister("test-dies-at-start")
+    mine = frame[frame.backend == "test-dies-at-start"]
+    assert mine.status.tolist() == ["crash"] * len(CASES)
+    assert all("failed to start" in reason and "code 3" in reason and "libgnkernel.so" in reason
+               for reason in mine.reason)
+    assert (frame[frame.backend == "numpy"].status == "passed").all()

@@ -235,3 +235,27 @@ def test_kernels_compile_to_ptx(kind, param_kind, cc):
         print(f"{name} {kind}/{param_kind} {arch}: {registers.group(1) if registers else '?'} registers, "
               f"spills {spills}")
         assert not any(spills), f"{name} spills registers on {arch}: {result.stderr}"
+
+
+def test_simulator_rows_are_marked_and_never_timed(tmp_path):
+    """Rows from Numba's CUDA simulator say device="cuda" like a GPU's: the ``simulated``
+    column tells them apart, bench does not time them and report leaves them out."""
+    from harness import results
+
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", COLUMNS="200")
+    case = "2x8x4x4-g4-float32-contiguous-normal-s0"
+    ran = subprocess.run([sys.executable, "-m", "harness", "bench", "--backends", "numba-cuda,numpy", "--devices",
+                          "cuda,cpu", "--case", case, "--budget", "0.05", "--out", str(tmp_path / "bench")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "not timed: numba-cuda:cuda ran on a device emulated on the host" in " ".join(ran.stdout.split())
+    frame = results.load(tmp_path / "bench").set_index("backend")
+    assert frame.loc["numba-cuda", "simulated"] and not frame.loc["numpy", "simulated"]
+    assert frame.loc["numba-cuda", "status"] == "passed" and frame.loc["numba-cuda", "device"] == "cuda"
+    assert frame.loc["numba-cuda", "median_s"] != frame.loc["numba-cuda", "median_s"]  # NaN: not timed
+    assert frame.loc["numpy", "median_s"] > 0
+    report = subprocess.run([sys.executable, "-m", "harness", "report", str(tmp_path / "bench"), "--out",
+                             str(tmp_path / "report")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stdout + report.stderr
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "1 bench rows of a device emulated on the host" in summary and "numba-cuda:cuda" not in summary

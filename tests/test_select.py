@@ -100,6 +100,10 @@ def test_select_answers_from_stored_results_of_this_machine(planted, tmp_path, m
     stored = __import__("pandas").concat([defaults, timed], ignore_index=True)
     choice = selection.select(SHAPE, GROUPS, backends=names, results=stored, isolate=False, use_cache=False)
     assert choice.source == "stored results" and choice.backend == "test-medium"
+    emulated = stored.assign(simulated=True)  # times from Numba's CUDA simulator are never evidence
+    choice = selection.select(SHAPE, GROUPS, backends=names, results=emulated, isolate=False, use_cache=False,
+                              budget=0.2)
+    assert choice.source == "measured now"
     foreign = stored.assign(host="another-machine")
     choice = selection.select(SHAPE, GROUPS, backends=names, results=foreign, isolate=False, use_cache=False,
                               budget=0.2)
