@@ -302,6 +302,16 @@ def record(revisions, *, bench=None, machine=None, quick=False, results_dir: Pat
     return worst
 
 
+HISTORY_COMMANDS = ("publish", "preview", "compare", "show")
+
+
+def history(asv_args) -> int:
+    """``asv ASV_ARGS`` on the committed history (results/asv; HTML in .asv/html)."""
+    config = config_for(ROOT / "results" / "asv", STATE / "html", STATE / "history.asv.conf.json")
+    command, rest = asv_args[0], list(asv_args[1:])
+    return subprocess.run([sys.executable, "-m", "asv", command, "--config", str(config), *rest], cwd=ROOT).returncode
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.asv_runs", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -314,6 +324,9 @@ def main(argv=None) -> int:
     rec.add_argument("--machine", help="asv machine name (default: the host name)")
     rec.add_argument("--quick", action="store_true", help="one sample each (a smoke run; no statistics)")
     rec.add_argument("--results-dir", type=Path, default=ROOT / "results" / "asv")
+    his = commands.add_parser("history", help="asv publish/preview/compare/show on the committed history "
+                                               "(results/asv), e.g. history compare HEAD~1 HEAD")
+    his.add_argument("asv_args", nargs=argparse.REMAINDER, help="an asv command and its arguments")
     gat = commands.add_parser("gate", help="exit 1 when head is slower than base beyond the measured noise")
     gat.add_argument("--base", required=True, help="the reference commit (e.g. origin/main)")
     gat.add_argument("--head", default="HEAD", help="the commit under test (default HEAD)")
@@ -327,6 +340,11 @@ def main(argv=None) -> int:
         if args.command == "machine":
             print(json.dumps(machine_record(args.name), indent=2))
             return 0
+        if args.command == "history":
+            if not args.asv_args or args.asv_args[0] not in HISTORY_COMMANDS:
+                parser.error(f"history takes one of {', '.join(HISTORY_COMMANDS)} and its asv arguments; "
+                             f"got {' '.join(args.asv_args) or 'nothing'}")
+            return history(args.asv_args)
         if args.command == "record":
             return record(args.revisions, bench=args.bench or (HISTORY_BENCH,), machine=args.machine, quick=args.quick,
                           results_dir=args.results_dir.resolve())
@@ -346,7 +364,9 @@ def main(argv=None) -> int:
     except ModuleNotFoundError as error:
         if (error.name or "").split(".")[0] not in ("asv", "asv_runner"):
             raise
-        print("error: asv is not installed: pip install 'groupnorm-bench[asv]'", file=sys.stderr)
+        print(f"error: asv is not installed for this Python ({sys.executable}): run the command with the "
+              f"environment's Python (.venv/bin/python, or activate it: . .venv/bin/activate), or pip install "
+              f"'groupnorm-bench[asv]'", file=sys.stderr)
         return 2
     console = Console(highlight=False, width=max(shutil.get_terminal_size((160, 24)).columns, 160))
     console.print(gate_table(comparisons, resolve(args.base), resolve(args.head)))

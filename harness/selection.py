@@ -72,7 +72,7 @@ class Selection:
     metric: str
     tie: bool
     candidates: tuple
-    source: str  # "cache", "stored results", "measured now" (or a mix)
+    source: str  # "stored results", "measured now" (or a mix); "cache of DATE (...)" when cached
     seconds: float = math.nan
 
     def to_json(self) -> str:
@@ -199,9 +199,16 @@ def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", 
     key = cache_key(case, metric, names)
     path = os.path.join(_cache_dir(), key + ".json")
     if use_cache and os.path.exists(path):
+        import datetime
+
         with open(path) as handle:
             cached = Selection.from_json(handle.read())
-        return dataclasses.replace(cached, source="cache", seconds=time.perf_counter() - start)
+        when = datetime.datetime.fromtimestamp(os.path.getmtime(path), datetime.timezone.utc)
+        # Every line says where its figures come from: this cache, and what filled it.
+        candidates = tuple(dataclasses.replace(c, source=f"cache ({c.source})" if c.source else "cache")
+                           for c in cached.candidates)
+        return dataclasses.replace(cached, candidates=candidates, seconds=time.perf_counter() - start,
+                                   source=f"cache of {when:%Y-%m-%d %H:%M} UTC ({cached.source})")
     info = {}
     for name in names:
         run = runner(name, device, isolate)

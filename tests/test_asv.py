@@ -10,6 +10,7 @@ import os
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -77,7 +78,30 @@ def test_quick_asv_run_of_a_subset_gives_every_result(tmp_path, monkeypatch):
         ratio = found[f"forward.Forward.track_error_ratio('{backend}', '2x320x64x64-g32-float16-contiguous-normal-s0')"]
         assert 0 <= ratio[0] <= 1, f"{backend} fails verification in the asv suite: ratio {ratio}"
     machine_json = json.loads((results / machine / "machine.json").read_text())
-    assert machine_json["gpu"]  # "none" here; the GPU's name and driver where there is one
+    assert machine_json["gpu"] == _gpu_by_nvidia_smi() or machine_json["gpu"].startswith(_gpu_by_nvidia_smi() + " (")
+
+
+def _gpu_by_nvidia_smi() -> str:
+    """The GPU's name as nvidia-smi gives it, "none" without one (asked independently of
+    harness.environment, which the machine record uses)."""
+    import shutil
+
+    if not shutil.which("nvidia-smi"):
+        return "none"
+    done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
+    names = [line.strip() for line in done.stdout.splitlines() if line.strip()]
+    return "; ".join(names) if done.returncode == 0 and names else "none"
+
+
+def test_history_reads_the_committed_results(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "harness.asv_runs", "history", "show"], cwd=ROOT,
+                          env=_asv_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    machines = [p.name for p in (Path(ROOT) / "results" / "asv").iterdir() if p.is_dir()]
+    assert machines and all(machine in done.stdout for machine in machines), done.stdout
+    wrong = subprocess.run([sys.executable, "-m", "harness.asv_runs", "history", "run"], cwd=ROOT,
+                           env=_asv_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and "history takes one of publish, preview, compare, show" in wrong.stderr
 
 
 def test_benchmarks_refuse_a_code_root_without_the_harness(tmp_path):

@@ -90,6 +90,15 @@ def test_ties_within_noise_follow_the_preference_order():
     assert chosen.backend == "numpy" and not tie
 
 
+def test_a_cached_answer_says_so_in_every_line(planted):
+    names = ["test-medium", "test-slow"]
+    fresh = selection.select(SHAPE, GROUPS, backends=names, budget=0.1)
+    again = selection.select(SHAPE, GROUPS, backends=names, budget=0.1)
+    assert fresh.source == "measured now" and again.backend == fresh.backend
+    assert again.source.startswith("cache of ") and again.source.endswith("(measured now)")
+    assert [c.source for c in again.candidates] == [f"cache ({c.source})" for c in fresh.candidates]
+
+
 def test_select_answers_from_stored_results_of_this_machine(planted, tmp_path, monkeypatch):
     names = ["test-medium", "test-slow"]
     defaults = harness.verify(backends=names, suite="default", dtypes=["float32"], isolate=False)
