@@ -104,6 +104,13 @@ class EventTimer:
         return self._elapsed_ms(self._start, self._stop) / 1e3
 
 
+def copy_pattern(nbytes: int):
+    """The bytes a copy kernel copies: not constant, so a copy that did not happen shows."""
+    import numpy as np
+
+    return (np.arange(nbytes, dtype=np.uint64) % 251).astype(np.uint8)
+
+
 class GroupNormBackend(abc.ABC):
     """One GroupNorm implementation, on one or more devices.
 
@@ -216,8 +223,10 @@ class GroupNormBackend(abc.ABC):
         return False
 
     def copy_kernel(self, device: str, nbytes: int):
-        """A zero-argument callable copying ``nbytes`` from one device buffer to another
-        (the roofline's reference), or None when this backend offers none."""
+        """A zero-argument callable copying ``nbytes`` of :func:`copy_pattern` from one
+        device buffer to another (the roofline's reference) and returning the destination
+        (this backend's array, so that a test can read what it copied), or None when this
+        backend offers none."""
         return None
 
     def simulated(self, device: str) -> bool:

@@ -223,9 +223,16 @@ class CupyBackend(GroupNormBackend):
     def copy_kernel(self, device, nbytes):
         import cupy
 
-        source_ = cupy.ones(nbytes, cupy.uint8)
+        from .base import copy_pattern
+
+        source_ = cupy.asarray(copy_pattern(nbytes))
         target = cupy.empty_like(source_)
-        return lambda: target.__setitem__(Ellipsis, source_)
+
+        def copy():
+            target[...] = source_
+            return target
+
+        return copy
 
     def free_memory(self, device):
         import cupy

@@ -129,7 +129,9 @@ class JaxBackend(GroupNormBackend):
         import jax.numpy as jnp
         import numpy as np
 
-        source = jax.device_put(np.ones(nbytes, np.uint8), jax.devices(_JAX_PLATFORM[device])[0])
+        from .base import copy_pattern
+
+        source = jax.device_put(copy_pattern(nbytes), jax.devices(_JAX_PLATFORM[device])[0])
         copy = jax.jit(lambda a: a + jnp.uint8(0))  # a real read and write; jnp.copy may be elided
         return lambda: copy(source)
 

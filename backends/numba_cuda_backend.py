@@ -226,9 +226,16 @@ class NumbaCudaBackend(GroupNormBackend):
     def copy_kernel(self, device, nbytes):
         from numba import cuda
 
-        source = cuda.device_array(nbytes, "u1")
+        from .base import copy_pattern
+
+        source = cuda.to_device(copy_pattern(nbytes))
         target = cuda.device_array(nbytes, "u1")
-        return lambda: target.copy_to_device(source)
+
+        def copy():
+            target.copy_to_device(source)
+            return target
+
+        return copy
 
     def free_memory(self, device):
         if _simulator():

@@ -58,9 +58,16 @@ class NumpyBackend(GroupNormBackend):
     def copy_kernel(self, device, nbytes):
         import numpy as np
 
-        source = np.ones(nbytes, np.uint8)
+        from .base import copy_pattern
+
+        source = copy_pattern(nbytes)
         target = np.empty_like(source)
-        return lambda: np.copyto(target, source)
+
+        def copy():
+            np.copyto(target, source)
+            return target
+
+        return copy
 
     def threads(self, device):
         return 1  # NumPy's elementwise work and reductions are single-threaded

@@ -88,7 +88,9 @@ class TorchBackend(GroupNormBackend):
     def copy_kernel(self, device, nbytes):
         import torch
 
-        source = torch.ones(nbytes, dtype=torch.uint8, device=device)
+        from .base import copy_pattern
+
+        source = torch.from_numpy(copy_pattern(nbytes)).to(device)
         target = torch.empty_like(source)
         return lambda: target.copy_(source)
 

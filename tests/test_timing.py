@@ -92,11 +92,18 @@ def test_allocator_pinning_is_available_here():
     assert pin_allocator() is True
 
 
-@pytest.mark.parametrize("name", ["torch", "numpy", "jax"])
-def test_copy_kernels_copy(name):
+@pytest.mark.parametrize("name, device", [("torch", "cpu"), ("numpy", "cpu"), ("jax", "cpu"), ("torch", "cuda"),
+                                          ("jax", "cuda"), ("cupy", "cuda"), ("numba-cuda", "cuda")],
+                         ids=lambda value: value)
+def test_copy_kernels_copy(name, device):
+    """The roofline's reference really moves the bytes: the destination holds the pattern."""
+    from backends.base import copy_pattern
     from conftest import require
 
-    backend = require(name)
-    kernel = backend.copy_kernel("cpu", 1 << 20)
-    backend.wait(kernel(), "cpu")
-    assert measure(kernel, backend, "cpu", budget=0.1).median > 0
+    backend = require(name, device)
+    nbytes = (1 << 20) + 3
+    kernel = backend.copy_kernel(device, nbytes)
+    copied = kernel()
+    backend.wait(copied, device)
+    assert (backend.to_numpy(copied) == copy_pattern(nbytes)).all()
+    assert measure(kernel, backend, device, budget=0.1).median > 0
