@@ -147,7 +147,8 @@ def failure_text(error: BaseException) -> str:
     return text if len(text) <= 600 else text[:597] + "..."
 
 
-_OOM_MARKERS = ("out of memory", "outofmemory", "resource_exhausted", "cudaerrormemoryallocation")
+_OOM_MARKERS = ("out of memory", "outofmemory", "resource_exhausted", "cudaerrormemoryallocation",
+                "can't allocate memory", "cannot allocate memory")  # the last two: torch's CPU allocator
 
 
 def status_of(error: BaseException) -> str:

@@ -244,6 +244,7 @@ class WorkerRunner:
     def call(self, kind: str, payload=None, timeout: float | None = None) -> dict:
         if self.process is None:
             self._start()
+        self.oom_kills = oom_kills()  # evidence for a SIGKILL during this call
         try:
             self.connection.send((kind, payload))
         except (BrokenPipeError, OSError):
@@ -267,8 +268,7 @@ class WorkerRunner:
         if code is not None and code < 0:
             name = signal.Signals(-code).name
             if -code == signal.SIGKILL:
-                return {"status": "oom", "reason": "the worker was killed by SIGKILL (most likely the "
-                                                   "kernel's out-of-memory killer)"}
+                return _sigkill_reply(getattr(self, "oom_kills", None), oom_kills())
             return {"status": "crash", "reason": f"the worker died with signal {name}"}
         return {"status": "crash", "reason": f"the worker exited with code {code}"}
 
@@ -280,6 +280,48 @@ class WorkerRunner:
                 pass
             self.process.join(timeout=5)
             self._stop(kill=True)
+
+
+OOM_KILL_FILES = ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control", "/proc/vmstat")
+
+
+def oom_kills(paths=None) -> int | None:
+    """How many processes the kernel's OOM killer has killed, from the first readable of
+    this process's memory cgroup (v2 ``memory.events``, v1 ``memory.oom_control``) and the
+    machine's ``/proc/vmstat`` (each has an ``oom_kill N`` line); None when none says."""
+    if paths is None:
+        paths = []
+        try:
+            with open("/proc/self/cgroup") as handle:
+                for line in handle:
+                    _, controllers, path = line.rstrip("\n").split(":", 2)
+                    if controllers == "":
+                        paths.append(f"/sys/fs/cgroup{path.rstrip('/')}/memory.events")
+                    elif "memory" in controllers.split(","):
+                        paths.append(f"/sys/fs/cgroup/memory{path.rstrip('/')}/memory.oom_control")
+        except OSError:
+            pass
+        paths += OOM_KILL_FILES
+    for path in paths:
+        try:
+            with open(path) as handle:
+                for line in handle:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _sigkill_reply(before: int | None, after: int | None) -> dict:
+    """A worker died of SIGKILL: ``oom`` only when the kernel recorded an OOM kill meanwhile."""
+    if before is not None and after is not None and after > before:
+        return {"status": "oom", "reason": f"the worker was killed by the kernel's out-of-memory killer (oom_kill "
+                                           f"count {before} -> {after} while it ran)"}
+    evidence = "no OOM kill was recorded meanwhile" if after is not None else "no OOM-kill counter is readable here"
+    return {"status": "crash", "reason": f"the worker was killed by SIGKILL ({evidence}: sent by another process, "
+                                         f"or a memory limit enforced outside this machine's view)"}
 
 
 class _Program:

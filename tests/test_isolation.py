@@ -43,11 +43,38 @@ def _oom():
     raise MemoryError("simulated: could not allocate 80 GiB")
 
 
+def _limited(allocate):
+    """Under a real address-space limit (set in the worker), allocate 8 GiB."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))
+    allocate(8 << 30)
+
+
+def _numpy_past_rlimit():
+    import numpy as np
+
+    _limited(lambda nbytes: np.ones(nbytes, np.uint8))
+
+
+def _torch_past_rlimit():
+    import torch
+
+    _limited(lambda nbytes: torch.ones(nbytes, dtype=torch.uint8))
+
+
+def _sigkill():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 @pytest.mark.parametrize("name, behaviour, status, reason", [
     ("test-segfault", _segfault, "crash", "signal SIGSEGV"),
     ("test-hang", _hang, "timeout", "no answer within 3 s"),
     ("test-oom", _oom, "oom", "MemoryError"),
-], ids=["segfault", "hang", "oom"])
+    ("test-numpy-rlimit", _numpy_past_rlimit, "oom", "Unable to allocate 8.00 GiB"),
+    ("test-torch-rlimit", _torch_past_rlimit, "oom", "can't allocate memory"),
+    ("test-sigkill", _sigkill, "crash", "killed by SIGKILL"),
+], ids=["segfault", "hang", "oom-raised", "oom-numpy-rlimit", "oom-torch-rlimit", "sigkill-not-oom"])
 def test_misbehaving_backend_becomes_a_row_and_the_sweep_goes_on(name, behaviour, status, reason):
     backends.register(_backend(name, behaviour), replace=True)
     try:
@@ -159,3 +186,24 @@ def test_a_worker_that_fails_to_start_is_a_crash_row_with_its_stderr_tail():
     assert all("failed to start" in reason and "code 3" in reason and "libgnkernel.so" in reason
                for reason in mine.reason)
     assert (frame[frame.backend == "numpy"].status == "passed").all()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("low 0\nhigh 0\nmax 3\noom 2\noom_kill 1\n", 1),  # cgroup v2 memory.events
+    ("oom_kill_disable 0\nunder_oom 0\noom_kill 7\n", 7),  # cgroup v1 memory.oom_control
+    ("nr_free_pages 12\n", None),  # no counter
+], ids=["v2", "v1", "none"])
+def test_oom_kill_counter_is_read_from_the_kernels_files(text, expected, tmp_path):
+    from harness.workers import oom_kills
+
+    path = tmp_path / "memory.events"
+    path.write_text(text)
+    assert oom_kills([str(tmp_path / "missing"), str(path)]) == expected
+
+
+def test_sigkill_is_oom_only_with_the_kernels_evidence():
+    from harness.workers import _sigkill_reply
+
+    assert _sigkill_reply(3, 4)["status"] == "oom" and "3 -> 4" in _sigkill_reply(3, 4)["reason"]
+    assert _sigkill_reply(3, 3)["status"] == "crash" and "no OOM kill was recorded" in _sigkill_reply(3, 3)["reason"]
+    assert _sigkill_reply(None, None)["status"] == "crash"
