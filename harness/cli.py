@@ -55,23 +55,20 @@ def _list(args) -> int:
 
     import backends
 
+    from .workers import availability
+
     table = Table(title="GroupNorm backends")
     for column in ("backend", "device", "dtypes", "layouts", "status", "version"):
         table.add_column(column, overflow="fold")
-    for name in backends.names():
-        backend = backends.get(name)
-        for device in backend.devices:
-            reason = backend.availability(device)
-            version = ""
-            if reason is None:
-                try:
-                    version = backend.version()
-                except Exception as error:
-                    version = f"unknown ({type(error).__name__})"
-            table.add_row(
-                name, device, ", ".join(backend.dtypes), ", ".join(backend.layouts),
-                "[green]available[/]" if reason is None else f"[yellow]{_escape(reason)}[/]", _escape(version),
-            )
+    pairs = [(name, device) for name in backends.names() for device in backends.get(name).devices]
+    answers = availability(pairs)  # asked of each backend's worker: this process imports no framework
+    for name, device in pairs:
+        backend, reason = backends.get(name), answers[name, device]["availability"]
+        status = "[green]available[/]" if reason is None else f"[yellow]{_escape(reason)}[/]"
+        if reason is None and answers[name, device].get("simulated"):
+            status = "[green]available[/] (emulated: Numba's CUDA simulator; never timed)"
+        table.add_row(name, device, ", ".join(backend.dtypes), ", ".join(backend.layouts), status,
+                      _escape(answers[name, device].get("version") or ""))
     from .environment import machine
 
     facts = machine()

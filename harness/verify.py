@@ -152,7 +152,7 @@ def _verdict_of(reply: dict) -> Verdict:
 class Sweep:
     """A running sweep: workers per (backend, device), one case at a time.
 
-    ``start()`` forks the workers and asks each for its availability; iterating
+    ``start()`` starts the workers and asks each for its availability (in parallel); iterating
     :meth:`rows` then verifies every case on every available pair (rows for pairs asked
     for by name or device but unavailable are ``skipped``; the others are listed in
     :attr:`not_run`). ``skip`` holds (case_id, backend, device) keys already done (resume).
@@ -169,8 +169,11 @@ class Sweep:
         self.environment = environment()
 
     def start(self) -> "Sweep":
-        for pair, run in self.runners.items():
-            reply = run.call("hello", timeout=max(self.timeout, 120))
+        from .workers import call_all
+
+        # every worker starts (imports its framework) at once
+        replies = call_all(self.runners.values(), "hello", timeout=max(self.timeout, 120))
+        for pair, reply in zip(list(self.runners), replies):
             if "availability" not in reply:  # the worker did not start: its rows fail, with why
                 status = reply.get("status") if reply.get("status") in FAILED_TO_START else "crash"
                 reply = {"availability": None, "start_failure": Verdict(

@@ -159,6 +159,12 @@ class LocalRunner:
     def call(self, kind: str, payload=None, timeout: float | None = None) -> dict:
         return tasks.handle(self.backend, self.device, kind, payload, self.state)
 
+    def send(self, kind: str, payload=None) -> None:
+        self.pending = (kind, payload)
+
+    def receive(self, timeout: float | None = None) -> dict:
+        return self.call(*self.pending)
+
     def close(self) -> None:
         self.state.clear()
 
@@ -220,6 +226,7 @@ class WorkerRunner:
 
     def __init__(self, name: str, device: str, environment=None, pickled: bytes | None = None):
         self.name, self.device, self.environment, self.pickled = name, device, environment, pickled
+        self.send_failed = False
         self.process = None
         self.connection = None
 
@@ -242,12 +249,23 @@ class WorkerRunner:
         self.process = self.connection = None
 
     def call(self, kind: str, payload=None, timeout: float | None = None) -> dict:
+        self.send(kind, payload)
+        return self.receive(timeout)
+
+    def send(self, kind: str, payload=None) -> None:
+        """Hand the worker a task (starting it if needed); :meth:`receive` gets the answer."""
         if self.process is None:
             self._start()
-        self.oom_kills = oom_kills()  # evidence for a SIGKILL during this call
+        self.oom_kills = oom_kills()  # evidence for a SIGKILL during this task
         try:
             self.connection.send((kind, payload))
+            self.send_failed = False
         except (BrokenPipeError, OSError):
+            self.send_failed = True
+
+    def receive(self, timeout: float | None = None) -> dict:
+        """The answer to the task sent last: a reply, or a timeout/crash/oom reply."""
+        if self.send_failed:
             return self._died()
         if not self.connection.poll(timeout):
             self._stop(kill=True)
@@ -263,14 +281,15 @@ class WorkerRunner:
         code = process.exitcode
         tail = getattr(process, "stderr_tail", lambda: "")()
         self._stop(kill=True)
+        if code is not None and code < 0 and -code == signal.SIGKILL:
+            reply = _sigkill_reply(getattr(self, "oom_kills", None), oom_kills())
+        elif code is not None and code < 0:
+            reply = {"status": "crash", "reason": f"the worker died with signal {signal.Signals(-code).name}"}
+        else:
+            reply = {"status": "crash", "reason": f"the worker exited with code {code}"}
         if tail:
-            return {"status": "crash", "reason": f"the worker exited with code {code}; its stderr ends: {tail}"}
-        if code is not None and code < 0:
-            name = signal.Signals(-code).name
-            if -code == signal.SIGKILL:
-                return _sigkill_reply(getattr(self, "oom_kills", None), oom_kills())
-            return {"status": "crash", "reason": f"the worker died with signal {name}"}
-        return {"status": "crash", "reason": f"the worker exited with code {code}"}
+            reply["reason"] += f"; its stderr ends: {tail}"
+        return reply
 
     def close(self) -> None:
         if self.process is not None:
@@ -419,6 +438,34 @@ def pickled_backend(name: str) -> bytes | None:
         return cloudpickle.dumps(backend)
     except Exception as error:
         raise TypeError(f"it cannot be pickled ({type(error).__name__}: {error})") from None
+
+
+def call_all(runners, kind: str, payload=None, timeout: float | None = None) -> list[dict]:
+    """The same task for several runners at once (their workers run it in parallel, e.g.
+    the start-up ``hello``: each imports its framework); the replies, in order."""
+    runners = list(runners)
+    for run in runners:
+        run.send(kind, payload)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    return [run.receive(None if deadline is None else max(deadline - time.monotonic(), 0.1)) for run in runners]
+
+
+def availability(pairs, timeout: float = 300.0) -> dict:
+    """{(name, device): hello reply (``availability``: None or the reason; ``version``,
+    ``threads``, ``simulated``)} asked of one worker per pair, in parallel, so that the
+    caller imports no framework (``gnbench list``, the self-test)."""
+    runners = {pair: runner(*pair, isolate=True) for pair in pairs}
+    try:
+        replies = call_all(runners.values(), "hello", timeout=timeout)
+    finally:
+        for run in runners.values():
+            run.close()
+    answers = {}
+    for pair, reply in zip(runners, replies):
+        if "availability" not in reply:
+            reply = {"availability": f"the worker failed to start: {reply.get('status')}: {reply.get('reason')}"}
+        answers[pair] = reply
+    return answers
 
 
 def runner(name: str, device: str, isolate: bool, environment=None):

@@ -3,15 +3,20 @@
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 FRAMEWORKS = ("torch", "jax", "jaxlib", "cupy", "numba")
 
 
 def _frameworks_imported_by(code: str) -> set:
-    probe = code + "\nimport sys\nprint(' '.join(sorted({m.split('.')[0] for m in sys.modules} & set(%r))))" % (FRAMEWORKS,)
-    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
-    return set(out.stdout.split())
+    probe = code + "\nimport sys\nprint('IMPORTED', ' '.join(sorted({m.split('.')[0] for m in sys.modules} & set(%r))))" % (
+        FRAMEWORKS,)
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    [line] = [line for line in out.stdout.splitlines() if line.startswith("IMPORTED")]
+    return set(line.split()[1:])
 
 
 def test_importing_backends_and_harness_imports_no_framework():
@@ -29,4 +34,53 @@ def test_building_cases_and_the_oracle_imports_no_framework():
         "from harness import suites, inputs\nfrom harness.verify import Expected\n"
         "for case in suites.get('smoke'): Expected.of(case, inputs.make(case))"
     )
+    assert _frameworks_imported_by(code) == set()
+
+
+# Every command of the CLI, with arguments that keep it short; each really runs (and the
+# ones that verify or time use the torch and JAX workers).
+CLI_COMMANDS = {
+    "list": ["list"],
+    "cases": ["cases", "--suite", "smoke"],
+    "verify": ["verify", "--suite", "smoke", "--backends", "torch,jax,numpy"],
+    "bench": ["bench", "--case", "2x8x4x4-g4-float32-contiguous-normal-s0", "--backends", "torch,jax", "--budget",
+              "0.05"],
+    "select": ["select", "--shape", "2,8,4,4", "--num-groups", "4", "--backends", "torch,jax", "--budget", "0.05"],
+    "report": ["report", "results/cpu-2026-12-03/verify-adversarial.csv"],
+    "fuzz": ["fuzz", "--backends", "torch", "--budget", "3", "--dtypes", "float32"],
+    # selftest --suite default: tests/test_selftest.py checks the same run's imports
+}
+
+
+def test_every_cli_command_is_probed():
+    from harness.cli import COMMANDS
+
+    assert set(CLI_COMMANDS) | {"selftest"} == set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", sorted(CLI_COMMANDS))
+def test_cli_command_imports_no_framework_in_the_driver(command, tmp_path):
+    args = CLI_COMMANDS[command] + (["--out", str(tmp_path / "out")] if command in ("verify", "bench", "report", "fuzz")
+                                                                    else [])
+    code = (f"import contextlib, io\nfrom harness import cli\nwith contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    status = cli.main({args!r})\nassert status in (0, 1), status")
+    assert _frameworks_imported_by(code) == set()
+
+
+PUBLIC_CALLS = {
+    "verify": "harness.verify(backends=['torch', 'jax', 'numpy'], suite='smoke')",
+    "bench": "harness.bench(backends=['torch', 'jax'], cases=['2x8x4x4-g4-float32-contiguous-normal-s0'], budget=0.05)",
+    "select+fastest": "harness.select((2, 8, 4, 4), 4, backends=['torch', 'jax'], budget=0.05)\n"
+                      "harness.fastest((2, 8, 4, 4), 4, backends=['torch', 'jax'], budget=0.05, use_cache=False)",
+    "fuzz": "harness.fuzz(backends=['torch'], budget=3, dtypes=['float32'])",
+    "results.load": "harness.results.load('results/cpu-2026-12-03')",
+    # selftest.run: tests/test_selftest.py checks it on the run it judges
+}
+
+
+@pytest.mark.parametrize("call", sorted(PUBLIC_CALLS))
+def test_public_function_imports_no_framework_in_the_caller(call, tmp_path):
+    """(``fastest`` returns a backend object: the framework loads when the caller uses it.)"""
+    code = f"import os\nos.environ['GNBENCH_CACHE'] = {str(tmp_path)!r}\nimport harness\n"
+    code += PUBLIC_CALLS[call]
     assert _frameworks_imported_by(code) == set()

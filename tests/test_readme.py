@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_harness
 
 
 def _readme() -> str:
@@ -64,3 +64,49 @@ def test_readme_output_blocks_are_the_captured_tool_output():
     assert text.count("<!-- output:") == text.count("<!-- /output -->") >= 4  # every block closed
     assert docs.render(docs.render(text)) == docs.render(text)  # refilling is idempotent
     assert docs.render(text) == text, "README output blocks are stale: run python -m harness.docs"
+
+
+def _block(path: str) -> str:
+    """The text of the README output block filled from ``path``."""
+    match = re.search(r"<!-- output: " + re.escape(path) + r"(?: lines=\d+-\d+)? -->\n```text\n(.*?)```", _readme(), re.S)
+    assert match, f"the README has no output block from {path}"
+    return match.group(1)
+
+
+def _header(text: str) -> list[str]:
+    """The column names of the first rich table in ``text``."""
+    line = next(line for line in text.splitlines() if "┃" in line)
+    return [cell.strip() for cell in line.strip().strip("┃").split("┃")]
+
+
+SUMMARY_LINE = re.compile(r"^\d+ rows, \d+ verified, \d+ failed( \(and \d+ known framework bugs\))?, "
+                          r"\d+ not run, in [\d.]+ s$", re.M)
+
+
+def test_verify_as_documented_prints_what_the_readme_shows(tmp_path):
+    """The README's verify block is a committed capture; a live run must still have its form."""
+    documented = _block("results/cpu-2026-12-03/verify-default.txt")
+    ran = run_harness("verify", "--suite", "smoke", "--backends", "torch,jax,numpy,numba-cpu",
+                      "--out", str(tmp_path))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert _header(ran.stdout) == _header(documented)
+    assert SUMMARY_LINE.search(documented) and SUMMARY_LINE.search(ran.stdout), ran.stdout[-500:]
+    for prefix in ("verification summary (ratio = worst |error| / tolerance; must stay <= 1)", "rows written to "):
+        assert prefix in documented and prefix in ran.stdout
+
+
+def test_cases_as_documented_prints_exactly_the_readme_block():
+    ran = run_harness("cases", "--suite", "smoke")
+    assert ran.returncode == 0
+    assert ran.stdout == _block("results/cpu-2026-12-03/cases-smoke.txt")
+
+
+def test_list_as_documented_has_the_readme_columns_and_backends():
+    documented = _block("results/cpu-2026-12-03/list.txt")
+    ran = run_harness("list")
+    assert ran.returncode == 0, ran.stderr
+    assert _header(ran.stdout) == _header(documented) == ["backend", "device", "dtypes", "layouts", "status", "version"]
+    first_rows = [line.split("│")[1].strip() for line in documented.splitlines() if line.startswith("│")]
+    live_rows = [line.split("│")[1].strip() for line in ran.stdout.splitlines() if line.startswith("│")]
+    names = [name for name in first_rows if name]
+    assert names and live_rows[:len(first_rows)] == first_rows  # the same backends, in the same order

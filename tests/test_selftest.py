@@ -7,9 +7,38 @@ import backends
 from harness import selftest
 
 
+FRAMEWORKS = {"torch", "jax", "jaxlib", "cupy", "numba"}
+
+
 @pytest.fixture(scope="module")
-def rows():
-    return selftest.run("default")
+def run(tmp_path_factory):
+    """``selftest.run("default")`` called as a user calls it, in a fresh process: its rows,
+    and the frameworks that process imported (the workers import them, never the caller)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    path = tmp_path_factory.mktemp("selftest") / "rows.parquet"
+    code = ("import sys\nfrom harness import selftest\n"
+            f"selftest.run('default').to_parquet({str(path)!r})\n"
+            f"print('IMPORTED', *sorted({{m.split('.')[0] for m in sys.modules}} & {FRAMEWORKS!r}))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    import pandas as pd
+
+    selftest.register_backends()  # the names the summaries look up, in this process too
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("IMPORTED")]
+    return pd.read_parquet(path), set(line.split()[1:])
+
+
+@pytest.fixture(scope="module")
+def rows(run):
+    return run[0]
+
+
+def test_the_self_test_imports_no_framework_in_its_caller(run):
+    assert run[1] == set()
 
 
 @pytest.fixture(scope="module")
