@@ -25,7 +25,8 @@ import re
 from typing import Any, Callable
 
 from .dtypes import DTYPES
-from .validation import check_group_norm_args
+from .errors import GroupNormBenchError
+from .validation import check_backward_args, check_group_norm_args
 
 DEVICES = ("cpu", "cuda")
 LAYOUTS = ("contiguous", "channels_last", "strided")
@@ -50,6 +51,57 @@ def _validated(group_norm: Callable) -> Callable:
     def wrapper(self, x, num_groups, weight=None, bias=None, eps=1e-5):
         check_group_norm_args(x, num_groups, weight, bias, eps)
         return group_norm(self, x, num_groups, weight, bias, eps)
+
+    wrapper._groupnorm_bench_validated = True
+    return wrapper
+
+
+class BackwardUnsupportedError(GroupNormBenchError, NotImplementedError):
+    """The backend implements the forward pass only (its rows for backward and train
+    are ``unsupported``)."""
+
+
+class Saved:
+    """What ``forward_train`` hands to ``backward``: the backend's own residuals
+    (``residuals``), and the forward's x shape and dtype, and whether it had a weight and
+    a bias (for validating grad_y and shaping the answer). Opaque to callers."""
+
+    __slots__ = ("residuals", "shape", "dtype", "has_weight", "has_bias")
+
+    def __init__(self, residuals, shape, dtype: str, has_weight: bool, has_bias: bool):
+        self.residuals, self.shape, self.dtype = residuals, tuple(shape), dtype
+        self.has_weight, self.has_bias = has_weight, has_bias
+
+
+def _validated_forward_train(forward_train: Callable) -> Callable:
+    """Wrap ``forward_train(self, x, num_groups, weight, bias, eps) -> (y, residuals)``:
+    the forward's validation, and the residuals packed into a :class:`Saved`."""
+    if getattr(forward_train, "_groupnorm_bench_validated", False):
+        return forward_train
+
+    @functools.wraps(forward_train)
+    def wrapper(self, x, num_groups, weight=None, bias=None, eps=1e-5):
+        from .dtypes import dtype_name
+
+        check_group_norm_args(x, num_groups, weight, bias, eps)
+        y, residuals = forward_train(self, x, num_groups, weight, bias, eps)
+        return y, Saved(residuals, x.shape, dtype_name(x.dtype), weight is not None, bias is not None)
+
+    wrapper._groupnorm_bench_validated = True
+    return wrapper
+
+
+def _validated_backward(backward: Callable) -> Callable:
+    """Wrap ``backward(self, grad_y, residuals) -> (grad_x, grad_weight, grad_bias)``:
+    grad_y checked against the forward, None for a parameter the forward did not have."""
+    if getattr(backward, "_groupnorm_bench_validated", False):
+        return backward
+
+    @functools.wraps(backward)
+    def wrapper(self, grad_y, saved):
+        check_backward_args(grad_y, saved)
+        grad_x, grad_weight, grad_bias = backward(self, grad_y, saved.residuals)
+        return grad_x, grad_weight if saved.has_weight else None, grad_bias if saved.has_bias else None
 
     wrapper._groupnorm_bench_validated = True
     return wrapper
@@ -157,6 +209,10 @@ class GroupNormBackend(abc.ABC):
             raw = lambda self, *args, **kw: function(*args, **kw)  # noqa: E731
         if callable(raw) and not getattr(raw, "__isabstractmethod__", False):
             cls.group_norm = _validated(raw)
+        for name, wrap in (("forward_train", _validated_forward_train), ("backward", _validated_backward)):
+            raw = cls.__dict__.get(name)
+            if callable(raw):
+                setattr(cls, name, wrap(raw))
 
     # -- the operation and host <-> device transfer (required) ---------------------------
 
@@ -168,6 +224,37 @@ class GroupNormBackend(abc.ABC):
         x's shape and dtype; never modifies x, weight or bias and never aliases x.
         Arguments are validated before this body runs (see :mod:`backends.validation`).
         """
+
+    # -- training (optional: a forward-only backend is ``unsupported`` for backward) -------
+
+    def forward_train(self, x, num_groups: int, weight=None, bias=None, eps: float = 1e-5):
+        """The forward of a training step: ``(y, saved)``, y as :meth:`group_norm`'s and
+        ``saved`` what :meth:`backward` needs (a subclass returns its own residuals, which
+        the base packs into a :class:`Saved`; forward and backward therefore always run on
+        one backend). Arguments are validated as for ``group_norm``.
+
+        Raises:
+            BackwardUnsupportedError: the backend implements the forward pass only (the default).
+        """
+        raise BackwardUnsupportedError(f"backend {self.name!r} implements the forward pass only")
+
+    def backward(self, grad_y, saved):
+        """``(grad_x, grad_weight, grad_bias)`` for the incoming gradient ``grad_y`` (x's
+        shape and dtype, any strides) and ``saved`` from :meth:`forward_train`: grad_x in
+        x's dtype, grad_weight/grad_bias in the parameters' dtype, None where the forward
+        had no weight/bias. Never modifies grad_y or saved, never aliases an input; may
+        be called several times on one ``saved`` (the harness times it so).
+
+        Raises:
+            BackwardUnsupportedError: the backend implements the forward pass only (the default).
+        """
+        raise BackwardUnsupportedError(f"backend {self.name!r} implements the forward pass only")
+
+    @property
+    def supports_backward(self) -> bool:
+        """Whether this backend implements :meth:`forward_train` and :meth:`backward`."""
+        cls = type(self)
+        return cls.forward_train is not GroupNormBackend.forward_train and cls.backward is not GroupNormBackend.backward
 
     @abc.abstractmethod
     def from_numpy(self, array, device: str):

@@ -68,6 +68,13 @@ def _compiled():
     return group_norm
 
 
+@functools.lru_cache(maxsize=None)
+def _apply_vjp():
+    """``jax.vjp``'s pullback applied under ``jax.jit`` (it is a pytree: one compile per
+    shape, then cached)."""
+    return _jax().jit(lambda pullback, grad_y: pullback(grad_y))
+
+
 class JaxBackend(GroupNormBackend):
     name = "jax"
     devices = ("cpu", "cuda")
@@ -103,6 +110,25 @@ class JaxBackend(GroupNormBackend):
             jnp = _jax().numpy
             eps_array = jnp.asarray(eps, dtype=x.dtype if wide else jnp.float32)
             return _compiled()(x, weight, bias, eps_array, num_groups=int(num_groups))
+
+    def forward_train(self, x, num_groups, weight=None, bias=None, eps=1e-5):
+        """``jax.vjp`` of the jit-compiled forward: y and the pullback (JAX's residuals)."""
+        import numpy as np
+
+        wide = any(a is not None and a.dtype == np.float64 for a in (x, weight, bias))
+        with _x64(wide):
+            jax = _jax()
+            eps_array = jax.numpy.asarray(eps, dtype=x.dtype if wide else jax.numpy.float32)
+            forward = _compiled()
+            y, pullback = jax.vjp(lambda x_, w_, b_: forward(x_, w_, b_, eps_array, num_groups=int(num_groups)),
+                                  x, weight, bias)
+        return y, (pullback, wide)
+
+    def backward(self, grad_y, residuals):
+        """The pullback of :meth:`forward_train`, jit-compiled."""
+        pullback, wide = residuals
+        with _x64(wide):
+            return tuple(_apply_vjp()(pullback, grad_y))
 
     def from_numpy(self, array, device):
         import numpy as np

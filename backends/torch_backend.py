@@ -14,6 +14,12 @@ from .dtypes import DTYPES
 _FLUSH_BUFFER = None
 
 
+def _or_zeros(grad, leaf):
+    import torch
+
+    return torch.zeros_like(leaf) if grad is None else grad
+
+
 class TorchBackend(GroupNormBackend):
     name = "torch"
     devices = ("cpu", "cuda")
@@ -38,6 +44,31 @@ class TorchBackend(GroupNormBackend):
         import torch.nn.functional as F
 
         return F.group_norm(x, num_groups, weight, bias, eps)
+
+    def forward_train(self, x, num_groups, weight=None, bias=None, eps=1e-5):
+        """Autograd, as training runs it: leaves that share the callers' storage (nothing
+        is copied, the callers' tensors keep their requires_grad flags), and the graph."""
+        import torch
+        import torch.nn.functional as F
+
+        leaves = [None if t is None else t.detach().requires_grad_() for t in (x, weight, bias)]
+        with torch.enable_grad():
+            y = F.group_norm(leaves[0], num_groups, leaves[1], leaves[2], eps)
+        return y.detach(), (y, leaves)
+
+    def backward(self, grad_y, residuals):
+        """``torch.autograd.grad`` through the saved graph with ``retain_graph=True``:
+        the backward alone can then run again on the same residuals (how the harness times
+        it), and the cost is autograd's as users pay it (ATen's native_group_norm_backward
+        plus the engine's dispatch)."""
+        import torch
+
+        y, leaves = residuals
+        wanted = [t for t in leaves if t is not None]
+        grads = torch.autograd.grad(y, wanted, grad_y, retain_graph=True, allow_unused=True)
+        found = iter(grads)
+        # (an empty input has no graph to the leaves: its gradients are zeros)
+        return tuple(None if t is None else _or_zeros(next(found), t) for t in leaves)
 
     def from_numpy(self, array, device):
         import numpy as np

@@ -117,3 +117,28 @@ def check_group_norm_args(x, num_groups, weight=None, bias=None, eps=1e-5) -> No
             f"eps must be a finite number >= 0; got {eps!r} (a negative eps makes "
             "1/sqrt(var + eps) NaN for low-variance groups)"
         )
+
+
+def check_backward_args(grad_y, saved) -> None:
+    """Raise if ``backward(grad_y, saved)`` is not a valid call: ``saved`` must come from
+    this backend's ``forward_train`` (a :class:`backends.base.Saved`), and grad_y must
+    have x's shape and dtype (any strides: channels-last or strided independently of x).
+
+    Raises:
+        TypeError (InvalidTypeError): saved is not a forward_train's, grad_y is not an
+            array or has another dtype than x.
+        ValueError (InvalidArgumentError): grad_y's shape is not x's.
+    """
+    from .base import Saved
+
+    if not isinstance(saved, Saved):
+        raise InvalidTypeError(
+            f"saved must be what this backend's forward_train returned (its second value); got "
+            f"{type(saved).__name__}")
+    shape = _shape(grad_y, "grad_y")
+    if shape != saved.shape:
+        raise InvalidArgumentError(
+            f"grad_y must have the shape of the forward's input x, {list(saved.shape)}; got {list(shape)}")
+    dtype = _float_dtype(grad_y, "grad_y")
+    if dtype != saved.dtype:
+        raise InvalidTypeError(f"grad_y must have the dtype of the forward's input x, {saved.dtype}; got {dtype}")
