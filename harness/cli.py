@@ -269,7 +269,7 @@ def _select(args) -> int:
 def _report(args) -> int:
     from .report import report
 
-    paths = report(args.results, args.out)
+    paths = report(args.results, args.out or default_out_dir("report"))
     _console().print("wrote " + ", ".join(paths))
     return EXIT_OK
 
@@ -383,7 +383,7 @@ def parser() -> argparse.ArgumentParser:
     select.add_argument("--plugin", action="append", metavar="MODULE")
     report = commands.add_parser("report", help="markdown summary and PNG plots of stored results")
     report.add_argument("results", nargs="+", metavar="RESULTS", help="result files or folders")
-    report.add_argument("--out", default="report", metavar="DIR")
+    report.add_argument("--out", metavar="DIR", help="where summary.md and the plots go (default: results/local/<time>-report)")
     fuzz = commands.add_parser("fuzz", help="property-based search for failing cases (hypothesis), shrunk to minimal ones")
     fuzz.add_argument("--backends", help="backend names, comma-separated (default: all available)")
     fuzz.add_argument("--devices", help="cpu, cuda (default: wherever available)")
