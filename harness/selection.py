@@ -74,6 +74,7 @@ class Selection:
     candidates: tuple
     source: str  # "stored results", "measured now" (or a mix); "cache of DATE (...)" when cached
     seconds: float = math.nan
+    cached: bool = False  # answered from the on-disk cache
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
@@ -207,7 +208,7 @@ def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", 
         # Every line says where its figures come from: this cache, and what filled it.
         candidates = tuple(dataclasses.replace(c, source=f"cache ({c.source})" if c.source else "cache")
                            for c in cached.candidates)
-        return dataclasses.replace(cached, candidates=candidates, seconds=time.perf_counter() - start,
+        return dataclasses.replace(cached, candidates=candidates, seconds=time.perf_counter() - start, cached=True,
                                    source=f"cache of {when:%Y-%m-%d %H:%M} UTC ({cached.source})")
     info = {}
     for name in names:

@@ -72,11 +72,12 @@ def test_no_verified_backend_is_a_clear_error(planted, monkeypatch):
 def test_cache_hits_and_a_version_change_misses(planted, monkeypatch):
     first = selection.select(SHAPE, GROUPS, backends=planted, budget=0.2, isolate=False)
     again = selection.select(SHAPE, GROUPS, backends=planted, budget=0.2, isolate=False)
-    assert again.source == "cache" and again.backend == first.backend and again.seconds < 0.5
+    assert again.cached and again.source.startswith("cache of ") and again.backend == first.backend
+    assert again.seconds < 0.5 and not first.cached
     medium = backends.get("test-medium")
     monkeypatch.setattr(type(medium), "source_hash", lambda self: "kernel v2")
     after = selection.select(SHAPE, GROUPS, backends=planted, budget=0.2, isolate=False)
-    assert after.source != "cache"
+    assert not after.cached and not after.source.startswith("cache")
 
 
 def test_ties_within_noise_follow_the_preference_order():
@@ -94,7 +95,7 @@ def test_a_cached_answer_says_so_in_every_line(planted):
     names = ["test-medium", "test-slow"]
     fresh = selection.select(SHAPE, GROUPS, backends=names, budget=0.1)
     again = selection.select(SHAPE, GROUPS, backends=names, budget=0.1)
-    assert fresh.source == "measured now" and again.backend == fresh.backend
+    assert fresh.source == "measured now" and again.backend == fresh.backend and again.cached
     assert again.source.startswith("cache of ") and again.source.endswith("(measured now)")
     assert [c.source for c in again.candidates] == [f"cache ({c.source})" for c in fresh.candidates]
 
