@@ -71,7 +71,7 @@ PUBLIC_CALLS = {
     "verify": "harness.verify(backends=['torch', 'jax', 'numpy'], suite='smoke')",
     "bench": "harness.bench(backends=['torch', 'jax'], cases=['2x8x4x4-g4-float32-contiguous-normal-s0'], budget=0.05)",
     "select+fastest": "harness.select((2, 8, 4, 4), 4, backends=['torch', 'jax'], budget=0.05)\n"
-                      "harness.fastest((2, 8, 4, 4), 4, backends=['torch', 'jax'], budget=0.05, use_cache=False)",
+                      "harness.fastest((2, 8, 4, 4), 4, backends=['torch', 'jax'], budget=0.05)",  # cached
     "fuzz": "harness.fuzz(backends=['torch'], budget=3, dtypes=['float32'])",
     "results.load": "harness.results.load('results/cpu-2026-12-03')",
     # selftest.run: tests/test_selftest.py checks it on the run it judges

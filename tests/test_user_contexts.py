@@ -33,8 +33,15 @@ print("FASTEST", gn.name)
 EXPECTED_VERIFY = "VERIFY [('numpy', 'passed'), ('user-crash', 'crash'), ('user-mine', 'passed')]"
 
 
-def _env(tmp_path):
-    return dict(os.environ, PYTHONPATH=ROOT, GNBENCH_CACHE=str(tmp_path / "cache"))
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One selection cache for the three contexts: the first measures, the others get the
+    cached answer through the same API call (the workers still start for verify)."""
+    return str(tmp_path_factory.mktemp("selection-cache"))
+
+
+def _env(cache):
+    return dict(os.environ, PYTHONPATH=ROOT, GNBENCH_CACHE=cache)
 
 
 def _check(stdout: str) -> None:
@@ -44,29 +51,29 @@ def _check(stdout: str) -> None:
     assert len(lines) == 2, stdout  # the user's code ran once, never again in a worker
 
 
-def test_plain_script_with_backends_defined_in_main(tmp_path):
+def test_plain_script_with_backends_defined_in_main(tmp_path, cache):
     script = tmp_path / "mine.py"
     script.write_text(USER_CODE)
-    ran = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
+    ran = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=_env(cache), capture_output=True,
                          text=True, timeout=600)
     assert ran.returncode == 0, ran.stderr
     _check(ran.stdout)
     assert "IsolationWarning" not in ran.stderr  # they were pickled to their workers, not run here
 
 
-def test_a_users_own_pytest_suite(tmp_path):
+def test_a_users_own_pytest_suite(tmp_path, cache):
     """A test file outside this project (its own rootdir, none of our conftest)."""
     body = "\n".join("    " + line for line in USER_CODE.splitlines())
     (tmp_path / "test_users_groupnorm.py").write_text(f"def test_my_group_norm():\n{body}\n")
     ran = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-                          "test_users_groupnorm.py"], cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True,
+                          "test_users_groupnorm.py"], cwd=tmp_path, env=_env(cache), capture_output=True, text=True,
                          timeout=600)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "1 passed" in ran.stdout
     _check(ran.stdout)
 
 
-def test_a_jupyter_notebook(tmp_path):
+def test_a_jupyter_notebook(tmp_path, cache):
     nbformat = pytest.importorskip("nbformat", reason="the test extra installs nbformat")
     nbclient = pytest.importorskip("nbclient", reason="the test extra installs nbclient")
     pytest.importorskip("ipykernel", reason="the test extra installs ipykernel")
@@ -75,7 +82,7 @@ def test_a_jupyter_notebook(tmp_path):
     client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
     saved = {key: os.environ.get(key) for key in ("PYTHONPATH", "GNBENCH_CACHE")}
-    os.environ.update(PYTHONPATH=ROOT, GNBENCH_CACHE=str(tmp_path / "cache"))  # the kernel inherits these
+    os.environ.update(PYTHONPATH=ROOT, GNBENCH_CACHE=cache)  # the kernel inherits these
     try:
         client.execute()
     finally:
