@@ -227,6 +227,7 @@ class WorkerRunner:
     def __init__(self, name: str, device: str, environment=None, pickled: bytes | None = None):
         self.name, self.device, self.environment, self.pickled = name, device, environment, pickled
         self.send_failed = False
+        self.oom_kills = None  # the kernel's OOM-kill count when the current task was sent
         self.process = None
         self.connection = None
 
@@ -282,7 +283,7 @@ class WorkerRunner:
         tail = getattr(process, "stderr_tail", lambda: "")()
         self._stop(kill=True)
         if code is not None and code < 0 and -code == signal.SIGKILL:
-            reply = _sigkill_reply(getattr(self, "oom_kills", None), oom_kills())
+            reply = _sigkill_reply(self.oom_kills, oom_kills())
         elif code is not None and code < 0:
             reply = {"status": "crash", "reason": f"the worker died with signal {signal.Signals(-code).name}"}
         else:
