@@ -265,11 +265,9 @@ def load(*paths):
                 frame = pd.read_parquet(path)
             else:
                 frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
-        except (ImportError, OSError) as error:
-            if isinstance(error, (ImportError, FileNotFoundError, PermissionError, IsADirectoryError)):
-                raise
-            raise SchemaError(f"{path} is not a groupnorm-bench results file ({type(error).__name__}: {error})") from None
-        except Exception as error:  # pandas' and pyarrow's parse errors
+        except (ImportError, FileNotFoundError, PermissionError, IsADirectoryError):
+            raise  # a missing reader or an unreachable file: not a question of content
+        except Exception as error:  # pandas' and pyarrow's parse errors (some of them OSErrors)
             raise SchemaError(f"{path} is not a groupnorm-bench results file ({type(error).__name__}: {error})") from None
         if "schema_version" not in frame.columns or "status" not in frame.columns:
             raise SchemaError(f"{path} is not a groupnorm-bench results file (no schema_version/status column)")

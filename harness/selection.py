@@ -195,7 +195,7 @@ def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", 
     names = _names(backends, "backend", registry.names()) or [
         n for n in registry.names() if registry.get(n).default_selected]
     names = [n for n in names if device in registry.get(n).devices]
-    from .workers import runner
+    from .workers import availability
 
     key = cache_key(case, metric, names)
     path = os.path.join(_cache_dir(), key + ".json")
@@ -210,16 +210,10 @@ def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", 
                            for c in cached.candidates)
         return dataclasses.replace(cached, candidates=candidates, seconds=time.perf_counter() - start, cached=True,
                                    source=f"cache of {when:%Y-%m-%d %H:%M} UTC ({cached.source})")
-    info = {}
-    for name in names:
-        run = runner(name, device, isolate)
-        try:
-            info[name] = run.call("hello", timeout=300)
-        finally:
-            run.close()
-    candidates = {n: Candidate(n, False, why_not=info[n].get("availability") or
-                               f"{info[n].get('status', 'error')}: {info[n].get('reason', 'no answer')}")
-                  for n in names if info[n].get("availability") is not None or "availability" not in info[n]}
+    answers = availability([(name, device) for name in names], isolate=isolate)
+    info = {name: answers[name, device] for name in names}
+    candidates = {n: Candidate(n, False, why_not=info[n]["availability"])
+                  for n in names if info[n]["availability"] is not None}
     installed = json.loads(machine()["versions"])
     for name in [n for n in names if n not in candidates]:
         bug = known_bugs.excluding(name, case, installed)

@@ -451,11 +451,11 @@ def call_all(runners, kind: str, payload=None, timeout: float | None = None) -> 
     return [run.receive(None if deadline is None else max(deadline - time.monotonic(), 0.1)) for run in runners]
 
 
-def availability(pairs, timeout: float = 300.0) -> dict:
+def availability(pairs, timeout: float = 300.0, isolate: bool = True) -> dict:
     """{(name, device): hello reply (``availability``: None or the reason; ``version``,
     ``threads``, ``simulated``)} asked of one worker per pair, in parallel, so that the
-    caller imports no framework (``gnbench list``, the self-test)."""
-    runners = {pair: runner(*pair, isolate=True) for pair in pairs}
+    caller imports no framework (``gnbench list``, the self-test, selection)."""
+    runners = {pair: runner(*pair, isolate=isolate) for pair in pairs}
     try:
         replies = call_all(runners.values(), "hello", timeout=timeout)
     finally:
