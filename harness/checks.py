@@ -11,8 +11,8 @@ mismatch          some finite element farther from the oracle than its tolerance
 wrong_shape       output shape differs from the input's
 wrong_dtype       output dtype differs from the input's
 nan_mismatch      NaN or +/-Inf positions differ from the oracle's
-input_modified    the call changed x, weight or bias
-aliases_input     the output shares memory with x
+input_modified    the call changed x, weight or bias (backward: or grad_y, or the saved residuals)
+aliases_input     an output shares memory with an input
 error             the backend raised (reason: exception type and message)
 oom               the backend ran out of memory (MemoryError, a framework's OOM, SIGKILL)
 crash             the worker process died (segfault, abort)
@@ -52,6 +52,10 @@ class Verdict:
     ``worst_index`` is that element's index (for NaN/Inf mismatches, the first differing
     element), with ``expected`` (oracle, float64), ``got`` and ``tolerance`` there.
     ``call_s`` is the wall time of the (first) call, synchronized: JIT compilation included.
+    Backward and train cases judge several outputs: ``output`` names the one the numbers
+    describe (the first that fails, else the one with the largest ratio), ``ratios`` holds
+    each output's ratio, and ``deterministic`` says whether a second backward on the same
+    residuals gave the same bits (None: not checked, as for the forward).
     """
 
     status: str
@@ -64,6 +68,9 @@ class Verdict:
     expected: float = math.nan
     got: float = math.nan
     call_s: float = math.nan
+    output: str = "y"
+    ratios: dict = dataclasses.field(default_factory=dict)
+    deterministic: bool | None = None
 
 
 def judge(output, dtype: str, expected: Expected) -> Verdict:
@@ -159,24 +166,44 @@ def status_of(error: BaseException) -> str:
     return "oom" if any(marker.replace(" ", "") in text for marker in _OOM_MARKERS) else "error"
 
 
-def run_case(backend, case, host: Inputs, expected: Expected) -> Verdict:
-    """Run ``backend`` on one case (inputs and oracle prepared) and judge it.
-
-    The backend gets fresh framework arrays; x, weight and bias are compared bit for bit
-    with the host originals after the call, and the output must not alias x.
-    """
+def _scope_reason(backend, case) -> Verdict | None:
+    """An ``unsupported`` (or ``error``) verdict when the backend does not take the case."""
     try:
         reason = backend.supports(case)
     except Exception as error:
         return Verdict("error", "supports() failed: " + failure_text(error))
     if reason:
         return Verdict("unsupported", reason)
+    if case.pass_ != "forward" and not backend.supports_backward:
+        return Verdict("unsupported", f"backend {backend.name!r} implements the forward pass only "
+                                      "(no forward_train/backward)")
+    return None
+
+
+def _to_backend(backend, host: Inputs, device: str):
+    """(x, weight, bias, grad_y) as fresh framework arrays (None stays None)."""
+    return tuple(None if array is None else backend.from_numpy(array, device)
+                 for array in (host.x, host.weight, host.bias, host.grad_y))
+
+
+def run_case(backend, case, host: Inputs, expected: Expected) -> Verdict:
+    """Run ``backend`` on one case (inputs and oracle prepared) and judge it.
+
+    The backend gets fresh framework arrays; x, weight and bias are compared bit for bit
+    with the host originals after the call, and the output must not alias x. Backward and
+    train cases go to :func:`run_backward_case`.
+    """
+    refusal = _scope_reason(backend, case)
+    if refusal:
+        return refusal
     try:
-        x = backend.from_numpy(host.x, case.device)
-        weight = None if host.weight is None else backend.from_numpy(host.weight, case.device)
-        bias = None if host.bias is None else backend.from_numpy(host.bias, case.device)
+        x, weight, bias, _ = _to_backend(backend, host, case.device)
     except Exception as error:
         return Verdict(status_of(error), "from_numpy failed: " + failure_text(error))
+    if case.pass_ != "forward":
+        from .checks_backward import run_backward_case
+
+        return run_backward_case(backend, case, host, expected, (x, weight, bias))
     try:
         start = time.perf_counter()
         out = backend.group_norm(x, case.num_groups, weight, bias, case.eps)
@@ -186,6 +213,7 @@ def run_case(backend, case, host: Inputs, expected: Expected) -> Verdict:
     except Exception as error:
         return Verdict(status_of(error), failure_text(error))
     verdict = dataclasses.replace(judge(y, case.dtype, expected), call_s=call_s)
+    verdict = dataclasses.replace(verdict, ratios={"y": verdict.ratio})
     if verdict.status in ("wrong_shape",):
         return verdict
     try:

@@ -49,6 +49,8 @@ class Expected:
         groups: flat ids (n * G + g) of the verified groups, ascending.
         y: float64 (len(groups), group_size): the oracle's output for those groups.
         tolerance: float64, same shape: the tolerance per element.
+        grads: backward and train cases: the gradients' expectations
+            (:class:`harness.expected_backward.ExpectedGrads`); None for the forward.
     """
 
     shape: tuple
@@ -57,6 +59,7 @@ class Expected:
     groups: np.ndarray
     y: np.ndarray
     tolerance: np.ndarray
+    grads: object = None
 
     @property
     def total_groups(self) -> int:
@@ -110,7 +113,12 @@ class Expected:
                 if bias is not None:
                     normalized += bias
             y[start:start + step] = normalized
-        return cls(tuple(case.shape), groups_per_sample, case.dtype, groups, y, tol)
+        grads = None
+        if getattr(case, "pass_", "forward") != "forward":
+            from .expected_backward import ExpectedGrads
+
+            grads = ExpectedGrads.of(case, host)
+        return cls(tuple(case.shape), groups_per_sample, case.dtype, groups, y, tol, grads)
 
 
 def _per_element(params, groups_per_sample: int, spatial: int, ids: np.ndarray):

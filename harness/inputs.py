@@ -41,7 +41,24 @@ the name, hence of the case id, so a found case reruns exactly)::
     the dtype's largest finite value. Numbers are Python float reprs: ``p_o1000.0_s0.01_c0.0_k0_z0``.
 
 Weight and bias come from a second stream of the same seed, independent of the
-distribution. Layouts are made with NumPy strides: channels-last as a view of an
+distribution (``zero_weight``: weight 0, bias as ``random``'s).
+
+**Incoming gradients** (backward and train cases), from a third stream per sample,
+``default_rng([seed, 2, n])``, rounded to x's dtype in the case's ``grad_layout``:
+
+==========  ==============================================================================
+``normal``  N(0, 1)
+``constant`` one value c per sample, U(0.5, 2): as ``(c * y).sum().backward()``; the exact
+            dx is about 0 (g - mean(g) cancels where w is constant): a dx missing its
+            mean(g) term is off by r * mean(g)
+``xhat``    c * xhat (x normalized in float64, c per sample U(0.5, 2)): the exact dx
+            cancels again, here between g and xhat * mean(g * xhat)
+``sparse``  N(0, 1) on 5% of the elements, 0 elsewhere (a masked loss)
+``large``   the dtype's large scale times N(0, 1): 1e3 in float16 (a half accumulator of
+            a 480-element sum of g * xhat overflows), 1e15 bfloat16/float32, 1e145 float64
+``nan``     N(0, 1) with one NaN (sample 0, middle of group 0): it must spread over its
+            group in dx and over its channel in dweight/dbias, nowhere else
+==========  ============================================================================== Layouts are made with NumPy strides: channels-last as a view of an
 (N, *spatial, C) buffer, strided as every other element of a buffer twice as long.
 """
 
@@ -257,11 +274,68 @@ def has_zero_variance(name: str) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Inputs:
-    """Host arrays of one case: x laid out as the case says, weight and bias or None."""
+    """Host arrays of one case: x laid out as the case says, weight and bias or None,
+    and (backward and train cases) the incoming gradient grad_y in its layout."""
 
     x: np.ndarray
     weight: np.ndarray | None
     bias: np.ndarray | None
+    grad_y: np.ndarray | None = None
+
+
+def _per_sample_factor(rng):
+    return rng.uniform(0.5, 2.0)
+
+
+def _grad_normal(rng, case, x):
+    return rng.standard_normal(case.shape[1:])
+
+
+def _grad_constant(rng, case, x):
+    return np.full(case.shape[1:], _per_sample_factor(rng))
+
+
+def _grad_xhat(rng, case, x):
+    from .reference import normalize_rows
+
+    with np.errstate(all="ignore"):
+        normalized, _, _ = normalize_rows(np.asarray(x, np.float64).reshape(case.num_groups, -1), case.eps)
+    return _per_sample_factor(rng) * normalized.reshape(case.shape[1:])
+
+
+def _grad_sparse(rng, case, x):
+    values = rng.standard_normal(case.shape[1:])
+    return np.where(rng.random(case.shape[1:]) < 0.05, values, 0.0)
+
+
+def _grad_large(rng, case, x):
+    scale = 1e3 if case.dtype == "float16" else SCALES[case.dtype][0]
+    return scale * rng.standard_normal(case.shape[1:])
+
+
+GRAD_DISTRIBUTIONS = {
+    "normal": _grad_normal,
+    "constant": _grad_constant,
+    "xhat": _grad_xhat,
+    "sparse": _grad_sparse,
+    "large": _grad_large,
+    "nan": _grad_normal,  # plus the NaN, placed by make_grad
+}
+
+
+def make_grad(case, x: np.ndarray) -> np.ndarray:
+    """The incoming gradient of a backward or train case (x: its host input)."""
+    dtype = numpy_dtype(case.dtype)
+    grad_y = empty(case.shape, dtype, case.grad_layout or case.layout)
+    generate = GRAD_DISTRIBUTIONS[case.grad_distribution]
+    for n in range(case.shape[0]):
+        values = generate(np.random.default_rng([case.seed, 2, n]), case, x[n])
+        if case.grad_distribution == "nan" and n == 0 and values.size:
+            groups = _group_view(values, case)
+            groups[0, groups.shape[1] // 2] = np.nan
+        with np.errstate(all="ignore"):
+            grad_y[n] = values.astype(dtype)
+    return grad_y
 
 
 def empty(shape, dtype, layout: str) -> np.ndarray:
@@ -298,11 +372,14 @@ def make(case) -> Inputs:
         x[n] = generate(np.random.default_rng([case.seed, 0, n]), case, n).astype(dtype)
     channels = case.shape[1]
     param_dtype = numpy_dtype(case.param_dtype or case.dtype)
+    grad_y = None if case.pass_ == "forward" else make_grad(case, x)
     if case.affine == "none":
-        return Inputs(x, None, None)
+        return Inputs(x, None, None, grad_y)
     if case.affine == "default":
-        return Inputs(x, np.ones(channels, param_dtype), np.zeros(channels, param_dtype))
+        return Inputs(x, np.ones(channels, param_dtype), np.zeros(channels, param_dtype), grad_y)
     params = np.random.default_rng([case.seed, 1])
     weight = params.normal(1.0, 0.5, channels).astype(param_dtype)
     bias = params.normal(0.0, 1.0, channels).astype(param_dtype)
-    return Inputs(x, weight, bias)
+    if case.affine == "zero_weight":
+        weight = np.zeros(channels, param_dtype)
+    return Inputs(x, weight, bias, grad_y)

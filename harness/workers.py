@@ -77,34 +77,52 @@ class SharedArray:
 
 @dataclasses.dataclass
 class SharedCase:
-    """A case's host inputs and expectation in shared memory (created by the driver)."""
+    """A case's host inputs and expectation in shared memory (created by the driver):
+    every array (inputs, the oracle's values and tolerances, of each output) in a file of
+    its own, and the small metadata alongside."""
 
     arrays: dict
-    expected_meta: tuple
+    expected_meta: dict
 
     @classmethod
     def create(cls, case, host: Inputs, expected: Expected) -> "SharedCase":
         stem = os.path.join(SHM_DIR, f"{PREFIX}{os.getpid()}-{time.monotonic_ns()}")
         param_dtype = case.param_dtype or case.dtype
+        named = [("x", host.x, case.dtype), ("weight", host.weight, param_dtype),
+                 ("bias", host.bias, param_dtype), ("grad_y", host.grad_y, case.dtype)]
+        meta = {}
+        for prefix, each in _expectations(expected):
+            named += [(f"{prefix}y", each.y, "float64"), (f"{prefix}tolerance", each.tolerance, "float64"),
+                      (f"{prefix}groups", each.groups, "int64")]
+            meta[prefix] = (each.shape, each.num_groups, each.dtype)
         arrays = {}
         try:
-            for name, array, dtype in (("x", host.x, case.dtype), ("weight", host.weight, param_dtype),
-                                       ("bias", host.bias, param_dtype), ("y", expected.y, "float64"),
-                                       ("tolerance", expected.tolerance, "float64"),
-                                       ("groups", expected.groups, "int64")):
+            for name, array, dtype in named:
                 if array is not None:
                     arrays[name] = SharedArray.create(np.asarray(array), dtype, f"{stem}-{name}")
         except BaseException:
-            cls(arrays, ()).close()
+            cls(arrays, {}).close()
             raise
-        return cls(arrays, (expected.shape, expected.num_groups, expected.dtype))
+        return cls(arrays, meta)
 
     def load(self):
         """(Inputs, Expected) as views of the shared files (in the worker)."""
+        from .expected_backward import ExpectedGrads
+
         view = {name: spec.attach() for name, spec in self.arrays.items()}
-        host = Inputs(view["x"], view.get("weight"), view.get("bias"))
-        shape, num_groups, dtype = self.expected_meta
-        return host, Expected(shape, num_groups, dtype, view["groups"], view["y"], view["tolerance"])
+        host = Inputs(view["x"], view.get("weight"), view.get("bias"), view.get("grad_y"))
+
+        def expectation(prefix):
+            if prefix not in self.expected_meta:
+                return None
+            shape, num_groups, dtype = self.expected_meta[prefix]
+            return Expected(shape, num_groups, dtype, view[f"{prefix}groups"], view[f"{prefix}y"],
+                            view[f"{prefix}tolerance"])
+
+        grads = None
+        if "grad_x." in self.expected_meta:
+            grads = ExpectedGrads(*(expectation(f"{name}.") for name in ("grad_x", "grad_weight", "grad_bias")))
+        return host, dataclasses.replace(expectation(""), grads=grads)
 
     def close(self) -> None:
         for spec in self.arrays.values():
@@ -112,6 +130,14 @@ class SharedCase:
                 os.remove(spec.path)
             except FileNotFoundError:
                 pass
+
+
+def _expectations(expected: Expected):
+    """("", the forward's) and ("grad_x.", ...) for each gradient a backward case has."""
+    found = [("", expected)]
+    if expected.grads is not None:
+        found += [(f"{name}.", each) for name, each in expected.grads.items()]
+    return found
 
 
 @dataclasses.dataclass
