@@ -85,7 +85,7 @@ def _cases(args) -> int:
 
     try:
         for suite in args.suite.split(","):
-            for case in suites.get(suite):
+            for case in suites.get(suite, args.pass_):
                 print(case.id)
         sys.stdout.flush()
     except BrokenPipeError:  # `gnbench cases | head`: the reader has all it wanted
@@ -141,10 +141,12 @@ def print_failures(frame, console, plugins=(), command: str = "verify", limit: i
     known = frame[frame.known_bug.fillna("").astype(str) != ""] if "known_bug" in frame else frame.iloc[:0]
     for bug_id, rows in known.groupby("known_bug"):
         bug = bugs.get(bug_id)
-        worst = rows.sort_values("ratio").iloc[-1]
-        console.print(f"[yellow]known bug[/] {bug_id}: {len(rows)} failed rows (expected; worst {worst.ratio:.3g}x "
-                      f"the tolerance on {worst.case_id})" + (f"; rerun: {_escape(bug.rerun)}" if bug else ""),
-                      soft_wrap=True)
+        measured = rows[rows.ratio.notna()]
+        worst = (f"worst {measured.sort_values('ratio').iloc[-1].ratio:.3g}x the tolerance on "
+                 f"{measured.sort_values('ratio').iloc[-1].case_id}") if len(measured) else \
+            f"NaN/Inf where the oracle has none, e.g. {rows.iloc[0].case_id}"
+        console.print(f"[yellow]known bug[/] {bug_id}: {len(rows)} failed rows (expected; {worst})"
+                      + (f"; rerun: {_escape(bug.rerun)}" if bug else ""), soft_wrap=True)
     for bug, count in known_bugs.not_reproduced(frame):
         console.print(f"[yellow]known bug not reproduced[/] {bug.id}: {count} rows of its class on triggering inputs "
                       f"all passed ({bug.package} {bug.versions}): fixed in this version? Narrow its versions in "
@@ -174,8 +176,10 @@ def _sweep_command(args, sweep_class, command: str) -> int:
         console.print(f"[red]error:[/] --budget must be a positive number of seconds; got {args.budget}")
         return EXIT_USAGE
     _load_plugins(args.plugin)
-    the_plan = plan(args.backends, args.suite, args.devices, args.dtypes, args.case or None)
+    the_plan = plan(args.backends, args.suite, args.devices, args.dtypes, args.case or None, args.pass_)
     name = f"{command}-cases" if args.case else f"{command}-" + args.suite.replace(",", "+")
+    if args.pass_ and not args.case:
+        name += "-" + args.pass_.replace(",", "+")
     out = args.out or default_out_dir(command)
     log = results.RowLog(out, name, resume=args.resume)
     options = sweep_class.options(args) if hasattr(sweep_class, "options") else {}
@@ -342,6 +346,9 @@ def _sweep_arguments(command, name: str) -> None:
     command.add_argument("--devices", help="cpu, cuda (default: wherever available)")
     command.add_argument("--dtypes", help="float16, bfloat16, float32, float64 (default: all)")
     command.add_argument("--case", action="append", metavar="ID", help="run just this case id (repeatable)")
+    command.add_argument("--pass", dest="pass_", metavar="PASS",
+                         help="forward (default), backward (the gradients judged) or train (y and the "
+                              "gradients), comma-separated for several; a --case id carries its own pass")
     command.add_argument("--plugin", action="append", metavar="MODULE",
                          help="import MODULE first (and call its register_backends()) to add backends")
     command.add_argument("--out", metavar="DIR",
@@ -360,6 +367,8 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("list", help="backends, devices, dtypes and availability")
     cases = commands.add_parser("cases", help="print the case ids of a suite")
     cases.add_argument("--suite", default="default")
+    cases.add_argument("--pass", dest="pass_", default="forward", choices=("forward", "backward", "train"),
+                       help="the suite's cases of this pass (default forward)")
     verify = commands.add_parser("verify", help="verify backends against the float64 oracle")
     _sweep_arguments(verify, "verify")
     bench = commands.add_parser("bench", help="verify, then time backends (latency, GB/s, roofline)")

@@ -25,9 +25,11 @@ import os
 
 from backends.errors import InvalidArgumentError
 
+from .cases import PASSES
+
 PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "known_bugs.toml")
-PASSES = ("forward",)
-_LISTS = ("layouts", "dtypes", "ranks", "passes", "statuses", "distributions")
+_LISTS = ("layouts", "dtypes", "ranks", "passes", "statuses", "distributions", "outputs")
+_OPTIONAL = ("outputs", "min_group_size", "max_group_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +50,9 @@ class KnownBug:
     description: str
     case: str
     magnitude: str
+    outputs: tuple = ("y", "grad_x", "grad_weight", "grad_bias")
+    min_group_size: int = 0
+    max_group_size: int | None = None
 
     @property
     def rerun(self) -> str:
@@ -66,10 +71,14 @@ class KnownBug:
             return False
 
     def covers(self, backend: str, device: str, layout: str, dtype: str, rank: int, pass_: str = "forward",
-               installed: str | None = None) -> bool:
-        """Whether a problem of this description is in the bug's class."""
+               installed: str | None = None, group_size: int | None = None, output: str | None = None) -> bool:
+        """Whether a problem of this description is in the bug's class (``output``: the
+        output a failed row names; None for a problem not yet run)."""
+        sized = group_size is None or (group_size >= self.min_group_size
+                                       and (self.max_group_size is None or group_size <= self.max_group_size))
         return (backend == self.backend and device == self.device and layout in self.layouts
                 and dtype in self.dtypes and rank in self.ranks and pass_ in self.passes
+                and (output is None or output in self.outputs) and sized
                 and self.version_matches(installed))
 
 
@@ -77,7 +86,7 @@ def _parse(entry: dict, where: str) -> KnownBug:
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
     fields = {f.name for f in dataclasses.fields(KnownBug)}
-    missing, unknown = fields - set(entry), set(entry) - fields
+    missing, unknown = fields - set(entry) - set(_OPTIONAL), set(entry) - fields
     if missing or unknown:
         raise InvalidArgumentError(
             f"{where}: known bug {entry.get('id', '?')!r} "
@@ -118,6 +127,14 @@ def _load(path: str) -> tuple[KnownBug, ...]:
     return bugs
 
 
+def _row_class(row) -> dict:
+    """The keyword arguments of :meth:`KnownBug.covers` a result row gives."""
+    group_size = row.get("group_size")
+    return dict(pass_=row.get("pass", "forward") or "forward",
+                group_size=None if group_size is None or group_size != group_size else int(group_size),
+                output=row.get("output") or None)
+
+
 def _installed(versions, package: str) -> str | None:
     if isinstance(versions, str):
         try:
@@ -133,7 +150,7 @@ def match(row, bugs=None) -> str:
     for bug in load() if bugs is None else bugs:
         if row["status"] in bug.statuses and bug.covers(
                 row["backend"], row["device"], row["layout"], row["dtype"], len(str(row["shape"]).split("x")),
-                row.get("pass", "forward") or "forward", _installed(row.get("versions"), bug.package)):
+                installed=_installed(row.get("versions"), bug.package), **_row_class(row)):
             return bug.id
     return ""
 
@@ -162,8 +179,8 @@ def not_reproduced(frame, bugs=None) -> list[tuple[KnownBug, int]]:
         rows = [row for row in frame.to_dict("records")
                 if row["distribution"] in bug.distributions and row["status"] not in ("unsupported", "skipped")
                 and bug.covers(row["backend"], row["device"], row["layout"], row["dtype"],
-                               len(str(row["shape"]).split("x")), row.get("pass", "forward") or "forward",
-                               _installed(row.get("versions"), bug.package))]
+                               len(str(row["shape"]).split("x")), installed=_installed(row.get("versions"), bug.package),
+                               **{**_row_class(row), "output": None})]
         if rows and not any(row["status"] in bug.statuses for row in rows):
             found.append((bug, len(rows)))
     return found
@@ -172,7 +189,7 @@ def not_reproduced(frame, bugs=None) -> list[tuple[KnownBug, int]]:
 def excluding(backend: str, case, installed_versions: dict, bugs=None):
     """The known bug that puts ``backend`` out of the running for ``case``'s class, or None."""
     for bug in load() if bugs is None else bugs:
-        if bug.covers(backend, case.device, case.layout, case.dtype, len(case.shape), "forward",
-                      installed_versions.get(bug.package)):
+        if bug.covers(backend, case.device, case.layout, case.dtype, len(case.shape), case.pass_,
+                      installed_versions.get(bug.package), group_size=case.group_size):
             return bug
     return None

@@ -26,7 +26,7 @@ import tempfile
 
 from backends.errors import GroupNormBenchError
 
-SCHEMA_VERSION = 3  # 2: known_bug; 3: simulated
+SCHEMA_VERSION = 4  # 2: known_bug; 3: simulated; 4: pass, gradients, determinism
 
 COLUMNS = {
     # the case
@@ -43,6 +43,9 @@ COLUMNS = {
     "affine": "none, default (ones/zeros) or random (per channel)",
     "param_dtype": "dtype of weight and bias",
     "group_size": "elements per (sample, group)",
+    "pass": "forward, backward (the gradients judged) or train (y and the gradients judged)",
+    "grad_distribution": "distribution of the incoming gradient grad_y (backward and train; empty for forward)",
+    "grad_layout": "grad_y's memory layout (backward and train; empty for forward)",
     # the verdict
     "status": "verdict (see the module docstring)",
     "max_abs_err": "largest |got - expected| over finite verified elements",
@@ -53,6 +56,12 @@ COLUMNS = {
     "expected": "oracle value there (float64)",
     "got": "backend value there",
     "reason": "why it failed, was skipped or is unsupported (empty when passed)",
+    "output": "the output the verdict's numbers describe: y, grad_x, grad_weight or grad_bias",
+    "ratio_y": "ratio of y alone (forward and train)",
+    "ratio_grad_x": "ratio of grad_x alone (backward and train)",
+    "ratio_grad_weight": "ratio of grad_weight alone (backward and train, with a weight)",
+    "ratio_grad_bias": "ratio of grad_bias alone (backward and train, with a bias)",
+    "deterministic": "backward and train: whether two backward calls on the same residuals gave the same bits",
     "known_bug": "id of the known framework bug (harness/known_bugs.toml) that explains this failure, else empty",
     "simulated": "True when the device was emulated on the host (Numba's CUDA simulator): correctness only, never timed",
     "verified_groups": "groups compared with the oracle (all, or a sample of whole groups)",

@@ -18,6 +18,15 @@
   input), and rank x layout x dtype on an ill-conditioned input (``offset``). Every case
   on two seeds.
 
+**Passes.** ``get(name, "backward")`` (or ``"train"``) is every case of the suite in that
+pass with a normal incoming gradient, plus, for ``default`` and ``smoke``, the backward's
+own cases (:func:`_backward_extras`): every gradient distribution of
+:data:`harness.inputs.GRAD_DISTRIBUTIONS` on every layout in every dtype (declared in
+:data:`COVERAGE_BACKWARD`), grad_y in another layout than x, zero weights, eps 0 on
+near-constant groups and a group of a million elements under a constant and an xhat
+gradient. (eps 0 on *constant* groups is refused by :class:`harness.cases.Case` in every
+pass: 0/0 has no defined answer.)
+
 Cases carry no device: a sweep puts each on the devices it runs.
 """
 
@@ -30,7 +39,7 @@ from backends.dtypes import DTYPES, HALF_DTYPES
 from backends.errors import InvalidArgumentError
 
 from .cases import Case
-from .inputs import DISTRIBUTIONS, UNREPRESENTABLE
+from .inputs import DISTRIBUTIONS, GRAD_DISTRIBUTIONS, UNREPRESENTABLE
 from .workloads import WORKLOADS
 
 SEEDS = (0, 1)
@@ -154,7 +163,39 @@ def _adversarial() -> list[Case]:
     return cases
 
 
+def _backward_extras(pass_: str, full: bool) -> list[Case]:
+    """The backward's own cases (see the module docstring); ``full`` False: a smoke sample."""
+    cases = []
+    shape, groups = PRODUCT_SHAPE
+    seeds = SEEDS if full else (0,)
+    dtypes = DTYPES if full else ("float32", "float16")
+    for layout, dtype, grad, seed in itertools.product(LAYOUTS, dtypes, GRAD_DISTRIBUTIONS, seeds):
+        if full or layout == "contiguous":
+            cases.append(Case(shape, groups, dtype, layout, seed=seed).with_pass(pass_, grad))
+    for (layout, grad_layout), dtype, seed in itertools.product(
+            (("contiguous", "channels_last"), ("channels_last", "contiguous"), ("contiguous", "strided")),
+            dtypes, seeds):
+        cases.append(Case(shape, groups, dtype, layout, "channel_stats", seed).with_pass(pass_, "normal", grad_layout))
+    if not full:
+        return cases
+    shape, groups = PARAMS_SHAPE
+    for dtype, seed in itertools.product(DTYPES, seeds):
+        for grad in ("normal", "xhat"):
+            cases.append(Case(shape, groups, dtype, seed=seed, affine="zero_weight").with_pass(pass_, grad))
+        cases.append(Case(shape, groups, dtype, "contiguous", "near_constant", seed, eps=0.0).with_pass(pass_))
+    for dtype in HALF_DTYPES:
+        for seed in seeds:
+            cases.append(Case(shape, groups, dtype, "channels_last", "channel_stats", seed,
+                              param_dtype="float32").with_pass(pass_, "large"))
+    shape, groups = HUGE_GROUP
+    for grad, dtype in itertools.product(("constant", "xhat"), ("float32", "float16")):
+        cases.append(Case(shape, groups, dtype, distribution="offset").with_pass(pass_, grad))
+    return cases
+
+
 SUITES = {"smoke": _smoke, "default": _default, "adversarial": _adversarial, **WORKLOADS}
+BACKWARD_EXTRAS = {"smoke": lambda pass_: _backward_extras(pass_, False),
+                   "default": lambda pass_: _backward_extras(pass_, True)}
 
 
 def names() -> list[str]:
@@ -162,11 +203,19 @@ def names() -> list[str]:
     return list(SUITES)
 
 
-def get(name: str) -> list[Case]:
-    """The cases of suite ``name`` (device ``cpu``; a sweep moves them)."""
+def get(name: str, pass_: str = "forward") -> list[Case]:
+    """The cases of suite ``name`` in pass ``pass_`` (device ``cpu``; a sweep moves them)."""
+    from .cases import PASSES
+
     if name not in SUITES:
         raise InvalidArgumentError(f"unknown suite {name!r}; valid suites: {', '.join(SUITES)}")
+    if pass_ not in PASSES:
+        raise InvalidArgumentError(f"unknown pass {pass_!r}; valid passes: {', '.join(PASSES)}")
     cases = SUITES[name]()
+    if pass_ != "forward":
+        cases = [case.with_pass(pass_) for case in cases]
+        held = set(cases)  # the extras' normal-gradient cases may be the suite's own already
+        cases += [case for case in BACKWARD_EXTRAS.get(name, lambda p: [])(pass_) if case not in held]
     ids = [case.id for case in cases]
     duplicates = {i for i in ids if ids.count(i) > 1}
     if duplicates:  # a programming error in this file, caught by the tests
@@ -184,7 +233,8 @@ def levels() -> dict:
     layout or dtype added there is a level here at once)."""
     from . import inputs
 
-    return {"layout": LAYOUTS, "dtype": DTYPES, "distribution": tuple(inputs.DISTRIBUTIONS), "rank": RANKS}
+    return {"layout": LAYOUTS, "dtype": DTYPES, "distribution": tuple(inputs.DISTRIBUTIONS), "rank": RANKS,
+            "grad_distribution": tuple(inputs.GRAD_DISTRIBUTIONS)}
 
 
 def _factor(case: Case, factor: str):
@@ -206,15 +256,21 @@ COVERAGE = {
     "default": (("layout", "dtype", "distribution"), ("rank", "layout", "dtype")),
     "adversarial": (("layout", "dtype"),),
 }
+# ... and in the backward and train passes, in addition to the forward's promise.
+COVERAGE_BACKWARD = {
+    "default": (("layout", "dtype", "grad_distribution"),),
+}
 
 
-def missing(name: str, cases=None) -> list[dict]:
-    """The combinations that suite ``name`` declares in :data:`COVERAGE` and does not hold
-    (empty when it keeps its promise). ``cases`` overrides the suite's cases (for tests)."""
-    cases = get(name) if cases is None else cases
+def missing(name: str, cases=None, pass_: str = "forward") -> list[dict]:
+    """The combinations that suite ``name`` declares in :data:`COVERAGE` (and, for the
+    backward and train passes, :data:`COVERAGE_BACKWARD`) and does not hold (empty when it
+    keeps its promise). ``cases`` overrides the suite's cases (for tests)."""
+    cases = get(name, pass_) if cases is None else cases
     found = []
     all_levels = levels()
-    for factors in COVERAGE.get(name, ()):
+    promised = COVERAGE.get(name, ()) + (COVERAGE_BACKWARD.get(name, ()) if pass_ != "forward" else ())
+    for factors in promised:
         held = {tuple(_factor(case, f) for f in factors) for case in cases if case.numel > 0}
         for values in itertools.product(*(all_levels[f] for f in factors)):
             combination = dict(zip(factors, values))

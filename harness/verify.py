@@ -57,7 +57,7 @@ def _names(value, kind: str, allowed: Sequence[str]) -> list[str] | None:
     return items
 
 
-def plan(backends=None, suite="default", devices=None, dtypes=None, cases=None) -> Plan:
+def plan(backends=None, suite="default", devices=None, dtypes=None, cases=None, pass_=None) -> Plan:
     """Resolve names into a :class:`Plan` (raises InvalidArgumentError listing valid names).
 
     Args:
@@ -67,18 +67,27 @@ def plan(backends=None, suite="default", devices=None, dtypes=None, cases=None) 
         devices: device names; None = every device a backend runs on (where available).
         dtypes: dtype names to keep; None = all.
         cases: explicit cases (Case objects or ids) instead of a suite.
+        pass_: ``forward``, ``backward`` or ``train`` (names or a comma-separated
+            string): the suite's cases of those passes (:func:`harness.suites.get`); with
+            explicit cases, each case keeps the pass of its id and only the named passes
+            are kept. None: forward for a suite, every pass for explicit cases.
     """
     from . import suites
+    from .cases import PASSES
 
     named = _names(backends, "backend", registry.names())
     device_names = _names(devices, "device", registry.DEVICES)
     dtype_names = _names(dtypes, "dtype", registry.DTYPES)
+    passes = _names(pass_, "pass", PASSES)
     if cases is not None:
         chosen = [c if isinstance(c, Case) else Case.from_id(c) for c in cases]
+        if passes:
+            chosen = [c for c in chosen if c.pass_ in passes]
     else:
         chosen = []
         for name in _names(suite, "suite", suites.names()) or ["default"]:
-            chosen.extend(suites.get(name))
+            for each in passes or ["forward"]:
+                chosen.extend(suites.get(name, each))
     if dtype_names:
         chosen = [c for c in chosen if c.dtype in dtype_names]
     unique = tuple(dict.fromkeys(c.on("cpu") for c in chosen))
@@ -110,6 +119,9 @@ def _row(case: Case, backend_name: str, version: str, verdict: Verdict, seconds:
         "affine": case.affine,
         "param_dtype": case.param_dtype or case.dtype,
         "group_size": case.group_size,
+        "pass": case.pass_,
+        "grad_distribution": "" if case.pass_ == "forward" else case.grad_distribution,
+        "grad_layout": "" if case.pass_ == "forward" else case.grad_layout or case.layout,
         "status": verdict.status,
         "max_abs_err": verdict.max_abs_err,
         "max_rel_err": verdict.max_rel_err,
@@ -119,6 +131,10 @@ def _row(case: Case, backend_name: str, version: str, verdict: Verdict, seconds:
         "expected": verdict.expected,
         "got": verdict.got,
         "reason": verdict.reason,
+        "output": verdict.output if verdict.status not in NOT_RUN else "",
+        **{f"ratio_{name}": verdict.ratios.get(name, float("nan"))
+           for name in ("y", "grad_x", "grad_weight", "grad_bias")},
+        "deterministic": verdict.deterministic,
         "verified_groups": groups[0],
         "total_groups": groups[1],
         "seconds": seconds,
@@ -272,40 +288,47 @@ class Sweep:
 
 
 def summary_table(frame):
-    """Per backend x device x dtype: passed, failed (unexpected), known (failures a known
-    framework bug explains), not run, worst error/tolerance ratio."""
+    """Per backend x device x pass x dtype: passed, failed (unexpected), known (failures a
+    known framework bug explains), not run, nondeterministic (backward rows whose two runs
+    differed in some bit), worst error/tolerance ratio."""
     from rich.table import Table
 
     from .known_bugs import unexpected
 
     table = Table(title="verification summary (ratio = worst |error| / tolerance; must stay <= 1)")
-    numeric = ("passed", "failed", "known", "not run", "worst ratio")
-    for column in ("backend", "device", "dtype") + numeric:
+    numeric = ("passed", "failed", "known", "not run", "nondet.", "worst ratio")
+    for column in ("backend", "device", "pass", "dtype") + numeric:
         table.add_column(column, justify="right" if column in numeric else "left")
     import backends
     from backends.dtypes import DTYPES
 
+    from .cases import PASSES
+
     rank = {name: index for index, name in enumerate(backends.names())}
+    passes = frame["pass"].fillna("forward") if "pass" in frame else "forward"
     order = frame.assign(_backend=frame.backend.map(rank).fillna(len(rank)), _dtype=frame.dtype.map(DTYPES.index),
-                         _unexpected=unexpected(frame))
-    order = order.sort_values(["_backend", "device", "_dtype"], kind="stable")
-    for (backend, device, dtype), group in order.groupby(["backend", "device", "dtype"], sort=False):
+                         _unexpected=unexpected(frame), _pass=passes)
+    order = order.assign(_pass_rank=order._pass.map(PASSES.index))
+    order = order.sort_values(["_backend", "device", "_pass_rank", "_dtype"], kind="stable")
+    for (backend, device, pass_, dtype), group in order.groupby(["backend", "device", "_pass", "dtype"], sort=False):
         failed = int(group._unexpected.sum())
         known = int(group.status.isin(FAILED).sum()) - failed
         ratio = group.ratio.max()
+        nondeterministic = int((group.deterministic == False).sum()) if "deterministic" in group else 0  # noqa: E712
         table.add_row(
-            backend, device, dtype,
+            backend, device, pass_, dtype,
             str(int((group.status == "passed").sum())),
             f"[red]{failed}[/]" if failed else "0",
             f"[yellow]{known}[/]" if known else "0",
             str(int(group.status.isin(NOT_RUN).sum())),
+            f"[yellow]{nondeterministic}[/]" if nondeterministic else ("0" if pass_ != "forward" else "-"),
             "-" if ratio != ratio else f"{ratio:.3g}",
         )
     return table
 
 
 def verify(backends=None, suite="default", devices=None, dtypes=None, cases=None, *,
-           isolate: bool = True, timeout: float = 120.0):
+           pass_=None, isolate: bool = True, timeout: float = 120.0):
     """Verify backends on a suite; one row per (case, backend, device).
 
     Args:
@@ -314,7 +337,11 @@ def verify(backends=None, suite="default", devices=None, dtypes=None, cases=None
         devices: device names; None = every device where each backend is available.
         dtypes: dtype names to keep; None = all.
         cases: explicit cases (Case objects or ids) instead of a suite.
-        isolate: run each (backend, device) in a forked worker (default); False runs
+        pass_: ``forward`` (default), ``backward``, ``train``, or several (list or
+            comma-separated): backward runs ``forward_train`` then ``backward`` and judges
+            grad_x, grad_weight and grad_bias; train judges y as well. The argument has a
+            trailing underscore because ``pass`` is a Python keyword (the CLI's ``--pass``).
+        isolate: run each (backend, device) in its own worker process (default); False runs
             in this process (no protection from crashes and hangs).
         timeout: seconds a worker may take per case, plus 0.1 s per million elements.
 
@@ -325,7 +352,7 @@ def verify(backends=None, suite="default", devices=None, dtypes=None, cases=None
         backend_version, and the environment. ``df.attrs["not_run"]`` lists
         (backend, device, reason) for pairs left out because they are unavailable here.
     """
-    return Sweep(plan(backends, suite, devices, dtypes, cases), isolate=isolate, timeout=timeout).start().frame()
+    return Sweep(plan(backends, suite, devices, dtypes, cases, pass_), isolate=isolate, timeout=timeout).start().frame()
 
 
 COLUMNS = list(RESULT_COLUMNS)
