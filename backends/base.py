@@ -362,10 +362,14 @@ class GroupNormBackend(abc.ABC):
         dtypes: tuple[str, ...] = DTYPES,
         layouts: tuple[str, ...] = LAYOUTS,
         description: str = "",
+        backward: Callable[..., Any] | None = None,
     ) -> "GroupNormBackend":
         """A backend built from plain functions, e.g. a NumPy ``group_norm`` under test.
 
         ``from_numpy``/``to_numpy`` default to the identity on NumPy arrays (host only).
+        ``backward(grad_y, x, num_groups, weight, bias, eps) -> (grad_x, grad_weight,
+        grad_bias)``, when given, makes the backend take the backward and train passes:
+        its ``forward_train`` runs ``group_norm`` and keeps the inputs as residuals.
         """
         import numpy as np
 
@@ -379,6 +383,14 @@ class GroupNormBackend(abc.ABC):
             "from_numpy": lambda self, array, device: (from_numpy or (lambda a, d: a))(array, device),
             "to_numpy": lambda self, array: (to_numpy or np.asarray)(array),
         }
+        if backward is not None:
+            def forward_train(self, x, num_groups, weight=None, bias=None, eps=1e-5):
+                return group_norm(x, num_groups, weight, bias, eps), (x, num_groups, weight, bias, eps)
+
+            def backward_method(self, grad_y, residuals):
+                return tuple(backward(grad_y, *residuals))
+
+            attributes.update(forward_train=forward_train, backward=backward_method)
         return type(f"FunctionBackend[{name}]", (cls,), attributes)()
 
     def __repr__(self) -> str:

@@ -98,15 +98,96 @@ def _welford_chunked(grouped):
     return means, m2 / counts[0]
 
 
+# -- the backward, with pluggable mistakes ----------------------------------------------
+
+
+def _pairwise_sum(values):
+    """Sums over the last axis (NumPy's pairwise summation)."""
+    return values.sum(axis=-1, keepdims=True)
+
+
+def _chunked_reversed_sum(values):
+    """Sums over the last axis in another order: reversed, in chunks of CHUNK, the chunk
+    sums added one by one (as a kernel's blocks and a serial merge would)."""
+    values = values[..., ::-1]
+    total = np.zeros(values.shape[:-1] + (1,), values.dtype)
+    for start in range(0, values.shape[-1], CHUNK):
+        total += values[..., start:start + CHUNK].sum(axis=-1, keepdims=True)
+    return total
+
+
+def _per_channel(values, reduce_axes, per_sample_then_serial: bool, accumulate=None):
+    """Sum over the batch and spatial axes, per channel: at once, or sample by sample
+    (each sample's sum added in turn: a fixed, different order). ``accumulate``: a dtype
+    to run a serial running sum in instead (a kernel's half accumulator)."""
+    if accumulate is not None:
+        moved = np.moveaxis(values, 1, -1).reshape(-1, values.shape[1]).astype(accumulate)
+        return np.add.accumulate(moved, axis=0, dtype=accumulate)[-1] if len(moved) else np.zeros(values.shape[1], accumulate)
+    if not per_sample_then_serial:
+        return values.sum(axis=reduce_axes)
+    total = np.zeros(values.shape[1], values.dtype)
+    for sample in values:
+        total += sample.reshape(sample.shape[0], -1).sum(axis=1)
+    return total
+
+
+def _backward(grad_y, x, num_groups, weight, bias, eps, *, sums=_pairwise_sum, per_sample=False,
+              mean_g=True, xhat_term=True, weight_in_dx=True, eps_outside=False, dweight_per_group=False,
+              dbias_sample_zero=False, half_dweight=False, grad_y_as_contiguous=False):
+    """GroupNorm's gradients in float32 (float64 for float64), each keyword a switch that
+    a planted bug turns (the defaults are right)."""
+    dtype = _compute_dtype(x)
+    n, channels = x.shape[:2]
+    size = channels // num_groups * math.prod(x.shape[2:])
+    broadcast = (1, channels) + (1,) * (x.ndim - 2)
+    reduce_axes = (0,) + tuple(range(2, x.ndim))
+    if grad_y_as_contiguous and _channels_last(grad_y):
+        grad_y = _strides_ignored(grad_y)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        grouped = _grouped(x, num_groups, dtype)
+        mean = sums(grouped) / dtype(size)
+        var = sums(np.square(grouped - mean)) / dtype(size)
+        rstd = 1 / (np.sqrt(var) + dtype(eps)) if eps_outside else 1 / np.sqrt(var + dtype(eps))
+        xhat = (grouped - mean) * rstd
+        gy = np.asarray(grad_y, dtype)
+        g = gy * np.asarray(weight, dtype).reshape(broadcast) if weight is not None and weight_in_dx else gy
+        g = g.reshape(n, num_groups, size)
+        dx = g - sums(g) / dtype(size) if mean_g else g
+        if xhat_term:
+            dx = dx - xhat * (sums(g * xhat) / dtype(size))
+        grad_x = (rstd * dx).reshape(x.shape).astype(x.dtype)
+        xhat = xhat.reshape(x.shape)
+        grad_weight = grad_bias = None
+        if weight is not None:
+            accumulate = x.dtype if half_dweight and x.dtype.itemsize == 2 else None
+            grad_weight = _per_channel(gy * xhat, reduce_axes, per_sample, accumulate)
+            if dweight_per_group:
+                per_group = grad_weight.reshape(num_groups, -1).sum(axis=1)
+                grad_weight = np.repeat(per_group, channels // num_groups)
+            grad_weight = grad_weight.astype(weight.dtype)
+        if bias is not None:
+            grad_bias = _per_channel(gy[:1] if dbias_sample_zero else gy, reduce_axes, per_sample).astype(bias.dtype)
+    return grad_x, grad_weight, grad_bias
+
+
 class WelfordFloat32(GroupNormBackend):
-    """Correct: float32 statistics by chunked Welford/Chan merges (what GPU kernels do)."""
+    """Correct: float32 statistics by chunked Welford/Chan merges (what GPU kernels do),
+    and a float32 backward whose every sum runs in another order than NumPy's pairwise
+    one (group sums reversed in chunks; channel sums sample by sample)."""
 
     name = "welford-f32"
     devices = ("cpu",)
-    description = "correct: chunked Welford in float32 with pairwise Chan merges"
+    description = "correct: chunked Welford in float32 with pairwise Chan merges; backward in chunked reversed order"
 
     def group_norm(self, x, num_groups, weight=None, bias=None, eps=1e-5):
         return _normalize(x, num_groups, weight, bias, eps, _welford_chunked)
+
+    def forward_train(self, x, num_groups, weight=None, bias=None, eps=1e-5):
+        return self.group_norm(x, num_groups, weight, bias, eps), (x, num_groups, weight, bias, eps)
+
+    def backward(self, grad_y, residuals):
+        return _backward(grad_y, *residuals, sums=_chunked_reversed_sum, per_sample=True)
 
     def from_numpy(self, array, device):
         return array.copy()
@@ -184,6 +265,12 @@ class Bug:
     seen: str
     group_norm: object
     needs: tuple = ("any case with elements", lambda case: case.numel > 0)
+    backward: object = None  # a planted backward bug: (grad_y, x, G, w, b, eps) -> gradients
+
+    @property
+    def pass_(self) -> str:
+        """The pass the bug lives in (the self-test verifies it there)."""
+        return "forward" if self.backward is None else "backward"
 
 
 ILL_CONDITIONED = ("offset", "offset_1e5", "split_group_far")
@@ -306,6 +393,48 @@ def _bugs() -> list[Bug]:
     ]
 
 
+def _backward_bugs() -> list[Bug]:
+    def planted(**mistake):
+        return lambda grad_y, x, g, w, b, eps: _backward(grad_y, x, g, w, b, eps, **mistake)
+
+    def correct_forward(x, g, w=None, b=None, eps=1e-5):
+        return _normalize(x, g, w, b, eps, _two_pass)
+
+    def backward_bug(name, what, seen, mistake, needs_text, predicate):
+        return Bug(name, what, seen, correct_forward,
+                   (needs_text + " (backward pass)", lambda c: c.pass_ != "forward" and c.numel > 0 and predicate(c)),
+                   planted(**mistake))
+
+    weighted = lambda c: c.affine == "random"  # noqa: E731
+    return [
+        backward_bug("bug-dx-no-mean-g", "dx without its mean(g) term", "derivation slip (mu's derivative dropped)",
+                     dict(mean_g=False), "a constant incoming gradient", lambda c: c.grad_distribution == "constant"),
+        backward_bug("bug-dx-no-xhat-term", "dx without its xhat * mean(g * xhat) term",
+                     "derivation slip (rstd's derivative dropped)", dict(xhat_term=False),
+                     "an incoming gradient that is a multiple of xhat", lambda c: c.grad_distribution == "xhat"),
+        backward_bug("bug-dx-ignores-weight", "weight ignored in dx (g = grad_y)", "fused-kernel slip",
+                     dict(weight_in_dx=False), "random per-channel weights", weighted),
+        backward_bug("bug-dweight-per-group", "dweight summed per group, not per channel", "reduction-axis slip",
+                     dict(dweight_per_group=True), "random weights and several channels per group",
+                     lambda c: weighted(c) and c.shape[1] > c.num_groups),
+        backward_bug("bug-dbias-sample-zero", "dbias from sample 0 only", "batch-loop slip",
+                     dict(dbias_sample_zero=True), "a bias and N > 1",
+                     lambda c: c.affine != "none" and c.shape[0] > 1),
+        backward_bug("bug-backward-eps-outside", "1 / (sqrt(var) + eps) in the backward only",
+                     "backward recomputing rstd its own way", dict(eps_outside=True),
+                     "a float32/float64 case with variance near eps (near_constant, or eps >= 0.1)",
+                     lambda c: c.dtype in WIDE and (c.distribution.startswith("near_constant") or c.eps >= 0.1)),
+        backward_bug("bug-half-dweight", "dweight accumulated in float16/bfloat16 for half input",
+                     "accumulator typed as the input", dict(half_dweight=True),
+                     "a float16/bfloat16 case with weights and >= 64 terms per channel",
+                     lambda c: c.dtype in ("float16", "bfloat16") and c.affine != "none"
+                     and c.numel // c.shape[1] >= 64),
+        backward_bug("bug-grad-y-channels-last-as-contiguous", "a channels-last grad_y read as if contiguous",
+                     "NHWC gradient-path slip", dict(grad_y_as_contiguous=True), "a channels-last grad_y",
+                     lambda c: (c.grad_layout or c.layout) == "channels_last"),
+    ]
+
+
 def _rare_tail(x, g, w=None, b=None, eps=1e-5):
     """An 8-wide float16 vector loop whose unrolled tail handles 1-4 and 6-7 leftover
     elements but not 5: the last element of a group is left out of its statistics."""
@@ -334,11 +463,12 @@ def _host_backend(bug: Bug) -> GroupNormBackend:
         bug.name, bug.group_norm,
         from_numpy=lambda array, device: backends.get("numpy").from_numpy(array, device),
         description=f"broken: {bug.what} (seen: {bug.seen})",
+        backward=bug.backward,
     )
 
 
-BUGS = {bug.name: bug for bug in _bugs()}
-CORRECT = ("torch", "jax", "numpy", WelfordFloat32.name)
+BUGS = {bug.name: bug for bug in _bugs() + _backward_bugs()}
+CORRECT = ("torch", "jax", "numpy", WelfordFloat32.name)  # each also implements the backward
 
 
 def register_backends() -> list[str]:
@@ -356,8 +486,10 @@ class SuiteTooSmallError(backends.InvalidArgumentError):
 
 
 def uncatchable(cases) -> list[tuple[str, str]]:
-    """(bug, what the suite lacks) for each planted bug no case of ``cases`` can catch."""
-    return [(bug.name, bug.needs[0]) for bug in BUGS.values() if not any(bug.needs[1](case) for case in cases)]
+    """(bug, what the suite lacks) for each planted bug no case of ``cases`` can catch
+    (``cases`` of every pass the bugs live in)."""
+    return [(bug.name, bug.needs[0]) for bug in BUGS.values()
+            if not any(bug.needs[1](case) for case in cases if case.pass_ == bug.pass_)]
 
 
 def check_suite(suite: str) -> None:
@@ -365,7 +497,7 @@ def check_suite(suite: str) -> None:
     a verifier failure that is only the suite's blind spot)."""
     from .verify import plan
 
-    lacking = uncatchable(plan(backends=[], suite=suite).cases)
+    lacking = uncatchable(plan(backends=[], suite=suite, pass_="forward,backward").cases)
     if lacking:
         raise SuiteTooSmallError(
             f"suite {suite!r} cannot catch {len(lacking)} of the {len(BUGS)} planted bugs, so a self-test on it "
@@ -375,7 +507,9 @@ def check_suite(suite: str) -> None:
 
 
 def run(suite: str = "default"):
-    """Verify correct and broken implementations on ``suite`` (CPU); returns the rows.
+    """Verify correct and broken implementations on ``suite`` (CPU); returns the rows:
+    the forward bugs and the correct implementations in the forward pass, the backward
+    bugs and the correct implementations in the backward pass.
 
     Raises:
         SuiteTooSmallError: the suite holds no case that could catch some planted bug.
@@ -388,7 +522,15 @@ def run(suite: str = "default"):
 
     answers = availability([(name, "cpu") for name in CORRECT])  # asked of workers: no framework here
     available = [name for name in CORRECT if answers[name, "cpu"]["availability"] is None]
-    return verify(backends=available + list(BUGS), suite=suite, devices=["cpu"])
+    import pandas as pd
+
+    frames = []
+    for pass_ in ("forward", "backward"):
+        planted = [name for name, bug in BUGS.items() if bug.pass_ == pass_]
+        frames.append(verify(backends=available + planted, suite=suite, devices=["cpu"], pass_=pass_))
+    frame = pd.concat(frames, ignore_index=True)
+    frame.attrs["not_run"] = frames[0].attrs.get("not_run", [])
+    return frame
 
 
 def summarize(frame):

@@ -56,7 +56,7 @@ def test_bad_entries_are_refused_clearly(tmp_path):
     good = {f.name: getattr(BUG, f.name) for f in dataclasses.fields(BUG)}
     good["versions"] = "about two"
     path.write_text("[[bug]]\n" + "\n".join(f"{k} = {json.dumps(list(v) if isinstance(v, tuple) else v)}"
-                                             for k, v in good.items()))
+                                             for k, v in good.items() if v is not None))
     with pytest.raises(InvalidArgumentError, match="PEP 440"):
         known_bugs.load(str(path))
 
