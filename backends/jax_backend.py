@@ -74,6 +74,22 @@ def _compiled():
 
 
 @functools.lru_cache(maxsize=None)
+def _forward_train_compiled():
+    """``jax.vjp`` of the forward under ``jax.jit``: (y, pullback), the pullback a
+    ``jax.tree_util.Partial`` holding the residuals (a pytree, so jit may return it).
+    Linearized once per shape and cached; eager ``jax.vjp`` re-traces on every call
+    (measured: a (2, 320, 64, 64) float32 training step 105 ms eager, against 2.3 ms for
+    the forward alone)."""
+    jax = _jax()
+
+    @functools.partial(jax.jit, static_argnames=("num_groups",))
+    def forward_train(x, weight, bias, eps, *, num_groups):
+        return jax.vjp(lambda x_, w_, b_: _compiled()(x_, w_, b_, eps, num_groups=num_groups), x, weight, bias)
+
+    return forward_train
+
+
+@functools.lru_cache(maxsize=None)
 def _apply_vjp():
     """``jax.vjp``'s pullback applied under ``jax.jit`` (it is a pytree: one compile per
     shape, then cached)."""
@@ -117,16 +133,14 @@ class JaxBackend(GroupNormBackend):
             return _compiled()(x, weight, bias, eps_array, num_groups=int(num_groups))
 
     def forward_train(self, x, num_groups, weight=None, bias=None, eps=1e-5):
-        """``jax.vjp`` of the jit-compiled forward: y and the pullback (JAX's residuals)."""
+        """``jax.vjp`` of the forward, jit-compiled: y and the pullback (JAX's residuals)."""
         import numpy as np
 
         wide = any(a is not None and a.dtype == np.float64 for a in (x, weight, bias))
         with _x64(wide):
             jax = _jax()
             eps_array = jax.numpy.asarray(eps, dtype=x.dtype if wide else jax.numpy.float32)
-            forward = _compiled()
-            y, pullback = jax.vjp(lambda x_, w_, b_: forward(x_, w_, b_, eps_array, num_groups=int(num_groups)),
-                                  x, weight, bias)
+            y, pullback = _forward_train_compiled()(x, weight, bias, eps_array, num_groups=int(num_groups))
         return y, (pullback, wide)
 
     def backward(self, grad_y, residuals):
@@ -153,7 +167,7 @@ class JaxBackend(GroupNormBackend):
         pass
 
     def wait(self, result, device):
-        result.block_until_ready()
+        _jax().block_until_ready(result)  # an array or a tuple of them (the gradients)
 
     def copy_kernel(self, device, nbytes):
         jax = _jax()

@@ -6,7 +6,11 @@ counts as fastest), then times the call with :mod:`harness.timing` in rounds tha
 alternate between backends, so a slow drift of the machine hits all of them alike.
 
 Roofline: a forward GroupNorm must read x and write y once, and read weight and bias:
-``bytes = 2 * numel * itemsize + 2 * C * param_itemsize``. GB/s is that over the median
+``bytes = 2 * numel * itemsize + 2 * C * param_itemsize``. The backward alone must read
+x (or y) and grad_y and write grad_x, and read the weight and write grad_weight and
+grad_bias: ``3 * numel * itemsize + 3 * C * param_itemsize`` (its floor, 3·E·b); a
+training step is both: ``5 * numel * itemsize + 5 * C * param_itemsize``. (The statistics
+a backward reuses from the forward are 2 numbers per group: left out.) GB/s is that over the median
 device time; ``roofline_pct`` compares it with the device's copy bandwidth (a device
 copy reads and writes its bytes once), measured by the same timer, in the same run, on
 the same device, at the start of the sweep.
@@ -29,11 +33,16 @@ COPY_BYTES = {"cpu": 256 << 20, "cuda": 1 << 30}
 COPY_PREFERENCE = ("torch", "cupy", "numpy", "jax")  # which framework's copy is the reference
 
 
+TENSOR_PASSES = {"forward": 2, "backward": 3, "train": 5}  # x-sized tensors each pass must move
+
+
 def min_bytes(case: Case) -> int:
-    """Bytes a forward pass cannot avoid moving: read x, write y, read weight and bias."""
+    """Bytes the case's pass cannot avoid moving (see the module docstring): forward
+    2·E·b, backward 3·E·b, train 5·E·b, plus as many per-channel parameter vectors."""
     itemsize = numpy_dtype(case.dtype).itemsize
-    params = 0 if case.affine == "none" else 2 * case.shape[1] * numpy_dtype(case.param_dtype or case.dtype).itemsize
-    return 2 * case.numel * itemsize + params
+    tensors = TENSOR_PASSES[case.pass_]
+    params = 0 if case.affine == "none" else tensors * case.shape[1] * numpy_dtype(case.param_dtype or case.dtype).itemsize
+    return tensors * case.numel * itemsize + params
 
 
 class BenchSweep(Sweep):
@@ -204,12 +213,14 @@ def bench_table(frame):
     return table
 
 
-def bench(backends=None, suite="sd-unet", devices=None, dtypes=None, cases=None, *, budget: float = 1.0,
-          flush: bool = False, isolate: bool = True, timeout: float = 120.0):
+def bench(backends=None, suite="sd-unet", devices=None, dtypes=None, cases=None, *, pass_=None,
+          budget: float = 1.0, flush: bool = False, isolate: bool = True, timeout: float = 120.0):
     """Verify then time backends on a suite; one row per (case, backend, device).
 
     Args:
-        backends, suite, devices, dtypes, cases: as for :func:`harness.verify`.
+        backends, suite, devices, dtypes, cases, pass_: as for :func:`harness.verify`.
+            ``backward`` times the backward alone, on the residuals of one forward;
+            ``train`` times a training step (forward_train, then backward).
         budget: seconds of timing per case and backend (split in interleaved rounds).
         flush: evict the GPU's L2 cache before every timed sample (where the backend can).
         isolate: run each (backend, device) in its own worker process (default).
@@ -223,7 +234,11 @@ def bench(backends=None, suite="sd-unet", devices=None, dtypes=None, cases=None,
     """
     from .verify import plan
 
-    running = BenchSweep(plan(backends, suite, devices, dtypes, cases), budget=budget, flush=flush,
+    if budget <= 0:
+        from backends.errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"budget must be a positive number of seconds; got {budget}")
+    running = BenchSweep(plan(backends, suite, devices, dtypes, cases, pass_), budget=budget, flush=flush,
                          isolate=isolate, timeout=timeout).start()
     frame = running.frame()
     attrs = dict(frame.attrs, copy_gbps=dict(running.copy))

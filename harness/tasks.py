@@ -67,16 +67,32 @@ def _bench_start(backend, device, payload, state):
     verdict = run_case(backend, case, host, expected)
     if verdict.status in UNTIMED:
         return {"verdict": verdict}
+    call = _timed_call(backend, case, host, device)
+    state["session"] = Session(call, backend, device, flush=flush).start()
+    return {"verdict": verdict, "timed": True}
+
+
+def _timed_call(backend, case, host, device):
+    """The zero-argument call a bench times, on fresh device arrays: the forward
+    (``group_norm``); the backward alone (``backward`` on the residuals of one
+    ``forward_train`` made here, untimed); or a training step (``forward_train`` then
+    ``backward``)."""
     x = backend.from_numpy(host.x, device)
     weight = None if host.weight is None else backend.from_numpy(host.weight, device)
     bias = None if host.bias is None else backend.from_numpy(host.bias, device)
     groups, eps = case.num_groups, case.eps
+    if case.pass_ == "forward":
+        return lambda: backend.group_norm(x, groups, weight, bias, eps)
+    grad_y = backend.from_numpy(host.grad_y, device)
+    if case.pass_ == "backward":
+        _, saved = backend.forward_train(x, groups, weight, bias, eps)
+        return lambda: backend.backward(grad_y, saved)
 
-    def call():
-        return backend.group_norm(x, groups, weight, bias, eps)
+    def train_step():
+        _, saved = backend.forward_train(x, groups, weight, bias, eps)
+        return backend.backward(grad_y, saved)
 
-    state["session"] = Session(call, backend, device, flush=flush).start()
-    return {"verdict": verdict, "timed": True}
+    return train_step
 
 
 def _bench_round(backend, device, budget, state):
