@@ -245,7 +245,7 @@ def _select(args) -> int:
 
     try:
         choice = select(shape, args.num_groups, args.dtype, args.device, layout=args.layout, eps=args.eps,
-                        backends=args.backends, metric=args.metric, results=args.results or None,
+                        pass_=args.pass_, backends=args.backends, metric=args.metric, results=args.results or None,
                         budget=args.budget, use_cache=not args.refresh)
     except NoVerifiedBackendError as error:
         console.print(f"[red]no verified backend:[/] {_escape(error)}")
@@ -384,6 +384,8 @@ def parser() -> argparse.ArgumentParser:
     select.add_argument("--device", default="cpu")
     select.add_argument("--layout", default="contiguous")
     select.add_argument("--eps", type=float, default=1e-5)
+    select.add_argument("--pass", dest="pass_", default="forward", choices=("forward", "backward", "train"),
+                        help="choose for the forward (default), the backward alone, or a training step")
     select.add_argument("--backends", help="candidates, comma-separated (default: all default-selected)")
     select.add_argument("--metric", choices=("device", "latency"), default="device")
     select.add_argument("--results", nargs="*", metavar="PATH", help="stored result files or folders to answer from")

@@ -16,7 +16,15 @@
   GPU, driver), every candidate's version (framework versions, kernel hashes) and the
   problem, so any version change is a cache miss.
 * A backend that a known framework bug (``harness/known_bugs.toml``) puts wrong on the
-  problem's class (layout, dtype, rank, device, installed version) is never eligible there.
+  problem's class (layout, dtype, rank, device, pass, installed version) is never eligible
+  there. A default-suite failure that a known bug explains does not count against a
+  backend for problems outside that bug's class (e.g. torch's NaN grad_weight on empty
+  groups does not bar torch from a training problem with non-empty groups).
+* **Passes.** ``pass_="forward"`` (default) chooses the fastest forward; ``"backward"``
+  the fastest backward alone; ``"train"`` the fastest training step (forward_train then
+  backward, both verified: what a drop-in module runs when grad is enabled). The
+  evidence is then the default suite *in that pass* and the problem in that pass; a
+  backend without a backward is not a candidate.
 * No eligible backend raises :class:`NoVerifiedBackendError`, saying why each candidate
   was excluded. There is no fallback to an unverified backend.
 """
@@ -94,7 +102,8 @@ def _cache_dir() -> str:
     return os.path.join(base, "select")
 
 
-_EVIDENCE_FILES = ("tolerances.py", "expected.py", "checks.py", "reference.py", "inputs.py")
+_EVIDENCE_FILES = ("tolerances.py", "expected.py", "checks.py", "reference.py", "inputs.py",
+                   "tolerances_backward.py", "expected_backward.py", "checks_backward.py", "reference_backward.py")
 
 
 def evidence_hash() -> str:
@@ -106,7 +115,7 @@ def evidence_hash() -> str:
     from . import suites
 
     here = os.path.dirname(os.path.abspath(__file__))
-    ids = "\n".join(c.id for c in suites.get("default"))
+    ids = "\n".join(c.id for pass_ in ("forward", "train") for c in suites.get("default", pass_))
     files = hash_files([os.path.join(here, name) for name in _EVIDENCE_FILES] + [known_bugs.PATH])
     return hashlib.sha256((ids + "\n" + files).encode()).hexdigest()[:16]
 
@@ -153,7 +162,7 @@ def _default_verdicts(stored, names, case: Case, isolate: bool):
     from . import suites
     from .verify import verify
 
-    wanted = {c.id for c in suites.get("default") if c.dtype == case.dtype and c.layout == case.layout}
+    wanted = {c.id for c in suites.get("default", case.pass_) if c.dtype == case.dtype and c.layout == case.layout}
     rows = stored[stored.case_id.isin(wanted) & (stored.device == case.device)] if stored is not None else None
     have = set() if rows is None else set(rows.backend)
     missing = [n for n in names if n not in have or len(rows[rows.backend == n].case_id.unique()) < len(wanted)]
@@ -165,7 +174,10 @@ def _default_verdicts(stored, names, case: Case, isolate: bool):
     verdicts = {}
     for name in names:
         mine = rows[rows.backend == name]
-        bad = mine[mine.status != "passed"]
+        # a failure a known bug explains is that bug's class: the caller already checked the
+        # problem is outside every known bug's class (known_bugs.excluding)
+        explained = mine.known_bug.fillna("").astype(str) != "" if "known_bug" in mine else False
+        bad = mine[(mine.status != "passed") & ~explained]
         reason = "" if bad.empty else f"default suite: {bad.iloc[0].status} on {bad.iloc[0].case_id} ({bad.iloc[0].reason})"
         verdicts[name] = (bad.empty and len(mine) > 0, len(mine), reason or ("" if len(mine) else "no default-suite rows"),
                           sources[name])
@@ -173,8 +185,9 @@ def _default_verdicts(stored, names, case: Case, isolate: bool):
 
 
 def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", *, layout: str = "contiguous",
-           eps: float = 1e-5, affine: str = "random", param_dtype=None, backends=None, metric: str = "device",
-           results=None, budget: float = 0.5, use_cache: bool = True, isolate: bool = True) -> Selection:
+           eps: float = 1e-5, affine: str = "random", param_dtype=None, pass_: str = "forward", backends=None,
+           metric: str = "device", results=None, budget: float = 0.5, use_cache: bool = True,
+           isolate: bool = True) -> Selection:
     """The choice for a problem with its evidence (see the module docstring)."""
     import pandas as pd
 
@@ -191,7 +204,8 @@ def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", 
         missing = [os.fspath(p) for p in paths if not os.path.exists(p)]
         if missing:
             raise FileNotFoundError(f"no results file or folder at {', '.join(map(repr, missing))}")
-    case = Case(tuple(shape), num_groups, dtype, layout, "normal", 0, eps, affine, param_dtype, device)
+    case = Case(tuple(shape), num_groups, dtype, layout, "normal", 0, eps, affine, param_dtype, pass_=pass_,
+                device=device)
     names = _names(backends, "backend", registry.names()) or [
         n for n in registry.names() if registry.get(n).default_selected]
     names = [n for n in names if device in registry.get(n).devices]
@@ -214,6 +228,10 @@ def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", 
     info = {name: answers[name, device] for name in names}
     candidates = {n: Candidate(n, False, why_not=info[n]["availability"])
                   for n in names if info[n]["availability"] is not None}
+    if pass_ != "forward":
+        for name in names:
+            if name not in candidates and not registry.get(name).supports_backward:
+                candidates[name] = Candidate(name, False, why_not=f"implements the forward pass only (no {pass_} pass)")
     installed = json.loads(machine()["versions"])
     for name in [n for n in names if n not in candidates]:
         bug = known_bugs.excluding(name, case, installed)
@@ -324,9 +342,12 @@ def fastest(shape, num_groups: int, dtype: str = "float32", device: str = "cpu",
     groups on this machine: a backend object, to call as
     ``backend.group_norm(x, num_groups, weight, bias, eps)`` on its own arrays.
 
-    Options (keywords): ``eps``, ``affine``, ``param_dtype``, ``metric`` ("device" or
-    "latency"), ``results`` (stored result files/folders/DataFrame to answer from),
-    ``budget`` (timing seconds per backend when measuring), ``use_cache``.
+    Options (keywords): ``eps``, ``affine``, ``param_dtype``, ``pass_`` ("forward",
+    the default; "backward"; or "train": the backend then to call as ``y, saved =
+    backend.forward_train(...)`` and ``backend.backward(grad_y, saved)``; ``pass`` is a
+    Python keyword, hence the underscore), ``metric`` ("device" or "latency"),
+    ``results`` (stored result files/folders/DataFrame to answer from), ``budget``
+    (timing seconds per backend when measuring), ``use_cache``.
 
     Raises:
         NoVerifiedBackendError: no backend passed verification for this problem.
