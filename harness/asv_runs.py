@@ -43,11 +43,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".asv"
-GATE_BENCH = r"time_forward\('(torch|numba-cpu):cpu', '(2x320x64x64-g32-float16-contiguous|1x512x128x128-g32-float32)"
+GATE_BENCH = (r"(time_forward\('(torch|numba-cpu):cpu', '(2x320x64x64-g32-float16-contiguous|1x512x128x128-g32-float32)"
+              r"|time_backward\('(torch|jax):cpu', '2x320x64x64-g32-float32)")
 # What `record` runs unless told otherwise: time, accuracy and bandwidth of every backend but
 # torch-compile (a compile per process) on three workloads (`--bench .` runs everything).
-HISTORY_BENCH = (r"Forward\.(time_forward|track_error_ratio|track_roofline_gap_pct)\('(?!torch-compile)[^']+', "
-                 r"'(2x320x64x64-g32-float16-contiguous|1x512x128x128-g32-float32|4x512x15999)")
+HISTORY_BENCH = (r"(Forward\.(time_forward|track_error_ratio|track_roofline_gap_pct)\('(?!torch-compile)[^']+', "
+                 r"'(2x320x64x64-g32-float16-contiguous|1x512x128x128-g32-float32|4x512x15999)"
+                 r"|Training\.(time_backward|time_train|track_train_error_ratio)\('(?!torch-compile)[^']+', "
+                 r"'2x320x64x64-g32-float32)")
 FACTOR = 1.10
 P_THRESHOLD = 0.002
 

@@ -67,12 +67,12 @@ def _bench_start(backend, device, payload, state):
     verdict = run_case(backend, case, host, expected)
     if verdict.status in UNTIMED:
         return {"verdict": verdict}
-    call = _timed_call(backend, case, host, device)
+    call = timed_call(backend, case, host, device)
     state["session"] = Session(call, backend, device, flush=flush).start()
     return {"verdict": verdict, "timed": True}
 
 
-def _timed_call(backend, case, host, device):
+def timed_call(backend, case, host, device):
     """The zero-argument call a bench times, on fresh device arrays: the forward
     (``group_norm``); the backward alone (``backward`` on the residuals of one
     ``forward_train`` made here, untimed); or a training step (``forward_train`` then

@@ -18,11 +18,13 @@ from conftest import ROOT
 
 pytest.importorskip("asv", reason="asv is not installed: pip install -e '.[test]'")
 
-from benchmarks.common import BACKEND_DEVICES, WORKLOADS  # noqa: E402
+from benchmarks.common import BACKEND_DEVICES, TRAINING_CASES, WORKLOADS  # noqa: E402
 from harness import asv_runs, suites  # noqa: E402
 
 # A small subset: every benchmark method, two CPU backends, the smallest workload.
-QUICK_SUBSET = r"Forward\.\w+\('(torch|numpy):cpu', '2x320x64x64-g32-float16-contiguous"
+QUICK_SUBSET = (r"(Forward\.\w+\('(torch|numpy):cpu', '2x320x64x64-g32-float16-contiguous"
+                r"|Training\.\w+\('(torch|numpy):cpu', '2x320x64x64-g32-float32-contiguous)")
+TRAINING_CASE = "2x320x64x64-g32-float32-contiguous-normal-s0-backward-gy_normal"
 
 
 def _git_head():
@@ -40,6 +42,15 @@ def _asv_env(tmp_path):
 @pytest.mark.parametrize("case_id", sorted(WORKLOADS), ids=lambda case_id: case_id.split("-normal")[0])
 def test_workload_is_a_case_of_its_suite(case_id):
     assert case_id in {case.id for case in suites.get(WORKLOADS[case_id])}, WORKLOADS[case_id]
+
+
+@pytest.mark.parametrize("case_id", TRAINING_CASES, ids=lambda case_id: case_id.split("-normal")[0])
+def test_training_cases_are_backward_cases_whose_train_twin_parses(case_id):
+    from harness.cases import Case
+
+    case = Case.from_id(case_id)
+    assert case.pass_ == "backward"
+    assert Case.from_id(case_id.replace("-backward-", "-train-")).pass_ == "train"
 
 
 def test_backend_parameter_covers_every_builtin_backend_and_device():
@@ -77,6 +88,11 @@ def test_quick_asv_run_of_a_subset_gives_every_result(tmp_path, monkeypatch):
             assert found.get(name), f"{name} gave no result: {text[-3000:]}"
         ratio = found[f"forward.Forward.track_error_ratio('{backend}', '2x320x64x64-g32-float16-contiguous-normal-s0')"]
         assert 0 <= ratio[0] <= 1, f"{backend} fails verification in the asv suite: ratio {ratio}"
+        for method in ("time_backward", "time_train", "track_train_error_ratio", "track_backward_ms_per_gb"):
+            name = f"training.Training.{method}('{backend}', '{TRAINING_CASE}')"
+            assert found.get(name), f"{name} gave no result: {text[-3000:]}"
+        ratio = found[f"training.Training.track_train_error_ratio('{backend}', '{TRAINING_CASE}')"]
+        assert 0 <= ratio[0] <= 1, f"{backend} fails the train pass in the asv suite: ratio {ratio}"
     machine_json = json.loads((results / machine / "machine.json").read_text())
     assert machine_json["gpu"] == _gpu_by_nvidia_smi() or machine_json["gpu"].startswith(_gpu_by_nvidia_smi() + " (")
 
