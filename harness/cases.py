@@ -102,7 +102,7 @@ class Case:
         )
         for field, value, allowed in checks:
             if value not in allowed and not (field == "distribution" and is_distribution(value)):
-                raise InvalidArgumentError(f"{field} must be one of {', '.join(allowed)}; got {value!r}")
+                raise InvalidArgumentError(f"{field} must be one of {', '.join(map(str, allowed))}; got {value!r}")
         if self.dtype in UNREPRESENTABLE.get(self.distribution, ()):
             raise InvalidArgumentError(f"the {self.distribution} distribution cannot be held in {self.dtype}")
         if shape[0] * (shape[1] // self.num_groups) * math.prod(shape[2:]) == 1:
