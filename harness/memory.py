@@ -41,21 +41,35 @@ def case_host_bytes(case) -> int:
     """Host bytes to hold a case's input, its expectation and the oracle's work space."""
     verified = min(case.numel, max(VERIFY_ELEMENTS, case.group_size * 2))
     per_sample = case.numel // max(case.shape[0], 1)
-    return host_bytes(case) + 16 * verified + 64 * min(case.numel, BLOCK_ELEMENTS) + 16 * per_sample
+    forward = host_bytes(case) + 16 * verified + 64 * min(case.numel, BLOCK_ELEMENTS) + 16 * per_sample
+    if getattr(case, "pass_", "forward") == "forward":
+        return forward
+    # backward: grad_y, the kept grad_x value and tolerance (16 bytes per element, never
+    # sampled), and the oracle's peak of about twelve float64 copies of x
+    # (harness.expected_backward)
+    return forward + host_bytes(case) + 16 * case.numel + 96 * case.numel
 
 
 def backend_host_bytes(case, device: str) -> int:
     """Extra host bytes while one backend runs: on the CPU its input copy, output and
     work space; on a GPU the output and input brought back to the host for checking."""
     itemsize = numpy_dtype(case.dtype).itemsize
+    if getattr(case, "pass_", "forward") != "forward":  # grad_y, grad_x twice (determinism), residuals
+        extra = 3 * host_bytes(case) + 4 * 4 * case.numel
+    else:
+        extra = 0
     if device == "cpu":
-        return 3 * host_bytes(case) + 2 * 4 * case.numel  # copy, output, float32 temporaries
-    return 2 * case.numel * itemsize + host_bytes(case)
+        return 3 * host_bytes(case) + 2 * 4 * case.numel + extra  # copy, output, float32 temporaries
+    return 2 * case.numel * itemsize + host_bytes(case) + extra
 
 
 def device_bytes(case) -> int:
-    """Device bytes a backend needs: input (in its layout), output, some work space."""
-    return 2 * host_bytes(case) + case.numel * numpy_dtype(case.dtype).itemsize
+    """Device bytes a backend needs: input (in its layout), output, some work space; for
+    the backward also grad_y, grad_x (twice: the determinism check) and the residuals."""
+    forward = 2 * host_bytes(case) + case.numel * numpy_dtype(case.dtype).itemsize
+    if getattr(case, "pass_", "forward") == "forward":
+        return forward
+    return forward + 4 * host_bytes(case)
 
 
 def gib(count: int) -> str:
