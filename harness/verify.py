@@ -24,6 +24,7 @@ from .results import COLUMNS as RESULT_COLUMNS
 from .results import SCHEMA_VERSION
 
 FAILED_TO_START = ("crash", "timeout", "oom", "error")  # statuses a worker that did not start reports
+PARALLEL_ELEMENTS = 1 << 20  # cases up to this size run on every (backend, device) at once
 
 
 # -- planning ---------------------------------------------------------------------------
@@ -240,13 +241,19 @@ class Sweep:
                 shared.close()
 
     def run_pairs(self, case: Case, shared, pairs) -> dict:
-        """Results per (backend, device) for one case (here: verify each in turn)."""
+        """Results per (backend, device) for one case: every pair at once (their workers
+        run in parallel) for a case of up to :data:`PARALLEL_ELEMENTS` elements, one after
+        the other for a larger one (whose copies must not all be in memory at once)."""
+        from .workers import call_each
+
         results = {}
-        for name, device in pairs:
-            on_device = case.on(device)
-            payload = (on_device, shared, memory.device_bytes(on_device))
-            results[name, device] = self.runners[name, device].call(
-                "verify", payload, timeout=case_timeout(on_device, self.timeout))
+        groups = [pairs] if case.numel <= PARALLEL_ELEMENTS else [[pair] for pair in pairs]
+        for group in groups:
+            tasks = [(self.runners[name, device], (case.on(device), shared, memory.device_bytes(case.on(device))))
+                     for name, device in group]
+            timeout = max(case_timeout(case.on(device), self.timeout) for _, device in group)
+            for pair, reply in zip(group, call_each(tasks, "verify", timeout=timeout)):
+                results[pair] = reply
         return results
 
     def extra_columns(self, result: dict, row: dict) -> dict:

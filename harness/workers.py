@@ -470,11 +470,18 @@ def pickled_backend(name: str) -> bytes | None:
 def call_all(runners, kind: str, payload=None, timeout: float | None = None) -> list[dict]:
     """The same task for several runners at once (their workers run it in parallel, e.g.
     the start-up ``hello``: each imports its framework); the replies, in order."""
-    runners = list(runners)
-    for run in runners:
+    return call_each([(run, payload) for run in runners], kind, timeout)
+
+
+def call_each(tasks, kind: str, timeout: float | None = None) -> list[dict]:
+    """Task ``kind`` for several (runner, payload) at once (their workers run in
+    parallel); the replies, in order. A worker that dies or times out answers with its
+    status, as :meth:`WorkerRunner.call` does."""
+    tasks = list(tasks)
+    for run, payload in tasks:
         run.send(kind, payload)
     deadline = None if timeout is None else time.monotonic() + timeout
-    return [run.receive(None if deadline is None else max(deadline - time.monotonic(), 0.1)) for run in runners]
+    return [run.receive(None if deadline is None else max(deadline - time.monotonic(), 0.1)) for run, _ in tasks]
 
 
 def availability(pairs, timeout: float = 300.0, isolate: bool = True) -> dict:
