@@ -128,6 +128,7 @@ def model_backends():
 
 
 LOWERED = ("fused", "split", "split-waves", "scalar")
+HUGE = 1 << 22
 SMALL = 100_000  # lowered thresholds (and the scalar path) on huge cases cost minutes of NumPy: small cases only
 
 
@@ -135,7 +136,11 @@ SMALL = 100_000  # lowered thresholds (and the scalar path) on huge cases cost m
 def test_model_passes_the_suite(model_backends, suite):
     from harness import suites
 
-    cases = suites.get(suite)
+    # The model takes 7-12 s per call on a 2^25-element group (NumPy emulating every block),
+    # and the oracle and inputs as much again: the huge cases run on seed 0 only (seed 1
+    # is the same paths on other random values; it cost about 7 minutes of CI). Every
+    # smaller case keeps both seeds.
+    cases = [c for c in suites.get(suite) if c.numel <= HUGE or c.seed == 0]
     full = [name for name in model_backends if name.removeprefix("cuda-model-") not in LOWERED]
     lowered = [name for name in model_backends if name.removeprefix("cuda-model-") in LOWERED]
     frames = [harness.verify(full, cases=cases, isolate=False),
