@@ -85,7 +85,7 @@ SUMMARY_LINE = re.compile(r"^\d+ rows, \d+ verified, \d+ failed( \(and \d+ known
 
 def test_verify_as_documented_prints_what_the_readme_shows(tmp_path):
     """The README's verify block is a committed capture; a live run must still have its form."""
-    documented = _block("results/cpu-2026-12-03/verify-default.txt")
+    documented = _block("results/cpu-2026-12-03-backward/verify-default.txt")
     ran = run_harness("verify", "--suite", "smoke", "--backends", "torch,jax,numpy,numba-cpu",
                       "--out", str(tmp_path))
     assert ran.returncode == 0, ran.stdout + ran.stderr

@@ -104,3 +104,18 @@ def test_a_suite_too_small_to_catch_the_planted_bugs_is_refused(suite):
 
 def test_the_rare_corner_bug_is_not_part_of_the_fixed_self_test():
     assert selftest.RARE_BUG.name not in selftest.BUGS
+
+
+@pytest.mark.parametrize("name", [name for name, bug in selftest.BUGS.items() if bug.pass_ == "backward"])
+def test_backward_bugs_are_caught_in_the_backward_pass(rows, summary, name):
+    mine = rows[rows.backend == name]
+    assert set(mine["pass"]) == {"backward"}
+    assert "-backward-gy_" in summary.loc[name].case_id  # the catching case is a backward case
+    assert selftest.BUGS[name].needs[1] is not None
+
+
+@pytest.mark.parametrize("name", ["numpy", "welford-f32"])
+def test_two_correct_backwards_with_different_reduction_orders_pass(rows, name):
+    backward = rows[(rows.backend == name) & (rows["pass"] == "backward")]
+    assert len(backward) >= 800 and (backward.status.isin(("passed", "unsupported", "skipped"))).all()
+    assert (backward.status == "passed").sum() >= 800 and backward.ratio.max() < 1
