@@ -137,10 +137,13 @@ def test_model_passes_the_suite(model_backends, suite):
     from harness import suites
 
     # The model takes 7-12 s per call on a 2^25-element group (NumPy emulating every block),
-    # and the oracle and inputs as much again: the huge cases run on seed 0 only (seed 1
-    # is the same paths on other random values; it cost about 7 minutes of CI). Every
-    # smaller case keeps both seeds.
-    cases = [c for c in suites.get(suite) if c.numel <= HUGE or c.seed == 0]
+    # and the oracle and inputs as much again: of the cases past 2^22 elements only the
+    # ill-conditioned ones (offset, offset_1e5) run, on seed 0: 3 cases (float32 and
+    # float16 at 2^25, float32 at 2^24) that take the split, multi-wave path in both
+    # dtypes. The 17 others (other distributions and seed 1 on the same paths) cost
+    # about 10 minutes of CI. Every smaller case keeps every distribution and both seeds.
+    cases = [c for c in suites.get(suite)
+             if c.numel <= HUGE or (c.seed == 0 and c.distribution in ("offset", "offset_1e5"))]
     full = [name for name in model_backends if name.removeprefix("cuda-model-") not in LOWERED]
     lowered = [name for name in model_backends if name.removeprefix("cuda-model-") in LOWERED]
     frames = [harness.verify(full, cases=cases, isolate=False),

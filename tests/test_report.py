@@ -13,8 +13,8 @@ def test_report_writes_summary_and_plots(tmp_path):
     result = run_harness("report", str(tmp_path / "runs"), "--out", str(tmp_path / "report"))
     assert result.returncode == 0, result.stdout + result.stderr
     summary = (tmp_path / "report" / "summary.md").read_text()
-    assert "| smoke | numpy:cpu | 12 | 0 | 0 |" in summary
-    assert "geo-mean speedup vs torch" in summary and "| smoke | torch:cpu | 12 / 12 | 1.00 |" in summary
+    assert "| smoke | forward | numpy:cpu | 12 | 0 | 0 | 0 |" in summary  # passed, failed, known bugs, not run
+    assert "geo-mean speedup vs torch" in summary and "| smoke | forward | torch:cpu | 12 / 12 | 1.00 |" in summary
     for name in ("gbps.png", "latency.png", "verification.png"):
         assert (tmp_path / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

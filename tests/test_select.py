@@ -159,7 +159,7 @@ def test_the_cache_key_follows_the_suites_the_tolerance_model_and_the_known_bugs
     assert selection.cache_key(case, "device", ["numpy"]) != key
     monkeypatch.undo()
     real_get = harness.suites.get
-    monkeypatch.setattr(harness.suites, "get", lambda name: real_get(name)[1:])
+    monkeypatch.setattr(harness.suites, "get", lambda name, pass_="forward": real_get(name, pass_)[1:])
     assert selection.cache_key(case, "device", ["numpy"]) != key
     monkeypatch.undo()
     monkeypatch.setattr(selection, "_EVIDENCE_FILES", selection._EVIDENCE_FILES[1:])  # tolerances.py left out
