@@ -24,6 +24,7 @@ from .results import COLUMNS as RESULT_COLUMNS
 from .results import SCHEMA_VERSION
 
 FAILED_TO_START = ("crash", "timeout", "oom", "error")  # statuses a worker that did not start reports
+JUDGED = ("passed", "mismatch", "nan_mismatch", "wrong_shape", "wrong_dtype", "input_modified", "aliases_input")
 PARALLEL_ELEMENTS = 1 << 20  # cases up to this size run on every (backend, device) at once
 
 
@@ -132,7 +133,7 @@ def _row(case: Case, backend_name: str, version: str, verdict: Verdict, seconds:
         "expected": verdict.expected,
         "got": verdict.got,
         "reason": verdict.reason,
-        "output": verdict.output if verdict.status not in NOT_RUN else "",
+        "output": verdict.output if verdict.status in JUDGED else "",
         **{f"ratio_{name}": verdict.ratios.get(name, float("nan"))
            for name in ("y", "grad_x", "grad_weight", "grad_bias")},
         "deterministic": verdict.deterministic,
