@@ -36,6 +36,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 import time
 
 import backends as registry
@@ -155,23 +156,34 @@ def _matching(frame, versions: dict):
     return frame[same]
 
 
-def _default_verdicts(stored, names, case: Case, isolate: bool):
+def class_case_ids(case: Case) -> list[str]:
+    """The default suite's cases of ``case``'s class: its pass, dtype and layout."""
+    from . import suites
+
+    return sorted({c.id for c in suites.get("default", case.pass_) if c.dtype == case.dtype and c.layout == case.layout})
+
+
+def _default_verdicts(stored, names, case: Case, isolate: bool, measure: bool = True):
     """Per backend: (passed everything?, count, reason) over default cases of dtype/layout/device."""
     import pandas as pd
 
-    from . import suites
     from .verify import verify
 
-    wanted = {c.id for c in suites.get("default", case.pass_) if c.dtype == case.dtype and c.layout == case.layout}
+    wanted = set(class_case_ids(case))
     rows = stored[stored.case_id.isin(wanted) & (stored.device == case.device)] if stored is not None else None
     have = set() if rows is None else set(rows.backend)
     missing = [n for n in names if n not in have or len(rows[rows.backend == n].case_id.unique()) < len(wanted)]
     sources = {n: "stored results" for n in names if n not in missing}
+    if missing and not measure:
+        verdicts = {n: (False, 0, "no stored default-suite rows (measure=False)", "") for n in missing}
+        names = [n for n in names if n not in missing]
+        missing = []
+    else:
+        verdicts = {}
     if missing:
         fresh = verify(backends=missing, cases=sorted(wanted), devices=[case.device], isolate=isolate)
         rows = fresh if rows is None else pd.concat([rows[~rows.backend.isin(missing)], fresh])
         sources.update({n: "measured now" for n in missing})
-    verdicts = {}
     for name in names:
         mine = rows[rows.backend == name]
         # a failure a known bug explains is that bug's class: the caller already checked the
@@ -187,12 +199,16 @@ def _default_verdicts(stored, names, case: Case, isolate: bool):
 def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", *, layout: str = "contiguous",
            eps: float = 1e-5, affine: str = "random", param_dtype=None, pass_: str = "forward", backends=None,
            metric: str = "device", results=None, budget: float = 0.5, use_cache: bool = True,
-           isolate: bool = True) -> Selection:
-    """The choice for a problem with its evidence (see the module docstring)."""
+           isolate: bool = True, measure: bool = True) -> Selection:
+    """The choice for a problem with its evidence (see the module docstring).
+
+    ``measure=False`` answers from the cache and ``results`` only: a candidate whose
+    evidence is not stored is not eligible ("no stored ..."), nothing is verified or timed.
+    """
     import pandas as pd
 
     from .bench import bench
-    from .verify import _names, verify
+    from .verify import verify
 
     start = time.perf_counter()
     if metric not in ("device", "latency"):
@@ -206,24 +222,14 @@ def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", 
             raise FileNotFoundError(f"no results file or folder at {', '.join(map(repr, missing))}")
     case = Case(tuple(shape), num_groups, dtype, layout, "normal", 0, eps, affine, param_dtype, pass_=pass_,
                 device=device)
-    names = _names(backends, "backend", registry.names()) or [
-        n for n in registry.names() if registry.get(n).default_selected]
-    names = [n for n in names if device in registry.get(n).devices]
+    names = _candidate_names(backends, device)
     from .workers import availability
 
-    key = cache_key(case, metric, names)
-    path = os.path.join(_cache_dir(), key + ".json")
-    if use_cache and os.path.exists(path):
-        import datetime
-
-        with open(path) as handle:
-            cached = Selection.from_json(handle.read())
-        when = datetime.datetime.fromtimestamp(os.path.getmtime(path), datetime.timezone.utc)
-        # Every line says where its figures come from: this cache, and what filled it.
-        candidates = tuple(dataclasses.replace(c, source=f"cache ({c.source})" if c.source else "cache")
-                           for c in cached.candidates)
-        return dataclasses.replace(cached, candidates=candidates, seconds=time.perf_counter() - start, cached=True,
-                                   source=f"cache of {when:%Y-%m-%d %H:%M} UTC ({cached.source})")
+    path = _cache_path(case, metric, names)
+    if use_cache:
+        cached = _read_cache(path, start)
+        if cached is not None:
+            return cached
     answers = availability([(name, device) for name in names], isolate=isolate)
     info = {name: answers[name, device] for name in names}
     candidates = {n: Candidate(n, False, why_not=info[n]["availability"])
@@ -249,7 +255,7 @@ def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", 
             *([results] if isinstance(results, (str, os.PathLike)) else results))
         stored = _matching(frame, versions)
     if live:
-        defaults = _default_verdicts(stored, live, case, isolate)
+        defaults = _default_verdicts(stored, live, case, isolate, measure)
     else:
         defaults = {}
     problem_ids = [c.id for c in problem_cases(case)]
@@ -269,7 +275,7 @@ def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", 
             timing[name], timing_source[name] = timed.iloc[-1], "stored results"
     missing_timing = [n for n in qualified if n not in timing]
     fresh = None
-    if missing_timing:
+    if missing_timing and measure:
         fresh = bench(backends=missing_timing, cases=[case.id], devices=[device], budget=budget, isolate=isolate)
         for name in missing_timing:
             rows = fresh[fresh.backend == name]
@@ -283,7 +289,7 @@ def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", 
                 if row.backend in checked and row.case_id in problem_ids:
                     checked[row.backend][row.case_id] = row
     missing_cases = sorted({cid for name in qualified for cid in problem_ids if cid not in checked[name]})
-    if missing_cases:
+    if missing_cases and measure:
         extra = verify(backends=qualified, cases=missing_cases, devices=[device], isolate=isolate)
         for row in extra.itertuples():
             checked[row.backend].setdefault(row.case_id, row)
@@ -314,11 +320,131 @@ def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", 
     selection = Selection(chosen.backend, device, case.id, metric, tie, ordered, " + ".join(sources),
                           time.perf_counter() - start)
     if use_cache:
-        os.makedirs(_cache_dir(), exist_ok=True)
-        temporary = path + f".{os.getpid()}.tmp"
-        with open(temporary, "w") as handle:
-            handle.write(selection.to_json())
-        os.replace(temporary, path)
+        _write_cache(path, selection)
+    return selection
+
+
+def _cache_path(case: Case, metric: str, names) -> str:
+    return os.path.join(_cache_dir(), cache_key(case, metric, names) + ".json")
+
+
+def _read_cache(path: str, start: float) -> Selection | None:
+    """The cached selection at ``path`` (its lines saying they come from the cache), or None."""
+    import datetime
+
+    try:
+        with open(path) as handle:
+            cached = Selection.from_json(handle.read())
+        when = datetime.datetime.fromtimestamp(os.path.getmtime(path), datetime.timezone.utc)
+    except (OSError, ValueError, TypeError, KeyError):  # absent, or unreadable: not evidence
+        return None
+    # Every line says where its figures come from: this cache, and what filled it.
+    candidates = tuple(dataclasses.replace(c, source=f"cache ({c.source})" if c.source else "cache")
+                       for c in cached.candidates)
+    return dataclasses.replace(cached, candidates=candidates, seconds=time.perf_counter() - start, cached=True,
+                               source=f"cache of {when:%Y-%m-%d %H:%M} UTC ({cached.source})")
+
+
+def _write_cache(path: str, selection: Selection) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = path + f".{os.getpid()}.{threading.get_ident()}.tmp"
+    with open(temporary, "w") as handle:
+        handle.write(selection.to_json())
+    os.replace(temporary, path)
+
+
+def lookup(case: Case, metric: str = "device", backends=None) -> Selection | None:
+    """The cached answer of :func:`select` (or of :func:`verified`, ``metric="verified"``)
+    for ``case`` with these candidates, or None; never measures, imports no framework."""
+    names = _candidate_names(backends, case.device)
+    if metric == "verified":
+        metric = _verified_metric(_in_order(names, PREFERENCE))
+    return _read_cache(_cache_path(case, metric, names), time.perf_counter())
+
+
+def _in_order(names, order) -> list[str]:
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def _verified_metric(ordered_names) -> str:
+    """The cache's metric for :func:`verified`: the preference order is part of the answer."""
+    return "verified:" + ",".join(ordered_names)
+
+
+def _candidate_names(backends, device: str) -> list[str]:
+    from .verify import _names
+
+    names = _names(backends, "backend", registry.names()) or [
+        n for n in registry.names() if registry.get(n).default_selected]
+    return [n for n in names if device in registry.get(n).devices]
+
+
+def verified(case: Case, *, backends=None, order=PREFERENCE, use_cache: bool = True, isolate: bool = True) -> Selection:
+    """The first backend in ``order`` (then the others, by name) *verified* for ``case``'s
+    problem, without timing anything: what a drop-in module runs when it has no timing
+    evidence and may not measure.
+
+    Verified means what :func:`select` requires for eligibility: available on the device,
+    the pass implemented, outside every known bug's class, every default-suite case of
+    the problem's class (pass, dtype, layout, device) passed (failures a known bug
+    explains excepted, as in ``select``), and the problem itself passed on two seeds and
+    on the adversarial distribution. Candidates after the first verified one are not
+    examined ("not needed"). Cached on disk like ``select`` (``metric="verified"``).
+
+    Raises:
+        NoVerifiedBackendError: no candidate verified, with each one's reason.
+    """
+    from .verify import verify
+    from .workers import availability
+
+    start = time.perf_counter()
+    names = _in_order(_candidate_names(backends, case.device), order)
+    path = _cache_path(case, _verified_metric(names), names)
+    if use_cache:
+        cached = _read_cache(path, start)
+        if cached is not None:
+            return cached
+    installed = json.loads(machine()["versions"])
+    problem_ids = [c.id for c in problem_cases(case)]
+    candidates, chosen = [], None
+    for name in names:
+        if chosen is not None:
+            candidates.append(Candidate(name, False, why_not=f"not needed: {chosen} verified first"))
+            continue
+        backend = registry.get(name)
+        why = backend.supports(case)
+        if why is None and case.pass_ != "forward" and not backend.supports_backward:
+            why = f"implements the forward pass only (no {case.pass_} pass)"
+        bug = None if why else known_bugs.excluding(name, case, installed)
+        if bug is not None:
+            why = (f"known bug {bug.id} for this class ({bug.layouts}, {bug.dtypes}, rank {len(case.shape)}): "
+                   f"{bug.rerun}")
+        if not why:
+            why = availability([(name, case.device)], isolate=isolate)[name, case.device]["availability"]
+        if why:
+            candidates.append(Candidate(name, False, why_not=why))
+            continue
+        passed, count, reason, source = _default_verdicts(None, [name], case, isolate)[name]
+        if not passed:
+            candidates.append(Candidate(name, False, why_not=reason, default_cases=count, source=source))
+            continue
+        rows = verify(backends=[name], cases=problem_ids, devices=[case.device], isolate=isolate)
+        bad = rows[rows.status != "passed"]
+        if len(rows) < len(problem_ids) or len(bad):
+            why = f"{bad.iloc[0].status} on {bad.iloc[0].case_id} ({bad.iloc[0].reason})" if len(bad) else "not run"
+            candidates.append(Candidate(name, False, why_not=why, default_cases=count, problem_cases=len(rows),
+                                        source="measured now"))
+            continue
+        candidates.append(Candidate(name, True, default_cases=count, problem_cases=len(rows), source="measured now"))
+        chosen = name
+    if chosen is None:
+        reasons = "; ".join(f"{c.backend}: {c.why_not}" for c in candidates) or "no backend runs on " + case.device
+        raise NoVerifiedBackendError(f"no verified GroupNorm for {case.id} on {case.device}: {reasons}")
+    selection = Selection(chosen, case.device, case.id, "verified", False, tuple(candidates),
+                          "verified now, not timed", time.perf_counter() - start)
+    if use_cache:
+        _write_cache(path, selection)
     return selection
 
 
