@@ -85,8 +85,8 @@ def _choose(x, num_groups, weight, bias, eps, pass_, autotune, backends, record)
            None if weight is None else weight.dtype, bias is None, autotune, dispatch._key(backends), default_stream)
     choice = dispatch._choices.get(key)
     if choice is None:
+        problem = _problem(x, num_groups, weight, bias, eps, pass_)  # dtype and device first: clearer than torch's
         _check_like_torch(x, num_groups, weight, bias, eps)
-        problem = _problem(x, num_groups, weight, bias, eps, pass_)
         choice = dispatch.decide(problem, x, autotune=autotune, backends=backends)
         dispatch._choices[key] = choice
     if record is not None:
