@@ -95,6 +95,12 @@ class Problem:
     eps: float
     affine: bool
 
+    def __post_init__(self):
+        object.__setattr__(self, "_hash", hash(dataclasses.astuple(self)))
+
+    def __hash__(self):  # computed once: a module records its problem on every call
+        return self._hash
+
     def case(self):
         """The harness :class:`~harness.Case` of this problem."""
         from harness.cases import Case

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.nn.functional as F
 
 import backends as registry
 
@@ -49,7 +50,6 @@ def _runner(name: str):
 
 def _check_like_torch(x, num_groups, weight, bias, eps) -> None:
     """torch's own argument errors, raised by ``F.group_norm`` on meta tensors (shapes only)."""
-    import torch.nn.functional as F
 
     def meta(t):
         return None if t is None else torch.empty(t.shape, dtype=t.dtype, device="meta")
@@ -81,15 +81,17 @@ def _choose(x, num_groups, weight, bias, eps, pass_, autotune, backends, record)
     settings = dispatch.SETTINGS
     autotune = settings.autotune if autotune is None else autotune
     backends = settings.backends if backends is None else backends
+    if backends.__class__ is list:
+        backends = tuple(backends)
     key = (x.shape, x.stride(), x.dtype, x.device, pass_, num_groups, eps,
-           None if weight is None else weight.dtype, bias is None, autotune, dispatch._key(backends), default_stream)
+           None if weight is None else weight.dtype, bias is None, autotune, backends, default_stream)
     choice = dispatch._choices.get(key)
     if choice is None:
         problem = _problem(x, num_groups, weight, bias, eps, pass_)  # dtype and device first: clearer than torch's
         _check_like_torch(x, num_groups, weight, bias, eps)
         choice = dispatch.decide(problem, x, autotune=autotune, backends=backends)
         dispatch._choices[key] = choice
-    if record is not None:
+    if record is not None and choice.problem not in record:
         record[choice.problem] = choice
     return choice
 
@@ -210,12 +212,13 @@ def _register_custom_ops():
 
 
 def _traced_choice(shape, dtype, device, layout, pass_, num_groups, eps, param_dtype, affine, autotune, backends):
-    """The choice, made while torch.compile traces (its result is a constant of the graph)."""
+    """The choice, made while torch.compile traces (its result is a constant of the graph).
+    Creates no tensor: under torch.export's tracing one would land in the graph."""
+    import types
 
-    x = torch.empty(shape, dtype=dtype, device="meta")
-    problem = dispatch.Problem(tuple(shape), num_groups, bridges.dtype_name(x), param_dtype, device, layout, pass_,
-                               eps, affine)
-    probe = torch.empty(0, dtype=dtype, device=device)  # what the bridges look at: device and dtype
+    problem = dispatch.Problem(tuple(shape), num_groups, str(dtype).replace("torch.", ""), param_dtype, device,
+                               layout, pass_, eps, affine)
+    probe = types.SimpleNamespace(device=torch.device(device), dtype=dtype)  # what the bridges look at
     return dispatch.decide(problem, probe, autotune=autotune, backends=backends).backend
 
 
@@ -241,12 +244,15 @@ def group_norm(input, num_groups: int, weight=None, bias=None, eps: float = 1e-5
             return group_norm(input.float(), num_groups, None if weight is None else weight.float(),
                               None if bias is None else bias.float(), eps, backend=backend, autotune=autotune,
                               backends=backends, _record=_record)
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias))
+    needs_grad = torch.is_grad_enabled() and (input.requires_grad or (weight is not None and weight.requires_grad)
+                                              or (bias is not None and bias.requires_grad))
     pass_ = "train" if needs_grad else "forward"
     if backend is None:
         name = _choose(input, num_groups, weight, bias, eps, pass_, autotune, backends, _record).backend
     else:
         name = _named(backend, input, num_groups, weight, bias, eps)
+    if name == "torch":  # the torch backend's group_norm is F.group_norm: called directly
+        return F.group_norm(input, num_groups, weight, bias, eps)
     if name in _NATIVE:
         runner, function = _runner(name)
         return function(runner, input, num_groups, weight, bias, eps)
@@ -269,8 +275,6 @@ def _named(name: str, x, num_groups, weight, bias, eps) -> str:
 
 
 def _compiled_call(x, num_groups, weight, bias, eps, backend, autotune, backends):
-    import torch.nn.functional as F
-
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
     if backend is None:
         param = weight if weight is not None else bias

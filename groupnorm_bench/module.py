@@ -42,7 +42,7 @@ class GroupNorm(nn.GroupNorm):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return group_norm(input, self.num_groups, self.weight, self.bias, self.eps, autotune=self.autotune,
-                          backends=self.backends, _record=None if torch.compiler.is_compiling() else self._met)
+                          backends=self.backends, _record=self._met)
 
     @classmethod
     def from_module(cls, module: nn.GroupNorm, *, autotune: bool | None = None, backends=None) -> "GroupNorm":

@@ -147,16 +147,19 @@ def samples(results_dir: Path, machine: str, commit: str) -> dict:
             values = result.get_result_value(key, params)
             kept = result.get_result_samples(key, params)
             combos = _combinations(params) if params else [""]
-            if not params:  # a benchmark without parameters has one value, not a list
-                values, kept = [values], [kept]
+            if not params:  # one combination: asv 0.6 gives lists of one; older versions the bare value
+                if not isinstance(values, list):
+                    values, kept = [values], [kept]
+                elif kept is not None and len(kept) and isinstance(kept[0], (int, float)):
+                    kept = [kept]
             for index, combo in enumerate(combos):
                 name = f"{key}({combo})" if combo else key
                 value = values[index]
                 if value is None:
                     found[name] = None
                 elif not (isinstance(value, float) and math.isnan(value)):
-                    sample = kept[index] if kept and kept[index] else [value]
-                    found[name] = [float(s) for s in sample]
+                    sample = [s for s in (kept[index] if kept and kept[index] else []) if s is not None]
+                    found[name] = [float(s) for s in sample or [value]]  # tracks keep no samples
     return found
 
 

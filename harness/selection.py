@@ -396,7 +396,6 @@ def verified(case: Case, *, backends=None, order=PREFERENCE, use_cache: bool = T
         NoVerifiedBackendError: no candidate verified, with each one's reason.
     """
     from .verify import verify
-    from .workers import availability
 
     start = time.perf_counter()
     names = _in_order(_candidate_names(backends, case.device), order)
@@ -420,16 +419,21 @@ def verified(case: Case, *, backends=None, order=PREFERENCE, use_cache: bool = T
         if bug is not None:
             why = (f"known bug {bug.id} for this class ({bug.layouts}, {bug.dtypes}, rank {len(case.shape)}): "
                    f"{bug.rerun}")
-        if not why:
-            why = availability([(name, case.device)], isolate=isolate)[name, case.device]["availability"]
         if why:
             candidates.append(Candidate(name, False, why_not=why))
             continue
-        passed, count, reason, source = _default_verdicts(None, [name], case, isolate)[name]
-        if not passed:
-            candidates.append(Candidate(name, False, why_not=reason, default_cases=count, source=source))
+        # one worker for the class and the problem (its start, importing the framework, is most of the cost)
+        rows = verify(backends=[name], cases=sorted(set(class_case_ids(case)) | set(problem_ids)),
+                      devices=[case.device], isolate=isolate)
+        not_run = [reason for backend, _, reason in rows.attrs.get("not_run", ()) if backend == name]
+        if not_run:
+            candidates.append(Candidate(name, False, why_not=not_run[0]))
             continue
-        rows = verify(backends=[name], cases=problem_ids, devices=[case.device], isolate=isolate)
+        passed, count, reason, _ = _default_verdicts(rows, [name], case, isolate, measure=False)[name]
+        if not passed:
+            candidates.append(Candidate(name, False, why_not=reason, default_cases=count, source="measured now"))
+            continue
+        rows = rows[rows.case_id.isin(problem_ids)]
         bad = rows[rows.status != "passed"]
         if len(rows) < len(problem_ids) or len(bad):
             why = f"{bad.iloc[0].status} on {bad.iloc[0].case_id} ({bad.iloc[0].reason})" if len(bad) else "not run"

@@ -23,7 +23,8 @@ from harness import asv_runs, suites  # noqa: E402
 
 # A small subset: every benchmark method, two CPU backends, the smallest workload.
 QUICK_SUBSET = (r"(Forward\.\w+\('(torch|numpy):cpu', '2x320x64x64-g32-float16-contiguous"
-                r"|Training\.\w+\('(torch|numpy):cpu', '2x320x64x64-g32-float32-contiguous)")
+                r"|Training\.\w+\('(torch|numpy):cpu', '2x320x64x64-g32-float32-contiguous"
+                r"|Dispatch\.\w+|DropInBlock\.\w+\('groupnorm_bench', 'channels_last', 'eager')")
 TRAINING_CASE = "2x320x64x64-g32-float32-contiguous-normal-s0-backward-gy_normal"
 
 
@@ -93,6 +94,11 @@ def test_quick_asv_run_of_a_subset_gives_every_result(tmp_path, monkeypatch):
             assert found.get(name), f"{name} gave no result: {text[-3000:]}"
         ratio = found[f"training.Training.track_train_error_ratio('{backend}', '{TRAINING_CASE}')"]
         assert 0 <= ratio[0] <= 1, f"{backend} fails the train pass in the asv suite: ratio {ratio}"
+    for name in ("dropin.Dispatch.time_groupnorm_bench_module", "dropin.Dispatch.time_nn_group_norm",
+                 "dropin.Dispatch.track_dispatch_overhead_us",
+                 "dropin.DropInBlock.time_forward('groupnorm_bench', 'channels_last', 'eager')",
+                 "dropin.DropInBlock.time_train_step('groupnorm_bench', 'channels_last', 'eager')"):
+        assert found.get(name), f"{name} gave no result: {text[-3000:]}"
     machine_json = json.loads((results / machine / "machine.json").read_text())
     assert machine_json["gpu"] == _gpu_by_nvidia_smi() or machine_json["gpu"].startswith(_gpu_by_nvidia_smi() + " (")
 
