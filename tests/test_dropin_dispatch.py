@@ -295,3 +295,31 @@ def test_torch_export_holds_aten_group_norm_or_the_custom_op_and_nothing_else():
 ], ids=["contiguous", "nhwc", "ndhwc", "nlc", "every-other", "batch-not-outermost", "rank-2"])
 def test_layout_of_names_the_harness_layout(make, layout):
     assert bridge.layout_of(make()) == layout
+
+
+def test_stored_results_answer_without_measuring(monkeypatch):
+    """configure(results=...) with rows of this machine: the choice comes from them, timed
+    by the stored bench rows, and nothing is verified or timed now."""
+    import pandas as pd
+
+    import harness
+
+    problem = dispatch.Problem((2, 8, 6, 6), 4, "float32", None, "cpu", "contiguous", "forward", 1e-5, True)
+    case = problem.case()
+    names = ["torch", "numpy"]
+    ids = selection.class_case_ids(case) + [c.id for c in selection.problem_cases(case)]
+    stored = pd.concat([harness.verify(backends=names, cases=ids, isolate=False),
+                        harness.bench(backends=names, cases=[case.id], budget=0.05, isolate=False)])
+    import sys
+
+    measured_now = []
+    monkeypatch.setattr(selection, "verified", lambda *a, **k: measured_now.append(a))
+    for module, name in (("harness.verify", "verify"), ("harness.bench", "bench")):
+        monkeypatch.setattr(sys.modules[module], name, lambda *a, **k: measured_now.append(a))
+    with gnb.options(results=stored, isolate=False):
+        norm = gnb.GroupNorm(4, 8, backends=names)
+        with torch.no_grad():
+            norm(torch.randn(2, 8, 6, 6))
+    assert not measured_now
+    backend, evidence = _chosen(norm)[("contiguous", "forward")]
+    assert evidence == "stored results" and backend in names
