@@ -126,17 +126,52 @@ def cache_key(case: Case, metric: str, names) -> str:
     the candidates and their kernel-source hashes, the problem, and the evidence rules
     (:func:`evidence_hash`: suites, tolerance model, known bugs). Computed without
     importing any framework, so a cache hit costs milliseconds."""
+    return _key({"candidates": sorted((name, registry.get(name).source_hash()) for name in names),
+                 "case": case.id, "device": case.device, "metric": metric})
+
+
+def _key(what: dict) -> str:
+    """Hash of ``what`` with the machine, the installed versions and the evidence rules."""
     facts = machine()
     material = {
         "machine": [facts[k] for k in ("host", "cpu_model", "gpu_name", "gpu_driver", "cuda_version")],
         "packages": facts["versions"],
-        "candidates": sorted((name, registry.get(name).source_hash()) for name in names),
-        "case": case.id,
-        "device": case.device,
-        "metric": metric,
         "evidence": evidence_hash(),
+        **what,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _class_verdict(name: str, case: Case, isolate: bool, problem_ids) -> tuple:
+    """(passed, count, reason, problem rows) for backend ``name``: its default-suite verdict
+    on ``case``'s class (pass, dtype, layout, device), cached on disk per machine, versions,
+    kernel hash and evidence rules (a model meeting a new shape verifies only the shape),
+    and its rows of ``problem_ids``; or (False, 0, reason, None) when it cannot run here."""
+    from .verify import verify
+
+    path = os.path.join(_cache_dir(), "class-" + _key({
+        "backend": [name, registry.get(name).source_hash()], "device": case.device,
+        "class": [case.pass_, case.dtype, case.layout]}) + ".json")
+    try:
+        with open(path) as handle:
+            known = json.load(handle)
+    except (OSError, ValueError):
+        known = None
+    wanted = sorted(set(problem_ids) | (set() if known else set(class_case_ids(case))))
+    # one worker for the class and the problem (its start, importing the framework, is most of the cost)
+    rows = verify(backends=[name], cases=wanted, devices=[case.device], isolate=isolate)
+    not_run = [reason for backend, _, reason in rows.attrs.get("not_run", ()) if backend == name]
+    if not_run:
+        return False, 0, not_run[0], None
+    if known is None:
+        passed, count, reason, _ = _default_verdicts(rows, [name], case, isolate, measure=False)[name]
+        known = {"passed": bool(passed), "count": int(count), "reason": reason}
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        temporary = path + f".{os.getpid()}.{threading.get_ident()}.tmp"
+        with open(temporary, "w") as handle:
+            json.dump(known, handle)
+        os.replace(temporary, path)
+    return known["passed"], known["count"], known["reason"], rows[rows.case_id.isin(problem_ids)]
 
 
 def problem_cases(case: Case) -> list[Case]:
@@ -390,13 +425,13 @@ def verified(case: Case, *, backends=None, order=PREFERENCE, use_cache: bool = T
     the problem's class (pass, dtype, layout, device) passed (failures a known bug
     explains excepted, as in ``select``), and the problem itself passed on two seeds and
     on the adversarial distribution. Candidates after the first verified one are not
-    examined ("not needed"). Cached on disk like ``select`` (``metric="verified"``).
+    examined ("not needed"). Cached on disk like ``select`` (``metric="verified"``); each
+    backend's class verdict is cached apart, so a new shape of a known class verifies only
+    the shape (one worker start, a few seconds).
 
     Raises:
         NoVerifiedBackendError: no candidate verified, with each one's reason.
     """
-    from .verify import verify
-
     start = time.perf_counter()
     names = _in_order(_candidate_names(backends, case.device), order)
     path = _cache_path(case, _verified_metric(names), names)
@@ -422,18 +457,10 @@ def verified(case: Case, *, backends=None, order=PREFERENCE, use_cache: bool = T
         if why:
             candidates.append(Candidate(name, False, why_not=why))
             continue
-        # one worker for the class and the problem (its start, importing the framework, is most of the cost)
-        rows = verify(backends=[name], cases=sorted(set(class_case_ids(case)) | set(problem_ids)),
-                      devices=[case.device], isolate=isolate)
-        not_run = [reason for backend, _, reason in rows.attrs.get("not_run", ()) if backend == name]
-        if not_run:
-            candidates.append(Candidate(name, False, why_not=not_run[0]))
-            continue
-        passed, count, reason, _ = _default_verdicts(rows, [name], case, isolate, measure=False)[name]
-        if not passed:
+        passed, count, reason, rows = _class_verdict(name, case, isolate, problem_ids)
+        if rows is None or not passed:
             candidates.append(Candidate(name, False, why_not=reason, default_cases=count, source="measured now"))
             continue
-        rows = rows[rows.case_id.isin(problem_ids)]
         bad = rows[rows.status != "passed"]
         if len(rows) < len(problem_ids) or len(bad):
             why = f"{bad.iloc[0].status} on {bad.iloc[0].case_id} ({bad.iloc[0].reason})" if len(bad) else "not run"

@@ -323,3 +323,22 @@ def test_stored_results_answer_without_measuring(monkeypatch):
     assert not measured_now
     backend, evidence = _chosen(norm)[("contiguous", "forward")]
     assert evidence == "stored results" and backend in names
+
+
+def test_a_new_shape_of_a_decided_class_verifies_only_the_shape(monkeypatch, in_process, no_timing):
+    """A model meeting a new input size re-verifies the problem, not the whole class."""
+    import sys
+
+    asked = []
+    real = sys.modules["harness.verify"].verify
+
+    def counting(*args, **kwargs):
+        asked.append(len(kwargs["cases"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sys.modules["harness.verify"], "verify", counting)
+    with torch.no_grad():
+        gnb.group_norm(torch.randn(2, 8, 5), 2, backends=["torch"])
+        gnb.group_norm(torch.randn(3, 8, 7), 2, backends=["torch"])
+    assert asked[-1] == len(selection.problem_cases(dispatch.Problem(
+        (3, 8, 7), 2, "float32", None, "cpu", "contiguous", "forward", 1e-5, False).case())) == 3
