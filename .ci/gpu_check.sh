@@ -21,6 +21,8 @@ done
 timeout 60 ncu --metrics dram__bytes_read.sum,dram__bytes_write.sum --target-processes all python3 -m harness verify \
   --backends cupy,numba-cuda --devices cuda --case 1x512x128x128-g32-float32-contiguous-normal-s0 --in-process \
   --out "$R/ncu" > "$R/ncu-dram.txt" 2>&1
+# the drop-in module on CUDA: zero-copy bridges, torch's current stream, autocast, every CUDA backend vs the oracle
+timeout 60 python3 -m pytest -q -p no:cacheprovider -rs tests/test_dropin_cuda.py > "$R/dropin-cuda.txt" 2>&1
 timeout 40 python3 -m harness.crosscheck --device cuda --budget 1 --rounds 2 > "$R/crosscheck-cuda.txt" 2>&1
 tail -n 25 "$R"/*.txt
 tar -czf "${OUT:-/tmp/gnbench-out}/gpu-results.tgz" -C "$(dirname "$R")" r && rm -rf "$R"
