@@ -163,27 +163,25 @@ def decide(problem: Problem, tensor, *, autotune=None, backends=None) -> Choice:
     """The backend for ``problem`` (see the module docstring); cached per process."""
     autotune = SETTINGS.autotune if autotune is None else autotune
     backends = SETTINGS.backends if backends is None else backends
-    key = (problem, bool(autotune), _key(backends))
+    names, excluded = candidates(tensor, backends)
+    # keyed by the callable candidates too: what a bridge refuses can depend on the call
+    # (numba-cuda on a side stream), and a choice made without that refusal must not serve it
+    key = (problem, bool(autotune), tuple(names))
     choice = _problems.get(key)
     if choice is not None:
         return choice
     with _lock:
         choice = _problems.get(key)
         if choice is None:
-            choice = _decide(problem, tensor, autotune, backends)
+            choice = _decide(problem, names, excluded, autotune)
             _problems[key] = choice
     return choice
 
 
-def _key(value):
-    return tuple(value) if isinstance(value, (list, tuple)) else value
-
-
-def _decide(problem: Problem, tensor, autotune, backends) -> Choice:
+def _decide(problem: Problem, names, excluded, autotune) -> Choice:
     from harness import selection
 
     case = problem.case()
-    names, excluded = candidates(tensor, backends)
     if not names:
         reasons = "; ".join(f"{n}: {why}" for n, why in excluded.items()) or "no backend runs on " + case.device
         raise selection.NoVerifiedBackendError(f"no backend the module can call for {case.id} on "
