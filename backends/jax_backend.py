@@ -172,7 +172,6 @@ class JaxBackend(GroupNormBackend):
     def copy_kernel(self, device, nbytes):
         jax = _jax()
         import jax.numpy as jnp
-        import numpy as np
 
         from .base import copy_pattern
 

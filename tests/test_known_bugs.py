@@ -9,7 +9,7 @@ import pytest
 
 import backends
 from backends.errors import InvalidArgumentError
-from conftest import plain_group_norm, run_harness
+from conftest import run_harness
 from harness import known_bugs
 from harness.cases import Case
 
