@@ -41,7 +41,9 @@ __all__ = [
     "check_group_norm_args",
     "get",
     "importable",
+    "load_plugins",
     "names",
+    "plugin_of",
     "register",
     "unregister",
 ]
@@ -63,6 +65,8 @@ _registered: dict[str, GroupNormBackend] = {}
 _loaded_builtins: dict[str, GroupNormBackend] = {}
 _entry_points_loaded = False
 _entry_point_names: set[str] = set()
+_plugin_of: dict[str, str] = {}  # backend name -> the plugin module that registers it
+_loading: list[str] = []  # the plugin module being loaded (register() records its names)
 _lock = threading.RLock()
 
 
@@ -189,7 +193,37 @@ def register(backend, *, replace: bool = False) -> GroupNormBackend:
                 f"({_registered[backend.name]!r}); pass replace=True to replace it"
             )
         _registered[backend.name] = backend
+        if _loading:
+            _plugin_of[backend.name] = _loading[-1]
     return backend
+
+
+def load_plugins(modules) -> dict[str, str]:
+    """Import each plugin module and call its ``register_backends()`` if it has one (what
+    ``--plugin MODULE`` does); returns {backend name: module} for the backends they
+    register. A fresh process (a worker, a cluster node) gets the same backends by loading
+    the same modules. A module imported earlier, which registered its backends at import,
+    is credited with the registered backends whose class it defines."""
+    with _lock:
+        for module_name in modules or ():
+            _loading.append(module_name)
+            try:
+                module = importlib.import_module(module_name)
+                hook = getattr(module, "register_backends", None)
+                if callable(hook):
+                    hook()
+            finally:
+                _loading.pop()
+            for name, backend in _registered.items():
+                if name not in _plugin_of and type(backend).__module__ == module_name:
+                    _plugin_of[name] = module_name
+        return {name: module for name, module in _plugin_of.items() if name in _registered}
+
+
+def plugin_of(name: str) -> str | None:
+    """The plugin module (:func:`load_plugins`) that registers backend ``name``, if any."""
+    with _lock:
+        return _plugin_of.get(name) if name in _registered else None
 
 
 def unregister(name: str) -> None:
@@ -198,3 +232,4 @@ def unregister(name: str) -> None:
         if name not in _registered:
             raise RegistryError(f"unregister(): no registered backend named {name!r}")
         del _registered[name]
+        _plugin_of.pop(name, None)

@@ -12,7 +12,6 @@ verified at all (every row skipped or unsupported), with the reason.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import time
@@ -43,11 +42,9 @@ def _console(stderr: bool = False):
 
 def _load_plugins(modules) -> None:
     """Import each module; call its ``register_backends()`` if it has one."""
-    for name in modules or ():
-        module = importlib.import_module(name)
-        hook = getattr(module, "register_backends", None)
-        if callable(hook):
-            hook()
+    import backends
+
+    backends.load_plugins(modules)
 
 
 def _list(args) -> int:
@@ -218,6 +215,13 @@ def _sweep_command(args, sweep_class, command: str) -> int:
 
 
 def _verify(args) -> int:
+    if args.accelerators and not args.cluster:
+        _console().print("[red]error:[/] --accelerators picks machine types of a cluster: give --cluster ADDRESS too")
+        return EXIT_USAGE
+    if args.cluster:
+        from .cluster import ClusterSweep
+
+        return _sweep_command(args, ClusterSweep, "verify")
     from .verify import Sweep
 
     return _sweep_command(args, Sweep, "verify")
@@ -226,6 +230,11 @@ def _verify(args) -> int:
 def _bench(args) -> int:
     from .bench import BenchSweep
 
+    if args.cluster:
+        _console().print("[red]error:[/] bench does not run on a cluster: timing needs nodes nobody else uses while "
+                         "it measures, which a shared Ray cluster does not promise (a later issue). Verify on the "
+                         "cluster (gnbench verify --cluster ...) and run gnbench bench on each machine type")
+        return EXIT_USAGE
     return _sweep_command(args, BenchSweep, "bench")
 
 
@@ -359,6 +368,12 @@ def _sweep_arguments(command, name: str) -> None:
                          help="seconds a backend may take per case (plus 0.1 s per million elements)")
     command.add_argument("--in-process", action="store_true",
                          help="run backends in this process (no isolation from crashes and hangs)")
+    command.add_argument("--cluster", metavar="ADDRESS",
+                         help="run on a Ray cluster: its address (auto, HOST:6379, ray://HOST:10001) or 'local' "
+                              "for a Ray instance on this machine (verify only; needs the cluster extra)")
+    command.add_argument("--accelerators", metavar="TYPES",
+                         help="with --cluster: run the whole sweep on each of these Ray accelerator types, "
+                              "comma-separated (e.g. H100,A100)")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -2,8 +2,9 @@
 
 Every results row carries these fields (see :mod:`harness.results`): host, OS, Python,
 CPU model and thread counts, memory, GPU name, driver and CUDA version (from
-``nvidia-smi`` when present), installed framework versions (from package metadata,
-never by importing them), the git commit of this checkout, and the date.
+``nvidia-smi`` when present), the machine type (the GPU's model as Ray names accelerator
+types: ``H100``, ``A100``, ...; empty without a GPU), installed framework versions (from
+package metadata, never by importing them), the git commit of this checkout, and the date.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import functools
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 from importlib import metadata
@@ -66,6 +68,21 @@ def _gpu() -> dict:
     return {"gpu_name": "; ".join(names), "gpu_driver": "; ".join(sorted(set(drivers))), "cuda_version": cuda}
 
 
+# Ray 2.60's rule (ray/_private/accelerators/nvidia_gpu.py): "NVIDIA H100 80GB HBM3" -> "H100"
+_GPU_MODEL = re.compile(r"\w+\s+((?:[A-Z]+\s+)*[A-Z0-9]*\d[A-Z0-9]*)")
+
+
+def machine_type(gpu_name: str) -> str:
+    """The accelerator type of a machine whose first GPU ``nvidia-smi`` names ``gpu_name``
+    (``"; "``-separated), as Ray labels nodes (``accelerator_type:H100``, ``A100``,
+    ``RTX-PRO-6000``, ``GeForce-RTX-5090``); empty without a GPU."""
+    first = (gpu_name or "").split(";")[0].strip()
+    found = _GPU_MODEL.match(first)
+    if found and len(found.group(1)) > 1:
+        return found.group(1).replace(" ", "-")
+    return re.sub(r"^NVIDIA\s+", "", first).strip().replace(" ", "-")
+
+
 def _versions() -> dict:
     found = {}
     for package in PACKAGES:
@@ -95,6 +112,7 @@ def _package_version() -> str:
 def machine() -> dict:
     """Facts about this machine and checkout (cached: they do not change within a run)."""
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpu = _gpu()
     return {
         "host": platform.node(),
         "os": platform.platform(),
@@ -103,7 +121,8 @@ def machine() -> dict:
         "cpu_count": os.cpu_count(),
         "cpu_affinity": affinity,
         "memory_gb": _memory_total_gb(),
-        **_gpu(),
+        **gpu,
+        "machine_type": machine_type(gpu["gpu_name"]),
         "versions": json.dumps(_versions(), sort_keys=True),
         "commit": _commit(),
         "groupnorm_bench": _package_version(),

@@ -1,7 +1,8 @@
 """The results schema: one table for every run, written as parquet and CSV.
 
-Every row is one (case, backend, device) with its verdict and the environment it ran in,
-so files from different machines and days concatenate into one DataFrame. Later work
+Every row is one (case, backend, device, machine type) with its verdict and the
+environment it ran in, so files from different machines and days concatenate into one
+DataFrame. Later work
 (timing, selection) adds columns and status values; it never renames or redefines these.
 A reader accepts any file whose ``schema_version`` is at most :data:`SCHEMA_VERSION`
 (missing newer columns come back empty) and refuses newer ones.
@@ -26,7 +27,7 @@ import tempfile
 
 from backends.errors import GroupNormBenchError
 
-SCHEMA_VERSION = 4  # 2: known_bug; 3: simulated; 4: pass, gradients, determinism
+SCHEMA_VERSION = 5  # 2: known_bug; 3: simulated; 4: pass, gradients, determinism; 5: machine_type, cluster columns
 
 COLUMNS = {
     # the case
@@ -82,6 +83,11 @@ COLUMNS = {
     "gpu_name": "GPU model(s) from nvidia-smi, empty without one",
     "gpu_driver": "NVIDIA driver version",
     "cuda_version": "CUDA version the driver supports",
+    "machine_type": "accelerator type of the machine as Ray names it (H100, A100, ...; empty without a GPU); on a "
+                    "cluster, the type the task was scheduled on (--accelerators)",
+    "node": "Ray node id that made the row (empty for a local run)",
+    "attempt": "1, or 2 when the row comes from the retry of a cluster task whose worker or node died",
+    "retry_reason": "why the first attempt of the cluster task failed (empty when there was none)",
     "versions": "installed package versions, JSON (numpy, torch, jax, numba, cupy, ...)",
     "commit": "git commit of groupnorm-bench (-dirty when modified)",
     "groupnorm_bench": "installed groupnorm-bench version, or 'source'",
@@ -117,6 +123,14 @@ BENCH_COLUMNS = {
 }
 
 
+KEY = ["case_id", "backend", "device", "machine_type"]  # what makes a row unique in a run
+
+
+def key(row) -> tuple:
+    """A row's :data:`KEY` (machine type empty when a file from before schema 5 lacks it)."""
+    return (row["case_id"], row["backend"], row["device"], row.get("machine_type") or "")
+
+
 class RowLog:
     """Rows saved as they finish, so an interrupted sweep keeps them.
 
@@ -149,7 +163,8 @@ class RowLog:
             os.fsync(handle.fileno())
 
     def done(self) -> set:
-        return {(row["case_id"], row["backend"], row["device"]) for row in self.rows}
+        """Keys of the rows kept: (case_id, backend, device, machine_type)."""
+        return {key(row) for row in self.rows}
 
     def add(self, row: dict) -> None:
         self.rows.append(row)
@@ -162,7 +177,7 @@ class RowLog:
         import pandas as pd
 
         frame = pd.DataFrame(self.rows, columns=list(columns)) if self.rows else pd.DataFrame(columns=list(columns))
-        frame = frame.drop_duplicates(subset=["case_id", "backend", "device"], keep="last")
+        frame = frame.drop_duplicates(subset=KEY, keep="last")
         paths = write(frame, self.directory, self.name)
         os.remove(self.log_path)
         return paths
@@ -293,4 +308,7 @@ def load(*paths):
         if column not in combined.columns:
             combined[column] = None
     combined["simulated"] = combined["simulated"].fillna(False).astype(bool)  # older schemas: never simulated
+    for column in ("machine_type", "node", "retry_reason"):  # older schemas: local runs, no machine type
+        combined[column] = combined[column].fillna("").astype(str)
+    combined["attempt"] = combined["attempt"].fillna(1).astype(int)
     return combined

@@ -181,12 +181,15 @@ def problem_cases(case: Case) -> list[Case]:
 
 
 def _matching(frame, versions: dict):
-    """Rows produced on this machine by the current version of each backend."""
+    """Rows produced on this machine by the current version of each backend (on a
+    cluster's machine of the same host name, rows of another machine type do not count)."""
     if frame is None or frame.empty:
         return frame
     facts = machine()
     same = (frame.host == facts["host"]) & (frame.cpu_model == facts["cpu_model"])
     same &= frame.gpu_name.fillna("").astype(str) == (facts["gpu_name"] or "")
+    if "machine_type" in frame:  # a frame from before schema 5 has none: local rows
+        same &= frame.machine_type.fillna("").astype(str) == facts["machine_type"]
     same &= frame.apply(lambda row: versions.get(row.backend) == row.backend_version, axis=1)
     return frame[same]
 

@@ -142,17 +142,21 @@ def _row(case: Case, backend_name: str, version: str, verdict: Verdict, seconds:
         "seconds": seconds,
         "backend_version": version,
         "schema_version": SCHEMA_VERSION,
+        "node": "",
+        "attempt": 1,
+        "retry_reason": "",
     }
     row.update(environment)
     return known_bugs.annotate(row)
 
 
-def _host_memory_reason(case: Case, device: str) -> str | None:
+def _host_memory_reason(case: Case, device: str, reserved: int = 0, held_by: str = "") -> str | None:
     need = memory.case_host_bytes(case) + memory.backend_host_bytes(case, device)
-    available = memory.host_available()
+    available = memory.host_available() - reserved
     if need > available:
+        held = f" (after {memory.gib(reserved)} held for {held_by})" if reserved else ""
         return (f"needs about {memory.gib(need)} of host memory (inputs, outputs, oracle); "
-                f"{memory.gib(available)} available")
+                f"{memory.gib(max(available, 0))} available{held}")
     return None
 
 
@@ -173,8 +177,13 @@ class Sweep:
     ``start()`` starts the workers and asks each for its availability (in parallel); iterating
     :meth:`rows` then verifies every case on every available pair (rows for pairs asked
     for by name or device but unavailable are ``skipped``; the others are listed in
-    :attr:`not_run`). ``skip`` holds (case_id, backend, device) keys already done (resume).
+    :attr:`not_run`). ``skip`` holds keys already done (resume): (case_id, backend, device,
+    machine_type), as :meth:`harness.results.RowLog.done` lists them. ``reserved`` bytes of
+    host memory are held back from the memory-fit check (``held_by`` says for what: a Ray
+    node's object store, :mod:`harness.cluster`).
     """
+
+    reserved, held_by = 0, ""
 
     def __init__(self, the_plan: Plan, *, isolate: bool = True, timeout: float = 120.0, skip=()):
         from .workers import remove_stale_files, runner
@@ -214,7 +223,8 @@ class Sweep:
     def _case_rows(self, case: Case, todo):
         from .workers import LocalCase, SharedCase
 
-        reasons = {pair: self.info[pair]["availability"] or _host_memory_reason(case, pair[1]) for pair in todo}
+        reasons = {pair: self.info[pair]["availability"] or _host_memory_reason(case, pair[1], self.reserved, self.held_by)
+                   for pair in todo}
         runnable = [pair for pair in todo if reasons[pair] is None and "start_failure" not in self.info[pair]]
         shared, groups = None, (0, case.shape[0] * case.num_groups)
         try:
@@ -282,9 +292,10 @@ class Sweep:
         return frame
 
     def rows(self) -> Iterable[dict]:
+        machine_type = self.environment["machine_type"]
         try:
             for case in self.plan.cases:
-                todo = [(n, d) for n, d in self.pairs if (case.id, n, d) not in self.skip]
+                todo = [(n, d) for n, d in self.pairs if (case.id, n, d, machine_type) not in self.skip]
                 if todo:
                     yield from self._case_rows(case, todo)
         finally:
@@ -336,7 +347,8 @@ def summary_table(frame):
 
 
 def verify(backends=None, suite="default", devices=None, dtypes=None, cases=None, *,
-           pass_=None, isolate: bool = True, timeout: float = 120.0):
+           pass_=None, isolate: bool = True, timeout: float = 120.0, cluster: str | None = None,
+           accelerators=None, plugins=()):
     """Verify backends on a suite; one row per (case, backend, device).
 
     Args:
@@ -352,6 +364,12 @@ def verify(backends=None, suite="default", devices=None, dtypes=None, cases=None
         isolate: run each (backend, device) in its own worker process (default); False runs
             in this process (no protection from crashes and hangs).
         timeout: seconds a worker may take per case, plus 0.1 s per million elements.
+        cluster: run on a Ray cluster (:mod:`harness.cluster`): its address, or ``local``
+            for a Ray instance on this machine. None (default) runs here and imports no Ray.
+        accelerators: with ``cluster``, Ray accelerator types (list or comma-separated):
+            the whole sweep runs on each; rows say which in ``machine_type``.
+        plugins: modules that register backends (what ``--plugin`` imports), imported
+            here and, with ``cluster``, on each node.
 
     Returns:
         pandas.DataFrame in the results schema (:data:`harness.results.COLUMNS`): the
@@ -360,7 +378,16 @@ def verify(backends=None, suite="default", devices=None, dtypes=None, cases=None
         backend_version, and the environment. ``df.attrs["not_run"]`` lists
         (backend, device, reason) for pairs left out because they are unavailable here.
     """
-    return Sweep(plan(backends, suite, devices, dtypes, cases, pass_), isolate=isolate, timeout=timeout).start().frame()
+    registry.load_plugins(plugins)
+    the_plan = plan(backends, suite, devices, dtypes, cases, pass_)
+    if cluster is None:
+        if accelerators:
+            raise registry.InvalidArgumentError("accelerators picks machine types of a cluster: give cluster= too")
+        return Sweep(the_plan, isolate=isolate, timeout=timeout).start().frame()
+    from .cluster import ClusterSweep
+
+    return ClusterSweep(the_plan, cluster=cluster, accelerators=accelerators, plugins=plugins, isolate=isolate,
+                        timeout=timeout).start().frame()
 
 
 COLUMNS = list(RESULT_COLUMNS)
