@@ -5,7 +5,9 @@
   (forward, backward alone, training step; each against the bytes its pass must move).
 * ``latency.png``: host latency of one call on the smallest (launch-bound) benched shapes.
 * ``verification.png``: share of passed rows per backend x (suite, dtype).
-* ``summary.md``: the environment, the verification table, the bench table, the plots.
+* ``summary.md``: the environment, the verification table (one per machine type when the
+  rows come from several, as a cluster's sweep with ``--accelerators`` makes), the bench
+  table, the plots.
 """
 
 from __future__ import annotations
@@ -184,7 +186,14 @@ def report(paths, out_dir: str) -> list[str]:
     versions = sorted(set(frame.versions.dropna()))
     lines += [f"- package versions: `{v}`" for v in versions[:3]] + [""]
     if not verify.empty:
-        lines += ["## Verification", "", verification_summary(verify), "![verification](verification.png)", ""]
+        lines += ["## Verification", ""]
+        types = verify.machine_type.fillna("").astype(str)
+        if types.nunique() > 1:  # a cluster's sweep: one table per machine type
+            for machine_type, rows in verify.groupby(types, sort=True):
+                lines += [f"### {machine_type or 'machines without a GPU'}", "", verification_summary(rows)]
+        else:
+            lines.append(verification_summary(verify))
+        lines += ["![verification](verification.png)", ""]
         plot_verification(verify, os.path.join(out_dir, "verification.png"))
         written.append(os.path.join(out_dir, "verification.png"))
     emulated = int(bench.simulated.sum())

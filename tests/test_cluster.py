@@ -189,6 +189,10 @@ def test_resume_after_the_driver_is_killed_keeps_every_finished_row(cluster, tmp
     # one summary table per machine type, and the refused node with its reason
     assert "H100: verification summary" in resumed.stdout and "A100: verification summary" in resumed.stdout
     assert "node refused" in resumed.stdout and "pandas 0.0.1 on the node" in resumed.stdout
+    from harness.report import report
+
+    summary = open(report([out], str(tmp_path / "report"))[0]).read()
+    assert "### H100" in summary and "### A100" in summary
 
 
 def test_a_node_holds_its_object_store_back_from_the_memory_fit(cluster):
