@@ -85,7 +85,8 @@ COLUMNS = {
     "cuda_version": "CUDA version the driver supports",
     "machine_type": "accelerator type of the machine as Ray names it (H100, A100, ...; empty without a GPU); on a "
                     "cluster, the type the task was scheduled on (--accelerators)",
-    "node": "Ray node id that made the row (empty for a local run)",
+    "node": "Ray node id that made the row (empty for a local run; for a row the driver wrote because no node "
+            "answered the case, the node its task last ran on)",
     "attempt": "1, or 2 when the row comes from the retry of a cluster task whose worker or node died",
     "retry_reason": "why the first attempt of the cluster task failed (empty when there was none)",
     "versions": "installed package versions, JSON (numpy, torch, jax, numba, cupy, ...)",

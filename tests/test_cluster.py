@@ -215,6 +215,23 @@ def test_a_node_holds_its_object_store_back_from_the_memory_fit(cluster):
         cluster.remove_node(node)
 
 
+def test_a_node_that_changed_since_the_probe_refuses_its_task_at_run_time(cluster):
+    """The driver's sources change after the probe (as when a checkout is edited mid-sweep):
+    each A100 node refuses the task it gets; no node made a row, and as numpy was named and
+    no node can take it, its rows are skipped, with every node's reason."""
+    the_plan = plan(backends=["numpy"], suite="smoke", devices=["cpu"])
+    sweep = ClusterSweep(the_plan, cluster=cluster.address, accelerators=["A100"]).start()
+    kernel = next(path for path in sweep.driver_fingerprint["files"] if path.endswith(".cu"))
+    sweep.driver_fingerprint["files"][kernel] = "0" * 16
+    frame = sweep.frame()
+    assert len(frame) == len(the_plan.cases) and set(frame.status) == {"skipped"}
+    assert set(frame.node) == {_ids("A100", cluster)}  # where the task last went, and was refused
+    reason = frame.reason.iloc[0]
+    assert reason.startswith("no node of type A100") and kernel in reason and "pandas 0.0.1" in reason
+    good = sweep.nodes[_ids("A100", cluster)]
+    assert kernel in good.reason  # refused at run time, not by the probe
+
+
 def test_a_backend_registered_at_run_time_is_refused_with_how_to_fix_it():
     backend = backends.GroupNormBackend.from_function("script-local", lambda x, g, w=None, b=None, eps=1e-5: x)
     backends.register(backend, replace=True)
