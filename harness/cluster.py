@@ -4,7 +4,8 @@
 starts a Ray instance on this machine) runs a sweep on an existing Ray cluster. Ray
 schedules and moves the messages; the harness keeps what a local sweep does:
 
-* **Tasks** are (backend, device, batch of case ids). A task runs a local
+* **Tasks** are (backend, device, batch of case ids: up to 256 cases, fewer when they are
+  large). A task runs a local
   :class:`harness.verify.Sweep` on its node: the backend in a worker process of its own
   (a segfault, hang or OOM is a ``crash``/``timeout``/``oom`` row, as locally), the inputs
   and the oracle regenerated on the node from the case id (only ids and rows cross the
@@ -60,7 +61,8 @@ from .environment import environment, machine
 from .verify import COLUMNS, Plan, Sweep, _row, summary_table
 
 RETRIES = 1  # resubmissions of a task whose Ray worker or node died (Ray's own: 0)
-BATCH = 8  # cases per task
+BATCH_CASES = 256  # at most this many cases per task, by default...
+BATCH_ELEMENTS = 1 << 26  # ...and no more once a task holds this many elements (a big case goes alone)
 PROBE_TIMEOUT = 120.0  # seconds a node may take to answer the fingerprint probe
 PROJECT_PACKAGES = ("backends", "harness", "groupnorm_bench")
 SOURCE_SUFFIXES = (".py", ".cu", ".cuh", ".h", ".toml")
@@ -226,7 +228,9 @@ class ClusterSweep:
             on each. None: once, on any node.
         plugins: modules that register backends, imported here and on every node.
         cpus: CPUs a CPU task asks for.
-        batch: cases per task.
+        batch: cases per task; None: up to :data:`BATCH_CASES`, closed once it holds
+            :data:`BATCH_ELEMENTS` elements (a task costs about 0.3 s beyond its cases: a
+            worker process to start, the Ray round trip).
         skip: keys already done, as :meth:`harness.results.RowLog.done` lists them.
     """
 
@@ -234,13 +238,13 @@ class ClusterSweep:
     report_title = "verification summary"
 
     def __init__(self, the_plan: Plan, *, cluster: str = "local", accelerators=None, plugins=(),
-                 isolate: bool = True, timeout: float = 120.0, skip=(), cpus: float = 1.0, batch: int = BATCH):
+                 isolate: bool = True, timeout: float = 120.0, skip=(), cpus: float = 1.0, batch: int | None = None):
         if isinstance(accelerators, str):
             accelerators = [a.strip() for a in accelerators.split(",") if a.strip()]
         if accelerators is not None and not accelerators:
             raise registry.InvalidArgumentError("accelerators must name at least one type, e.g. H100,A100")
-        if not (isinstance(batch, int) and batch >= 1):
-            raise registry.InvalidArgumentError(f"batch must be a positive number of cases; got {batch!r}")
+        if batch is not None and not (isinstance(batch, int) and batch >= 1):
+            raise registry.InvalidArgumentError(f"batch must be a positive number of cases or None; got {batch!r}")
         if not cpus > 0:
             raise registry.InvalidArgumentError(f"cpus must be positive; got {cpus!r}")
         self.plugins = list(plugins or ())
@@ -320,6 +324,21 @@ class ClusterSweep:
 
     # -- scheduling
 
+    def _batches(self, ids: list[str]):
+        if self.batch is not None:
+            yield from (ids[start:start + self.batch] for start in range(0, len(ids), self.batch))
+            return
+        numel = {case.id: case.numel for case in self.plan.cases}
+        chunk, elements = [], 0
+        for case_id in ids:
+            chunk.append(case_id)
+            elements += numel[case_id]
+            if len(chunk) == BATCH_CASES or elements >= BATCH_ELEMENTS:
+                yield chunk
+                chunk, elements = [], 0
+        if chunk:
+            yield chunk
+
     def _eligible(self, task: _Task) -> list[Node]:
         return [n for n in self.nodes.values() if n.reason is None and n.id not in task.avoid and n.fits(task, self.cpus)]
 
@@ -391,8 +410,8 @@ class ClusterSweep:
         running = {}
         try:
             for pair, machine_type, ids in self._todo():
-                for start in range(0, len(ids), self.batch):
-                    task = _Task(pair, machine_type, ids[start:start + self.batch])
+                for chunk in self._batches(ids):
+                    task = _Task(pair, machine_type, chunk)
                     why = self._unplaceable(task)
                     if why:
                         yield from self._not_placed(task, why)
