@@ -3,6 +3,7 @@ node with ``--plugin cluster_plugin`` (the test cluster's nodes have tests/ on P
 
 * ``slow-numpy``: NumPy's GroupNorm, 0.3 s per call, so that a sweep is still running when
   a test kills its driver or removes a node.
+* ``segfault``: dies of SIGSEGV on every call: a ``crash`` row, as in a local sweep.
 * ``kill-once``: NumPy's GroupNorm whose first call (per marker folder) kills the Ray
   worker process running the task: the backend runs in the harness's worker, a child of
   that Ray worker. The folder is ``$GNBENCH_CLUSTER_TEST_DIR``.
@@ -25,6 +26,15 @@ class SlowNumpy(NumpyBackend):
         return super().group_norm(x, num_groups, weight, bias, eps)
 
 
+class Segfault(NumpyBackend):
+    name = "segfault"
+    description = "dies of SIGSEGV on every call (cluster tests)"
+
+    def group_norm(self, x, num_groups, weight=None, bias=None, eps=1e-5):
+        os.kill(os.getpid(), signal.SIGSEGV)
+        time.sleep(5)
+
+
 class KillOnce(NumpyBackend):
     name = "kill-once"
     description = "NumPy's GroupNorm that kills its Ray worker on its first call (cluster tests)"
@@ -40,5 +50,5 @@ class KillOnce(NumpyBackend):
 
 
 def register_backends():
-    for backend in (SlowNumpy(), KillOnce()):
+    for backend in (SlowNumpy(), Segfault(), KillOnce()):
         backends.register(backend, replace=True)

@@ -126,6 +126,28 @@ def test_a_killed_ray_worker_is_retried_once_elsewhere_and_recorded(cluster):
     assert set(retried.node) == set(other)
 
 
+def test_a_backend_that_segfaults_is_a_crash_row_as_in_a_local_run(cluster):
+    backends.load_plugins(["cluster_plugin"])
+    the_plan = plan(backends=["segfault"], cases=[c.id for c in plan(suite="smoke").cases[:3]], devices=["cpu"])
+    frame = ClusterSweep(the_plan, cluster=cluster.address, accelerators=["H100"],
+                         plugins=["cluster_plugin"]).start().frame()
+    local = _local_rows(the_plan)
+    assert set(frame.status) == {"crash"} and len(frame) == 3 and set(frame.attempt) == {1}
+    assert _comparable(frame[local.columns]).equals(_comparable(local))
+
+
+def test_select_counts_only_rows_of_its_own_machine_type():
+    """Rows a cluster made on an H100 node of this very host are not evidence for this
+    machine (no GPU): same host name, other machine type."""
+    from harness import selection
+
+    local = verify(backends=["numpy"], suite="smoke", devices=["cpu"])
+    elsewhere = local.assign(machine_type="H100")
+    versions = {"numpy": local.backend_version.iloc[0]}
+    assert len(selection._matching(local, versions)) == len(local)
+    assert selection._matching(elsewhere, versions).empty
+
+
 def test_a_node_lost_mid_task_is_retried_on_another_node(cluster):
     import ray
 
