@@ -310,6 +310,6 @@ def load(*paths):
             combined[column] = None
     combined["simulated"] = combined["simulated"].fillna(False).astype(bool)  # older schemas: never simulated
     for column in ("machine_type", "node", "retry_reason"):  # older schemas: local runs, no machine type
-        combined[column] = combined[column].fillna("").astype(str)
+        combined[column] = combined[column].astype(object).fillna("").astype(str)
     combined["attempt"] = combined["attempt"].fillna(1).astype(int)
     return combined

@@ -22,6 +22,9 @@ from harness.verify import plan, verify
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
 # columns that may differ between a cluster's rows and a local run's: where and when
+# Ray starts its raylets with subprocess (fork, then exec at once), which JAX, imported by
+# earlier tests in this process, warns about; nothing runs between the fork and the exec
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
 WHERE_AND_WHEN = {"seconds", "date", "run_id", "node", "machine_type", "attempt", "retry_reason", "host", "os",
                   "cpu_count", "cpu_affinity", "memory_gb"}
 
