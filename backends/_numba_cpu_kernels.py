@@ -164,26 +164,32 @@ def widen_bfloat(bits):
     return out.view(np.float32)
 
 
+@numba.njit(inline="always")
+def half_bits(f, value):
+    """float16 bits of the float32 ``value`` whose bits are ``f``: round to nearest even;
+    overflow to +/-Inf, NaN to a quiet NaN of the same sign, subnormals rounded like the
+    rest."""
+    sign = (f >> 16) & 0x8000
+    magnitude = f & 0x7FFFFFFF
+    if magnitude >= 0x47800000:  # >= 65536 in float32 (round-up range handled below), Inf or NaN
+        half = 0x7E00 if magnitude > 0x7F800000 else 0x7C00
+    elif magnitude < 0x38800000:  # below 2^-14, float16's smallest normal: subnormal or zero
+        half = np.uint32(np.rint(np.abs(value) * np.float32(16777216.0)))  # units of 2^-24, exact scaling
+    else:
+        odd = (magnitude >> 13) & 1
+        half = (magnitude - 0x38000000 + 0xFFF + odd) >> 13  # rebias 127 -> 15, round half to even
+        if half >= 0x7C00:
+            half = 0x7C00
+    return np.uint16(sign | half)
+
+
 @numba.njit(parallel=True, cache=True)
 def narrow_half(values):
-    """float16 bits of float32 ``values`` (flat), round to nearest even; overflow to
-    +/-Inf, NaN to a quiet NaN of the same sign, subnormals rounded like the rest."""
+    """float16 bits of float32 ``values`` (flat) by :func:`half_bits`."""
     source = values.view(np.uint32)
     out = np.empty(values.size, np.uint16)
     for i in numba.prange(values.size):
-        f = source[i]
-        sign = (f >> 16) & 0x8000
-        magnitude = f & 0x7FFFFFFF
-        if magnitude >= 0x47800000:  # >= 65536 in float32 (round-up range handled below), Inf or NaN
-            half = 0x7E00 if magnitude > 0x7F800000 else 0x7C00
-        elif magnitude < 0x38800000:  # below 2^-14, float16's smallest normal: subnormal or zero
-            half = np.uint32(np.rint(np.abs(values[i]) * np.float32(16777216.0)))  # units of 2^-24, exact scaling
-        else:
-            odd = (magnitude >> 13) & 1
-            half = (magnitude - 0x38000000 + 0xFFF + odd) >> 13  # rebias 127 -> 15, round half to even
-            if half >= 0x7C00:
-                half = 0x7C00
-        out[i] = np.uint16(sign | half)
+        out[i] = half_bits(source[i], values[i])
     return out
 
 
@@ -200,3 +206,171 @@ def narrow_bfloat(values):
         else:
             out[i] = np.uint16((f + 0x7FFF + ((f >> 16) & 1)) >> 16)
     return out
+
+
+# Fused 16-bit path: one pass over a group's bits for its statistics and one to normalize,
+# each chunk widened into a float32 scratch of CHUNK elements (L1-resident) and the result
+# narrowed from it, so no full-size float32 temporary exists. The arithmetic is that of
+# the widen / float32 kernel / narrow path above, so the outputs are the same bits.
+
+
+@numba.njit(cache=True)
+def _widen_chunk(row, first, count, scratch, values, table, bfloat):
+    """values[:count] = float32 of the 16-bit ``row[first:first + count]`` (``scratch``
+    is ``values``' uint32 view). Loops index 0-based slices: no wraparound checks."""
+    source = row[first:first + count]
+    if bfloat:
+        for i in range(count):
+            scratch[i] = np.uint32(source[i]) << 16
+    else:
+        for i in range(count):
+            values[i] = table[source[i]]
+
+
+@numba.njit(cache=True)
+def _narrow_chunk(scratch, values, target, first, count, bfloat):
+    """target[first:first + count] = 16-bit ``values[:count]``, round to nearest even (as
+    :func:`narrow_half` / :func:`narrow_bfloat`)."""
+    into = target[first:first + count]
+    if bfloat:
+        for i in range(count):
+            f = scratch[i]
+            if (f & 0x7FFFFFFF) > 0x7F800000:
+                into[i] = np.uint16((f >> 16) | 0x40)
+            else:
+                into[i] = np.uint16((f + 0x7FFF + ((f >> 16) & 1)) >> 16)
+        return
+    for i in range(count):
+        into[i] = half_bits(scratch[i], values[i])
+
+
+HALF_KEEP = 1 << 18  # a 16-bit group up to this many elements stays widened (1 MiB of float32) between passes
+
+
+@numba.njit(fastmath={"reassoc", "contract"}, cache=True)
+def _half_group_moments(row, size, scratch, values, table, bfloat, keep):
+    """(count, mean, M2) of a 16-bit group, chunk by chunk; with ``keep`` each chunk is
+    widened into its own place of ``values`` (the whole group) for the normalize pass."""
+    count, mean, m2 = 0, 0.0, 0.0
+    for first in range(0, size, CHUNK):
+        n = min(CHUNK, size - first)
+        at = first if keep else 0
+        _widen_chunk(row, first, n, scratch[at:at + n], values[at:at + n], table, bfloat)
+        chunk_n, chunk_mean, chunk_m2 = chunk_moments(values[at:at + n], 0, n)
+        count, mean, m2 = merge(count, mean, m2, chunk_n, chunk_mean, chunk_m2)
+    return count, mean, m2
+
+
+@numba.njit(fastmath={"contract"}, cache=True)
+def _half_normalize(row, target, cpg, positions, weight, bias, c0, mean, rstd, scratch, values, table, bfloat,
+                    keep):
+    coefficients = np.empty(2, np.float32)
+    for j in range(cpg):
+        a = rstd * weight[c0 + j]
+        coefficients[0] = a
+        coefficients[1] = bias[c0 + j] - mean * a
+        a_x = coefficients[0]
+        c_x = coefficients[1]
+        stop = (j + 1) * positions
+        for first in range(j * positions, stop, CHUNK):
+            n = min(CHUNK, stop - first)
+            at = first if keep else 0
+            place = values[at:at + n]
+            if not keep:
+                _widen_chunk(row, first, n, scratch[at:at + n], place, table, bfloat)
+            for i in range(n):
+                place[i] = place[i] * a_x + c_x
+            _narrow_chunk(scratch[at:at + n], place, target, first, n, bfloat)
+
+
+@numba.njit(parallel=True, cache=True)
+def group_norm_half_by_group(bits, num_groups, weight, bias, eps, table, bfloat):
+    """float16 (``table``: float32 of every float16 bit pattern) or bfloat16 (``bfloat``)
+    GroupNorm on raw bits ``bits`` (N * G, group size) of uint16, parallel over (sample,
+    group): the fused form of widen + :func:`group_norm_by_group` + narrow, same results.
+    A group of up to :data:`HALF_KEEP` elements is widened once and kept (in L2 or L3)
+    for the normalize pass; a larger one is widened again chunk by chunk."""
+    total, size = bits.shape
+    cpg = weight.shape[0] // num_groups
+    positions = size // cpg
+    keep = size <= HALF_KEEP
+    out = np.empty_like(bits)
+    for g in numba.prange(total):
+        scratch = np.empty(size if keep else CHUNK, np.uint32)
+        values = scratch.view(np.float32)
+        count, mean, m2 = _half_group_moments(bits[g], size, scratch, values, table, bfloat, keep)
+        rstd = rstd_of(count, m2, eps)
+        _half_normalize(bits[g], out[g], cpg, positions, weight, bias, (g % num_groups) * cpg, mean, rstd,
+                        scratch, values, table, bfloat, keep)
+    return out
+
+
+# Channels-last input read in place: x as (N, P, C), C-contiguous (P = spatial positions).
+# A group's elements are strided (cpg channels at every position), so the statistics come
+# from blocks of positions: one streaming pass over a block gathers each group's values
+# into a scratch row (L2-resident), whose chunk moments are merged per group in block
+# order (deterministic); then y = x * a + c, vectorized along the channels.
+
+
+@numba.njit(cache=True)
+def channels_last_block(positions, channels, cpg):
+    """Positions per block: each group's share at most CHUNK elements, the block itself
+    at most 32768 elements (128 KiB of float32: the gathered copy stays in L2)."""
+    return max(1, min(CHUNK // cpg, 32768 // channels, positions))
+
+
+@numba.njit(parallel=True, cache=True)
+def group_norm_channels_last(x, num_groups, weight, bias, eps):
+    """GroupNorm of ``x`` (N, P, C) C-contiguous (a channels-last tensor's memory);
+    returns y in the same layout. weight/bias float64 of length C."""
+    samples, positions, channels = x.shape
+    cpg = channels // num_groups
+    block = channels_last_block(positions, channels, cpg)
+    blocks = -(-positions // block)
+    partial = np.zeros((samples * blocks, num_groups, 3), np.float64)
+    for task in numba.prange(samples * blocks):
+        n = task // blocks
+        p0 = (task % blocks) * block
+        p1 = min(p0 + block, positions)
+        width = (p1 - p0) * cpg
+        scratch = np.empty((num_groups, width), x.dtype)
+        for p in range(p0, p1):
+            at = (p - p0) * cpg
+            for g in range(num_groups):
+                for j in range(cpg):
+                    scratch[g, at + j] = x[n, p, g * cpg + j]
+        for g in range(num_groups):
+            count, mean, m2 = chunk_moments(scratch[g], 0, width)
+            partial[task, g, 0] = count
+            partial[task, g, 1] = mean
+            partial[task, g, 2] = m2
+    scale = np.empty((samples, channels), x.dtype)
+    shift = np.empty((samples, channels), x.dtype)
+    for n in range(samples):
+        for g in range(num_groups):
+            count, mean, m2 = 0, 0.0, 0.0
+            for k in range(blocks):
+                row = partial[n * blocks + k, g]
+                count, mean, m2 = merge(count, mean, m2, int(row[0]), row[1], row[2])
+            rstd = rstd_of(count, m2, eps)
+            for j in range(g * cpg, (g + 1) * cpg):
+                a = rstd * weight[j]
+                scale[n, j] = a
+                shift[n, j] = bias[j] - mean * a
+    out = np.empty_like(x)
+    for task in numba.prange(samples * blocks):
+        n = task // blocks
+        p0 = (task % blocks) * block
+        p1 = min(p0 + block, positions)
+        _scale_rows(x[n], out[n], p0, p1, scale[n], shift[n])
+    return out
+
+
+@numba.njit(fastmath={"contract"}, cache=True)
+def _scale_rows(source, target, p0, p1, scale, shift):
+    channels = scale.shape[0]
+    for p in range(p0, p1):
+        row = source[p]
+        into = target[p]
+        for j in range(channels):
+            into[j] = row[j] * scale[j] + shift[j]

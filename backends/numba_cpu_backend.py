@@ -14,19 +14,26 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
 * Normalize: ``y = x * a + c`` per channel, ``a = rstd * w``, ``c = b - mean * a``, in the
   input's precision, each output element written once into a fresh array.
 * float32 and float64 natively; float16 and bfloat16 as their raw bits (Numba has no
-  16-bit float type on the CPU): widened to float32 exactly and the result narrowed with
-  round-to-nearest-even, both parallel (NumPy's single-threaded conversions took 11 of
-  12 ms on the SD UNet float16 case). Non-contiguous inputs are made contiguous first
-  (one copy, counted in the timing). NaN and Inf propagate; a constant group gives bias.
+  16-bit float type on the CPU), fused: each chunk of a group widened into a float32
+  scratch (float16 through NumPy's exact 65536-entry table, bfloat16 by a shift), and the
+  result narrowed from it with round-to-nearest-even, so no full-size float32 temporary
+  exists; a group of up to 2^18 elements stays widened between the two passes. (With
+  fewer groups than threads: widen everything, the float32 kernel, narrow everything,
+  each pass parallel; the same bits.)
+* Channels-last input (float32/float64) is read in place as (N, positions, C): blocks of
+  positions gathered per group for the statistics, then ``y = x * a + c`` along the
+  channels; y keeps the layout. Other non-contiguous inputs are copied to contiguous
+  first (one copy, counted in the timing). NaN and Inf propagate; a constant group gives
+  bias.
 * Compiled on first use and cached on disk (``cache=True``), so a second process loads
   the machine code instead of compiling; the bench reports compile time apart.
 
 Measured on this project's 2-core CPU (float32, fresh output, pinned allocator):
-0.69-0.80x torch eager, 76-92% of the copy roofline on the issue's target shapes
-(torch itself runs at the roofline there; see the issue #6 note). float16: 1.8-6.8 ms
-on the SD UNet / SegResNet / VAE shapes of results/cpu-2026-11-26-numba-f16 (12-38 ms
-before the bit conversions), 0.15-0.56x torch: the widen and narrow passes still move
-the data through float32 twice more than a fused kernel would.
+0.69-0.80x torch eager, 76-92% of the copy roofline on the issue #6 target shapes.
+16-bit, contiguous (results/cpu-2026-12-03-numba16): 1.0-2.4x faster than the separate
+passes, 0.42-0.63x torch (float16's scalar narrowing and table widening hold it back).
+Channels-last float32: as fast as copy-then-contiguous was, 1.04-1.07x torch on the large
+shapes at 61-65% of the copy roofline (x read twice: a sample larger than the cache).
 """
 
 from __future__ import annotations
@@ -73,15 +80,26 @@ class NumbaCpuBackend(GroupNormBackend):
         if x.size == 0:
             return np.empty(x.shape, x.dtype)
         half = x.dtype.itemsize == 2  # float16 or bfloat16: widened to float32 from their bits
+        threads = numba.get_num_threads()
+        w = np.ones(channels) if weight is None else np.asarray(weight, np.float64)
+        b = np.zeros(channels) if bias is None else np.asarray(bias, np.float64)
+        if half and n * num_groups >= threads:  # fused: chunks widened and narrowed in cache
+            bits = np.ascontiguousarray(x).view(np.uint16).reshape(n * num_groups, -1)
+            bfloat = x.dtype != np.float16
+            table = _half_table() if not bfloat else np.empty(0, np.float32)
+            out = kernels.group_norm_half_by_group(bits, num_groups, w, b, float(eps), table, bfloat)
+            return out.view(x.dtype).reshape(x.shape)
+        last = np.moveaxis(x, 1, -1)
+        if not half and x.ndim >= 3 and not x.flags.c_contiguous and last.flags.c_contiguous:
+            # channels-last memory, read in place; y keeps the layout
+            out = kernels.group_norm_channels_last(last.reshape(n, -1, channels), num_groups, w, b, float(eps))
+            return np.moveaxis(out.reshape(last.shape), -1, 1)
         if half:
             bits = np.ascontiguousarray(x).view(np.uint16).reshape(-1)
             data = kernels.widen_half(bits, _half_table()) if x.dtype == np.float16 else kernels.widen_bfloat(bits)
         else:
             data = np.ascontiguousarray(x, dtype=np.float64 if x.dtype == np.float64 else np.float32)
         rows = data.reshape(n * num_groups, -1)
-        w = np.ones(channels) if weight is None else np.asarray(weight, np.float64)
-        b = np.zeros(channels) if bias is None else np.asarray(bias, np.float64)
-        threads = numba.get_num_threads()
         if rows.shape[0] >= threads:
             out = kernels.group_norm_by_group(rows, num_groups, w, b, float(eps))
         else:

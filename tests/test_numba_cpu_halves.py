@@ -116,3 +116,41 @@ def test_group_norm_of_16_bit_input_keeps_dtype_and_layout_independence(dtype, l
     reference = backend.group_norm(np.ascontiguousarray(host.x.astype(np.float32)), 4,
                                    host.weight.astype(np.float32), host.bias.astype(np.float32), 1e-5)
     _same_bits(out, reference.astype(host.x.dtype))
+
+
+def _unfused(kernels, x, num_groups, weight, bias, eps):
+    """The separate-pass path: widen everything, the float32 kernel, narrow everything."""
+    from backends.numba_cpu_backend import _half_table
+
+    bits = np.ascontiguousarray(x).view(np.uint16).reshape(-1)
+    data = kernels.widen_half(bits, _half_table()) if x.dtype == np.float16 else kernels.widen_bfloat(bits)
+    out = kernels.group_norm_by_group(data.reshape(x.shape[0] * num_groups, -1), num_groups, weight, bias, eps)
+    out = kernels.narrow_half(out.reshape(-1)) if x.dtype == np.float16 else kernels.narrow_bfloat(out.reshape(-1))
+    return out.reshape(x.shape)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("shape, groups", [((2, 64, 9, 7), 8), ((2, 32, 70, 70), 4), ((1, 8, 3), 2),
+                                           ((4, 16, 1), 16), ((1, 4, 300, 300), 1)],
+                         ids=["small", "multi-chunk", "1d", "one-element", "group-beyond-keep"])
+def test_fused_16_bit_kernel_gives_the_separate_passes_bits(kernels, dtype, shape, groups):
+    """group_norm_half_by_group (widen and narrow per chunk, in cache) against the
+    separate widen / float32 kernel / narrow passes: the same bits, NaN and Inf included,
+    for groups of one chunk, many chunks, one element, and beyond HALF_KEEP (widened twice)."""
+    from backends.numba_cpu_backend import _half_table
+
+    np_dtype = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(np_dtype)
+    flat = x.reshape(-1)
+    flat[::97] = np.inf
+    flat[5] = np.nan
+    flat[7] = -np.inf
+    weight, bias = rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
+    bits = x.view(np.uint16).reshape(shape[0] * groups, -1)
+    if shape == (1, 4, 300, 300):
+        assert bits.shape[1] > kernels.HALF_KEEP
+    table = _half_table() if dtype == "float16" else np.empty(0, np.float32)
+    fused = kernels.group_norm_half_by_group(bits, groups, weight, bias, 1e-5, table, dtype == "bfloat16")
+    _same_bits(fused.view(np_dtype).reshape(-1), _unfused(kernels, x, groups, weight, bias, 1e-5).view(np_dtype).reshape(-1))
+

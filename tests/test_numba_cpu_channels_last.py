@@ -1,0 +1,44 @@
+"""numba-cpu on channels-last input: read in place by its own kernel, y channels-last."""
+
+import numpy as np
+import pytest
+
+from conftest import require
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    require("numba-cpu")
+    from backends import _numba_cpu_kernels
+
+    return _numba_cpu_kernels
+
+
+@pytest.mark.parametrize("shape, groups", [((2, 64, 9, 7), 8), ((2, 320, 20, 20), 32), ((1, 8, 3), 2),
+                                           ((2, 6, 5, 4, 3), 3)], ids=["2d", "sd-unet-like", "1d", "3d"])
+def test_channels_last_input_is_read_in_place_and_keeps_its_layout(kernels, shape, groups):
+    """numba-cpu on channels-last memory runs the in-place kernel (no copy: x's memory is
+    what the kernel reads) and returns y channels-last; its values match the contiguous
+    path's to float32 rounding (blocks of positions instead of planes: another order)."""
+    import backends
+
+    rng = np.random.default_rng(4)
+    contiguous = (rng.standard_normal(shape) * 2 + 50).astype(np.float32)
+    last = np.moveaxis(np.ascontiguousarray(np.moveaxis(contiguous, 1, -1)), -1, 1)
+    weight, bias = rng.standard_normal(shape[1]).astype(np.float32), rng.standard_normal(shape[1]).astype(np.float32)
+    calls = []
+    original = kernels.group_norm_channels_last
+
+    def spy(x, *args):
+        calls.append(x)
+        return original(x, *args)
+
+    kernels.group_norm_channels_last = spy
+    try:
+        y = backends.get("numba-cpu").group_norm(last, groups, weight, bias, 1e-5)
+    finally:
+        kernels.group_norm_channels_last = original
+    assert len(calls) == 1 and np.shares_memory(calls[0], last)
+    assert np.moveaxis(y, 1, -1).flags.c_contiguous
+    expected = backends.get("numba-cpu").group_norm(contiguous, groups, weight, bias, 1e-5)
+    np.testing.assert_allclose(y, expected, rtol=0, atol=4e-6)
