@@ -229,13 +229,12 @@ class ClusterSweep:
         plugins: modules that register backends, imported here and on every node.
         cpus: CPUs a CPU task asks for.
         batch: cases per task; None: up to :data:`BATCH_CASES`, closed once it holds
-            :data:`BATCH_ELEMENTS` elements (a task costs about 0.3 s beyond its cases: a
-            worker process to start, the Ray round trip).
+            :data:`BATCH_ELEMENTS` elements (a task costs 0.15-1.2 s beyond its cases
+            here: a worker process that imports its framework, the Ray round trip).
         skip: keys already done, as :meth:`harness.results.RowLog.done` lists them.
     """
 
     columns = COLUMNS
-    report_title = "verification summary"
 
     def __init__(self, the_plan: Plan, *, cluster: str = "local", accelerators=None, plugins=(),
                  isolate: bool = True, timeout: float = 120.0, skip=(), cpus: float = 1.0, batch: int | None = None):
@@ -258,6 +257,7 @@ class ClusterSweep:
         self.plan, self.address, self.isolate, self.timeout = the_plan, cluster, isolate, timeout
         self.types = list(accelerators) if accelerators else [None]
         self.skip, self.cpus, self.batch = set(skip), cpus, batch
+        self._done_anywhere = {key[:3] for key in self.skip}
         self.environment = environment()
         self.pairs = list(the_plan.pairs)
         self.not_run: list[tuple[str, str, str]] = []
@@ -274,7 +274,7 @@ class ClusterSweep:
 
     def _done(self, case_id: str, pair, machine_type) -> bool:
         if machine_type is None:  # once anywhere: done on any machine type
-            return any(key[:3] == (case_id, *pair) for key in self.skip)
+            return (case_id, *pair) in self._done_anywhere
         return (case_id, *pair, machine_type) in self.skip
 
     def _todo(self):

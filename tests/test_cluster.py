@@ -267,6 +267,17 @@ def test_a_backend_registered_at_run_time_is_refused_with_how_to_fix_it():
         backends.unregister("script-local")
 
 
+def test_resume_skips_what_is_done_per_machine_type_or_anywhere_without_types():
+    the_plan = plan(backends=["numpy"], suite="smoke", devices=["cpu"])
+    first, second = (c.id for c in the_plan.cases[:2])
+    done = {(first, "numpy", "cpu", "H100"), (second, "numpy", "cpu", "")}
+    per_type = ClusterSweep(the_plan, accelerators="H100,A100", skip=done)._todo()
+    todo = {machine_type: ids for _, machine_type, ids in per_type}
+    assert first not in todo["H100"] and second in todo["H100"] and first in todo["A100"]
+    (_, _, anywhere), = ClusterSweep(the_plan, skip=done)._todo()
+    assert first not in anywhere and second not in anywhere and len(anywhere) == len(the_plan.cases) - 2
+
+
 def test_a_node_whose_kernel_differs_is_refused_naming_the_kernel():
     driver = fingerprint()
     kernel = next(path for path in driver["files"] if path.endswith(".cu"))
