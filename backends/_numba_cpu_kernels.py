@@ -374,3 +374,99 @@ def _scale_rows(source, target, p0, p1, scale, shift):
         into = target[p]
         for j in range(channels):
             into[j] = row[j] * scale[j] + shift[j]
+
+
+# Backward. Per (sample, group), in one task: the group's statistics (as the forward's),
+# then per channel s1 = sum(dy) and s2 = sum(dy * (x - mean)) (chunks in the input's
+# precision, merged in float64: centered, so a large offset cancels nothing), then
+#   dx = rstd * (w * dy - A) - rstd^2 * B * (x - mean),  A = sum(w s1) / M,  B = rstd * sum(w s2) / M
+# with x and dy re-read from cache. dweight and dbias per (sample, channel) are summed
+# over samples afterwards in sample order: the same bits on every run (no atomics).
+
+
+@numba.njit(fastmath={"reassoc", "contract"}, cache=True)
+def _channel_sums(x, dy, mean):
+    """(sum(dy), sum(dy * (x - mean))) over one channel plane, chunk by chunk."""
+    s1, s2 = 0.0, 0.0
+    center = np.empty(1, x.dtype)
+    center[0] = mean
+    m = center[0]
+    size = x.size
+    for first in range(0, size, CHUNK):
+        stop = min(first + CHUNK, size)
+        xs = x[first:stop]
+        gs = dy[first:stop]
+        zero = gs[:1].sum() * 0
+        a = zero
+        b = zero
+        for i in range(stop - first):
+            a += gs[i]
+            b += gs[i] * (xs[i] - m)
+        s1 += np.float64(a)
+        s2 += np.float64(b)
+    # the centering used the rounded mean m: add back sum(dy) * (m - mean)
+    return s1, s2 + s1 * (np.float64(m) - mean)
+
+
+@numba.njit(cache=True)
+def _grad_plane(x, dy, out, w, a, rstd, beta, delta, mean):
+    """out = rstd * (w * dy - a) + beta * (x - mean) + delta in x's precision, no fused
+    multiply-add: a one-element group's w * dy - a is then exactly 0, as its gradient."""
+    scalars = np.empty(6, x.dtype)
+    scalars[0] = mean
+    scalars[1] = w
+    scalars[2] = a
+    scalars[3] = rstd
+    scalars[4] = beta
+    scalars[5] = delta
+    m, w_x, a_x, r_x, b_x, d_x = scalars[0], scalars[1], scalars[2], scalars[3], scalars[4], scalars[5]
+    for i in range(x.size):
+        out[i] = r_x * (w_x * dy[i] - a_x) + b_x * (x[i] - m) + d_x
+
+
+@numba.njit(parallel=True, cache=True)
+def group_norm_backward_by_group(rows, grads, num_groups, weight, eps):
+    """(dx, dweight per (sample, channel), dbias per (sample, channel)) for ``rows`` and
+    ``grads`` (N * G, group size), weight float64 of length C (ones without a weight)."""
+    total, size = rows.shape
+    channels = weight.shape[0]
+    cpg = channels // num_groups
+    positions = size // cpg
+    samples = total // num_groups
+    dx = np.empty_like(rows)
+    dweight = np.zeros((samples, channels), np.float64)
+    dbias = np.zeros((samples, channels), np.float64)
+    for g in numba.prange(total):
+        count, mean, m2 = group_moments(rows[g], 0, size)
+        rstd = rstd_of(count, m2, eps)
+        n = g // num_groups
+        c0 = (g % num_groups) * cpg
+        sum_w1, sum_w2 = 0.0, 0.0
+        for j in range(cpg):
+            plane = slice(j * positions, (j + 1) * positions)
+            s1, s2 = _channel_sums(rows[g][plane], grads[g][plane], mean)
+            dweight[n, c0 + j] = rstd * s2
+            dbias[n, c0 + j] = s1
+            sum_w1 += weight[c0 + j] * s1
+            sum_w2 += weight[c0 + j] * s2
+        big_a = sum_w1 / size
+        big_b = rstd * sum_w2 / size
+        beta = -rstd * rstd * big_b
+        rounded = np.empty(1, rows.dtype)
+        rounded[0] = mean  # _grad_plane centers on the mean in x's precision: correct for it
+        delta = beta * (np.float64(rounded[0]) - mean)
+        for j in range(cpg):
+            plane = slice(j * positions, (j + 1) * positions)
+            _grad_plane(rows[g][plane], grads[g][plane], dx[g][plane], weight[c0 + j], big_a, rstd, beta, delta,
+                        mean)
+    return dx, dweight, dbias
+
+
+@numba.njit(cache=True)
+def sum_over_samples(partial):
+    """Column sums of (N, C) partials, sample by sample in order (deterministic)."""
+    out = np.zeros(partial.shape[1], np.float64)
+    for n in range(partial.shape[0]):
+        for c in range(partial.shape[1]):
+            out[c] += partial[n, c]
+    return out
