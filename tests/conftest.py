@@ -65,3 +65,29 @@ def run_harness(*args, timeout=600):
         [sys.executable, "-m", "harness", *args], cwd=ROOT, env=env,
         capture_output=True, text=True, timeout=timeout,
     )
+
+
+def run_notebook(code: str, folder, cache) -> tuple[str, str]:
+    """Run ``code`` as a Jupyter notebook (one cell per blank-line-separated block) in a
+    real kernel whose working folder is ``folder`` and whose GNBENCH_CACHE is ``cache``;
+    fail on any error output; return the cells' (stdout, stderr) text."""
+    import json
+
+    nbformat = pytest.importorskip("nbformat", reason="the test extra installs nbformat")
+    nbclient = pytest.importorskip("nbclient", reason="the test extra installs nbclient")
+    pytest.importorskip("ipykernel", reason="the test extra installs ipykernel")
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell) for cell in code.split("\n\n")])
+    client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                                     resources={"metadata": {"path": str(folder)}})
+    saved = {key: os.environ.get(key) for key in ("PYTHONPATH", "GNBENCH_CACHE")}
+    os.environ.update(PYTHONPATH=ROOT, GNBENCH_CACHE=str(cache))  # the kernel inherits these
+    try:
+        client.execute()
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    outputs = [output for cell in notebook.cells for output in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"], json.dumps(outputs)[:2000]
+    streams = [o for o in outputs if o.output_type == "stream"]
+    return ("".join(o.get("text", "") for o in streams if o.name == "stdout"),
+            "".join(o.get("text", "") for o in streams if o.name == "stderr"))

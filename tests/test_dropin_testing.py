@@ -2,14 +2,13 @@
 the opt-in pytest plugin in a user's own suite, a plain script without a __main__ guard,
 and a Jupyter notebook."""
 
-import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_notebook
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -163,20 +162,5 @@ def test_a_plain_script_without_a_main_guard(tmp_path, cache):
 
 
 def test_a_jupyter_notebook(tmp_path, cache):
-    nbformat = pytest.importorskip("nbformat", reason="the test extra installs nbformat")
-    nbclient = pytest.importorskip("nbclient", reason="the test extra installs nbclient")
-    pytest.importorskip("ipykernel", reason="the test extra installs ipykernel")
-    cells = USER_SCRIPT.split("\n\n")
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell) for cell in cells])
-    client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    saved = {key: os.environ.get(key) for key in ("PYTHONPATH", "GNBENCH_CACHE")}
-    os.environ.update(PYTHONPATH=ROOT, GNBENCH_CACHE=cache)  # the kernel inherits these
-    try:
-        client.execute()
-    finally:
-        for key, value in saved.items():
-            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
-    outputs = [output for cell in notebook.cells for output in cell.get("outputs", [])]
-    assert not [o for o in outputs if o.output_type == "error"], json.dumps(outputs)[:2000]
-    _check_chosen("".join(o.get("text", "") for o in outputs if o.output_type == "stream" and o.name == "stdout"))
+    stdout, _ = run_notebook(USER_SCRIPT, tmp_path, cache)
+    _check_chosen(stdout)

@@ -3,14 +3,13 @@ Jupyter kernel, and a user's own pytest suite. In each, a backend defined right 
 (in ``__main__``, a notebook cell, a test module) runs isolated in its worker: a
 segfaulting one becomes a ``crash`` row and everything else goes on."""
 
-import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_notebook
 
 # What a user writes: their own GroupNorm and a broken one, defined where they work.
 USER_CODE = """\
@@ -74,24 +73,8 @@ def test_a_users_own_pytest_suite(tmp_path, cache):
 
 
 def test_a_jupyter_notebook(tmp_path, cache):
-    nbformat = pytest.importorskip("nbformat", reason="the test extra installs nbformat")
-    nbclient = pytest.importorskip("nbclient", reason="the test extra installs nbclient")
-    pytest.importorskip("ipykernel", reason="the test extra installs ipykernel")
-    cells = USER_CODE.split("\n\n")  # the functions in their own cells, as in a notebook
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell) for cell in cells])
-    client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    saved = {key: os.environ.get(key) for key in ("PYTHONPATH", "GNBENCH_CACHE")}
-    os.environ.update(PYTHONPATH=ROOT, GNBENCH_CACHE=cache)  # the kernel inherits these
-    try:
-        client.execute()
-    finally:
-        for key, value in saved.items():
-            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
-    outputs = [output for cell in notebook.cells for output in cell.get("outputs", [])]
-    assert not [o for o in outputs if o.output_type == "error"], json.dumps(outputs)[:2000]
-    _check("".join(o.get("text", "") for o in outputs if o.output_type == "stream" and o.name == "stdout"))
-    warnings = "".join(o.get("text", "") for o in outputs if o.output_type == "stream" and o.name == "stderr")
+    stdout, warnings = run_notebook(USER_CODE, tmp_path, cache)  # the functions in their own cells
+    _check(stdout)
     assert "IsolationWarning" not in warnings, warnings
 
 
