@@ -1,56 +1,38 @@
-"""A NumPy model of the ``cupy`` backend's CUDA kernels (``backends/cuda/groupnorm.cu``).
+"""A NumPy model of our CUDA GroupNorm kernels, second design (``backends/cuda/groupnorm.cu``;
+the numba-cuda kernels follow the same decomposition with ``vec`` 1).
 
 It performs the kernels' arithmetic in the kernels' order, so the algorithm is verified
 on the CPU where the CUDA code cannot run:
 
-* the launch plan (:func:`backends._launch.plan`) and the address arithmetic (the same
-  formulas as ``gn::address``, element strides over the (N, C, S) view, ``inner`` for
-  channels-last, items of ``vec`` elements for the 128-bit path);
+* the item addressing (:func:`backends._launch.geometry`: a group as majors x minors
+  items of ``vec`` elements, channels-last vectorized across channels) and the work
+  items of the one persistent launch (:func:`backends._launch.plan`, ``work_items``);
 * which thread of which block reads which items: thread t of a block takes items
-  ``start + t, start + t + threads, ...``, each item's ``vec`` elements in order;
-* per-thread Welford in the accumulation type (float32, float64 for float64 input);
+  ``start + t, start + t + threads, ...``; full batches of ``unroll(vec)`` items, then
+  one item a batch;
+* a batch's moments in registers, two-pass about its first element (sequential sums in
+  the accumulation type), merged into the thread's moments with Chan's formula;
 * the warp merge tree as lane 0 sees it (``__shfl_down_sync`` offsets 16, 8, 4, 2, 1),
-  the block merge of warp results (warp 0, zeros past the last warp), the split path's
-  partials merged in chunk order;
+  the block merge of warp results (warp 0, zeros past the last warp);
+* the split plan's ticketed merge: the group's partials merged by one warp, lane l
+  taking partials l, l + 32, ... in order, then the shuffle-down tree: the same order
+  whichever block drew the last ticket;
 * normalize + affine ``(x - mean) * (rstd * w) + b`` in the accumulation type, rounded
   once to the output type.
 
-What it cannot show: FMA contraction by nvcc (the GPU may round a*b+c once), scheduling,
-memory traffic, races. Those need a GPU (compute-sanitizer, ncu).
+What rests on the model alone: the arithmetic and its order. What it cannot show: FMA
+contraction by nvcc (the GPU may round a*b+c once), scheduling, memory traffic, and the
+synchronization (fences, tickets, the queue): the model runs items one after another, so
+a missing fence or a race is invisible to it, as it is to Numba's simulator, which runs
+blocks one at a time. Those need a GPU (compute-sanitizer racecheck, ncu).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._launch import collapse, plan
+from ._launch import collapse, geometry, plan, unroll, work_items
 from .dtypes import dtype_name
-
-
-def vector_width(itemsize: int) -> int:
-    """Elements in a 128-bit load."""
-    return 16 // itemsize
-
-
-def can_vectorize(shape, x_strides, y_strides, itemsize, x_address=0, y_address=0) -> bool:
-    """Whether the 128-bit path applies: each group contiguous in x and in y (channel
-    stride S, position stride 1), S a multiple of the vector width, group starts and
-    both base addresses 16-byte aligned."""
-    vec = vector_width(itemsize)
-    for strides, base in ((x_strides, x_address), (y_strides, y_address)):
-        view = collapse(shape, strides, itemsize)
-        if view is None:
-            return False
-        (_, _, positions), (sn, sc, ss) = view
-        if positions % vec or base % 16:
-            return False
-        if positions > 1 and (ss != 1 or sc != positions):
-            return False
-        if positions == 1 and sc != 1:
-            return False
-        if (sn * itemsize) % 16:
-            return False
-    return True
 
 
 def _merge(a, b):
@@ -68,7 +50,7 @@ def _merge(a, b):
     return count, mean, m2
 
 
-def _tree(triple, axis_size):
+def _tree(triple, axis_size=32):
     """Lane 0's result of the shuffle-down tree over the last axis (32 lanes)."""
     count, mean, m2 = triple
     offset = axis_size // 2
@@ -80,138 +62,159 @@ def _tree(triple, axis_size):
     return count[..., 0], mean[..., 0], m2[..., 0]
 
 
-def block_moments(values, valid, threads):
-    """The block merge of per-thread Welford moments.
-
-    ``values`` is (blocks, steps, threads): the sequence each thread reads, ``valid`` the
-    mask of real elements. Returns (count, mean, M2) per block, as every thread sees it."""
+def batch_moments(values, n):
+    """``gn::batch``: the moments of the last axis's first ``n`` values (all rows the
+    same n), two-pass about the first value, sums in order."""
     acc = values.dtype
-    blocks, steps, _ = values.shape
-    count = np.zeros((blocks, threads), acc)
-    mean = np.zeros((blocks, threads), acc)
-    m2 = np.zeros((blocks, threads), acc)
     with np.errstate(all="ignore"):
-        for step in range(steps):
-            live = valid[:, step, :]
-            value = values[:, step, :]
-            new_count = count + acc.type(1)
-            delta = value - mean
-            new_mean = mean + delta / new_count
-            new_m2 = m2 + delta * (value - new_mean)
-            count = np.where(live, new_count, count)
-            mean = np.where(live, new_mean, mean)
-            m2 = np.where(live, new_m2, m2)
+        pivot = values[..., 0]
+        total = np.zeros(values.shape[:-1], acc)
+        for j in range(n):
+            total = total + (values[..., j] - pivot)
+        shift = total * (acc.type(1) / acc.type(n))
+        m2 = np.zeros(values.shape[:-1], acc)
+        for j in range(n):
+            d = (values[..., j] - pivot) - shift
+            m2 = m2 + d * d
+    return np.full(values.shape[:-1], n, acc), pivot + shift, m2
+
+
+def thread_moments(values, valid):
+    """Each thread's moments: ``values`` (blocks, items, threads, vec), the items a thread
+    reads in order; ``valid`` (blocks, items, threads) marks real items (a prefix per
+    thread). Full batches of ``unroll(vec)`` items, then one item a batch."""
+    acc = values.dtype
+    blocks, steps, threads, vec = values.shape
+    per_batch = unroll(vec)
+    count = valid.sum(axis=1)
+    full = count // per_batch
+    moments = tuple(np.zeros((blocks, threads), acc) for _ in range(3))
+    for b in range(steps // per_batch):
+        chunk = values[:, b * per_batch:(b + 1) * per_batch]  # (blocks, U, threads, vec)
+        batch = batch_moments(chunk.transpose(0, 2, 1, 3).reshape(blocks, threads, per_batch * vec),
+                              per_batch * vec)
+        merged = _merge(moments, batch)
+        live = b < full
+        moments = tuple(np.where(live, new, old) for new, old in zip(merged, moments))
+    for j in range(steps):
+        live = valid[:, j] & (j >= full * per_batch)
+        if not live.any():
+            continue
+        merged = _merge(moments, batch_moments(values[:, j], vec))
+        moments = tuple(np.where(live, new, old) for new, old in zip(merged, moments))
+    return moments
+
+
+def block_moments(values, valid, threads):
+    """The block's moments as every thread sees them: per-thread batches, the warp tree,
+    then warp 0's tree over the warp results (zeros past the last warp)."""
+    acc = values.dtype
+    blocks = values.shape[0]
+    count, mean, m2 = thread_moments(values, valid)
     warps = threads // 32
     per_warp = _tree((count.reshape(blocks, warps, 32), mean.reshape(blocks, warps, 32),
-                      m2.reshape(blocks, warps, 32)), 32)
+                      m2.reshape(blocks, warps, 32)))
     padded = [np.zeros((blocks, 32), acc) for _ in range(3)]
     for array, source in zip(padded, per_warp):
         array[:, :warps] = source
-    return _tree(tuple(padded), 32)
+    return _tree(tuple(padded))
 
 
-class Launch:
-    """The (N, C, S) view of one call and the address arithmetic of ``gn::address``."""
-
-    def __init__(self, x, num_groups, y_strides, vec):
-        itemsize = x.dtype.itemsize
-        (self.n, self.channels, self.positions), self.sx = collapse(x.shape, x.strides, itemsize)
-        _, self.sy = collapse(x.shape, y_strides, itemsize)
-        self.groups = num_groups
-        self.cpg = self.channels // num_groups
-        self.inner = self.positions > 1 and self.sx[1] < self.sx[2]
-        self.vec = vec
-        self.items = self.cpg * self.positions // vec
-
-    def elements(self, group, item_index):
-        """Element offsets (x and y) and channels of the ``vec`` elements of items
-        ``item_index`` (array) of ``group`` (array, same shape): shape (..., vec)."""
-        n = group // self.groups
-        c0 = (group % self.groups) * self.cpg
-        e = item_index[..., None] * self.vec + np.arange(self.vec)
-        if self.inner:
-            c, s = c0[..., None] + e % self.cpg, e // self.cpg
-        else:
-            c, s = c0[..., None] + e // self.positions, e % self.positions
-        x_off = n[..., None] * self.sx[0] + c * self.sx[1] + s * self.sx[2]
-        y_off = n[..., None] * self.sy[0] + c * self.sy[1] + s * self.sy[2]
-        return x_off, y_off, c
+def merge_partials(partials):
+    """The ticketed merge: (count, mean, M2) arrays of shape (groups, chunks) -> per group.
+    Lane l merges partials l, l + 32, ... in order from zero, then the shuffle-down tree."""
+    acc = partials[0].dtype
+    groups, chunks = partials[0].shape
+    lanes = tuple(np.zeros((groups, 32), acc) for _ in range(3))
+    for j in range(0, chunks, 32):
+        width = min(32, chunks - j)
+        part = tuple(np.concatenate([p[:, j:j + width], np.zeros((groups, 32 - width), acc)], axis=1)
+                     for p in partials)
+        lanes = _merge(lanes, part)
+    return _tree(lanes)
 
 
-def _thread_sequences(launch, groups, starts, stops, threads, flat_x, acc):
-    """(values, valid, x offsets, y offsets, channels) of each thread's items, laid out
-    (blocks, steps * vec, threads) in the order the thread reads them."""
+def item_offsets(geo, groups, starts, stops, threads):
+    """Element offsets (x, y) and channels of each thread's items: arrays (blocks, items,
+    threads, vec) in the order the thread reads them, and the validity mask (blocks,
+    items, threads). Item i of a group is (major i // minors, minor i % minors)."""
     longest = int((stops - starts).max()) if len(starts) else 0
     steps = max(1, -(-longest // threads))
-    step = np.arange(steps)[None, :, None]
-    t = np.arange(threads)[None, None, :]
-    item = starts[:, None, None] + t + step * threads
-    valid_item = item < stops[:, None, None]
-    item = np.where(valid_item, item, 0)
-    x_off, y_off, c = launch.elements(np.broadcast_to(groups[:, None, None], item.shape), item)
-    # (blocks, steps, threads, vec) -> (blocks, steps * vec, threads): a thread reads its item's vec elements in turn
-    order = (0, 1, 3, 2)
-    shape = (len(starts), steps * launch.vec, threads)
-    x_off = x_off.transpose(order).reshape(shape)
-    y_off = y_off.transpose(order).reshape(shape)
-    c = c.transpose(order).reshape(shape)
-    valid = np.repeat(valid_item, launch.vec, axis=1)
-    values = flat_x[np.where(valid, x_off, 0)].astype(acc)
-    return values, valid, x_off, y_off, c
+    item = starts[:, None, None] + np.arange(threads)[None, None, :] + np.arange(steps)[None, :, None] * threads
+    valid = item < stops[:, None, None]
+    item = np.where(valid, item, 0)
+    major, minor = item // geo.minors, item % geo.minors
+    lane = np.arange(geo.vec)
+    element = minor[..., None] * geo.vec + lane  # along the minor axis
+    group = groups[:, None, None, None]
+    x_off = geo.base(group, "x") + major[..., None] * geo.sx[1] + element * geo.sx[2]
+    y_off = geo.base(group, "y") + major[..., None] * geo.sy[1] + element * geo.sy[2]
+    channel = (element if geo.inner else np.broadcast_to(major[..., None], element.shape)) + \
+        (group % geo.groups) * geo.cpg
+    return x_off, y_off, channel, valid
 
 
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, threads=256, sm_count=132,
-               l2_bytes=50 << 20, vectorize=True):
-    """What the cupy kernels compute for host array ``x`` (any layout ``collapse`` accepts),
-    with the given device facts. Returns a contiguous array of x's dtype."""
+               l2_bytes=50 << 20, blocks_per_sm=None, vectorize=True, trace=None):
+    """What the kernels compute for host array ``x`` (any layout ``collapse`` accepts),
+    with the given device facts. Returns a dense array of x's dtype (channels-last when x
+    is). ``trace``, a list, receives the plan and the order partials were merged in."""
     kind = dtype_name(x.dtype)
     acc = np.dtype(np.float64 if kind == "float64" else np.float32)
-    out = np.empty(x.shape, x.dtype)
+    (_, _, positions), (_, sc, ss) = collapse(x.shape, x.strides, x.dtype.itemsize)
+    out = _dense_like(x, positions > 1 and sc < ss)  # the backend's output: channels-last when x is
     if x.size == 0:
         return out
     itemsize = x.dtype.itemsize
-    use_vec = vectorize and can_vectorize(x.shape, x.strides, out.strides, itemsize)
-    launch = Launch(x, num_groups, out.strides, vector_width(itemsize) if use_vec else 1)
-    channels = launch.channels
-    w = np.ones(channels, acc) if weight is None else np.asarray(weight).astype(acc)
-    b = np.zeros(channels, acc) if bias is None else np.asarray(bias).astype(acc)
+    geo = geometry(x.shape, x.strides, out.strides, itemsize, num_groups, max_vec=None if vectorize else 1)
+    w = np.ones(geo.channels, acc) if weight is None else np.asarray(weight).astype(acc)
+    b = np.zeros(geo.channels, acc) if bias is None else np.asarray(bias).astype(acc)
     span = sum((n - 1) * s for n, s in zip(x.shape, x.strides)) // itemsize + 1
     flat_x = np.lib.stride_tricks.as_strided(x, shape=(span,), strides=(itemsize,))
-    flat_y = out.reshape(-1)
-    groups_total = launch.n * num_groups
-    chosen = plan(groups_total, launch.items, itemsize * launch.vec, sm_count=sm_count, l2_bytes=l2_bytes,
-                  threads=threads)
-
-    def normalize(groups, starts, stops, mean, rstd):
-        values, valid, _, y_off, c = _thread_sequences(launch, groups, starts, stops, threads, flat_x, acc)
-        with np.errstate(all="ignore"):
-            scale = rstd[:, None, None] * w[c]
-            y = (values - mean[:, None, None]) * scale + b[c]
-        flat_y[y_off[valid]] = y[valid].astype(x.dtype)
-
-    if chosen["path"] == "fused":
-        groups = np.arange(groups_total)
-        starts, stops = np.zeros(groups_total, np.int64), np.full(groups_total, launch.items)
-        values, valid, *_ = _thread_sequences(launch, groups, starts, stops, threads, flat_x, acc)
-        count, mean, m2 = block_moments(values, valid, threads)
-        normalize(groups, starts, stops, mean, _rstd(count, m2, eps, acc))
-        return out
-    chunks, chunk, wave = chosen["chunks"], chosen["chunk"], chosen["wave"]
-    for first in range(0, groups_total, wave):
-        blocks = np.arange(min(wave, groups_total - first) * chunks)
-        groups = first + blocks // chunks
-        starts = (blocks % chunks) * chunk
-        stops = np.minimum(starts + chunk, launch.items)
-        values, valid, *_ = _thread_sequences(launch, groups, starts, stops, threads, flat_x, acc)
-        partial = block_moments(values, valid, threads)  # gn_partial
-        # gn_normalize_split: each block merges its group's partials in chunk order
-        per_group = [array.reshape(-1, chunks) for array in partial]
-        merged = (np.zeros(len(per_group[0]), acc),) * 3
-        for k in range(chunks):
-            merged = _merge(merged, tuple(array[:, k] for array in per_group))
-        count, mean, m2 = (np.repeat(array, chunks) for array in merged)
-        normalize(groups, starts, stops, mean, _rstd(count, m2, eps, acc))
+    flat_y = np.lib.stride_tricks.as_strided(out, shape=(out.size,), strides=(itemsize,))
+    chosen = plan(geo.groups_total, geo.items, itemsize * geo.vec, sm_count=sm_count, l2_bytes=l2_bytes,
+                  threads=threads, blocks_per_sm=blocks_per_sm)
+    if trace is not None:
+        trace.append(chosen)
+    chunks, chunk = chosen["chunks"], chosen["chunk"]
+    # statistics items (fused: the whole group; split: chunk k of group g)
+    stats = [(g, k) for kind_, g, k in work_items(geo.groups_total, chunks, chosen["wave"]) if kind_ != "normalize"]
+    groups = np.array([g for g, _ in stats], np.int64)
+    starts = np.array([k * chunk for _, k in stats], np.int64)
+    stops = np.minimum(starts + chunk, geo.items)
+    x_off, _, _, valid = item_offsets(geo, groups, starts, stops, threads)
+    values = flat_x[np.where(valid[..., None], x_off, 0)].astype(acc)
+    partial = block_moments(values, valid, threads)
+    if chunks == 1:
+        count, mean, m2 = partial
+    else:
+        order = np.argsort(groups * chunks + starts // chunk, kind="stable")
+        per_group = tuple(p[order].reshape(geo.groups_total, chunks) for p in partial)
+        count, mean, m2 = merge_partials(per_group)
+        if trace is not None:
+            trace.append("partials merged lane-strided, then the shuffle-down tree")
+    rstd = _rstd(count, m2, eps, acc)
+    # normalize: every element of every group from its group's two numbers
+    all_groups = np.arange(geo.groups_total)
+    x_off, y_off, channel, valid = item_offsets(geo, all_groups, np.zeros_like(all_groups), np.full_like(all_groups,
+                                                geo.items), threads)
+    keep = np.broadcast_to(valid[..., None], x_off.shape)
+    g_index = np.broadcast_to(all_groups[:, None, None, None], x_off.shape)[keep]
+    c = channel[keep]
+    with np.errstate(all="ignore"):
+        scale = rstd[g_index] * w[c]
+        y = (flat_x[x_off[keep]].astype(acc) - mean[g_index]) * scale + b[c]
+    flat_y[y_off[keep]] = y.astype(x.dtype)
     return out
+
+
+def _dense_like(x, channels_last):
+    """A dense array of x's shape and dtype: channels-last when ``channels_last``."""
+    if not channels_last:
+        return np.empty(x.shape, x.dtype)
+    order = (0, *range(2, x.ndim), 1)
+    buffer = np.empty(tuple(x.shape[i] for i in order), x.dtype)
+    return buffer.transpose(tuple(order.index(i) for i in range(x.ndim)))
 
 
 def _rstd(count, m2, eps, acc):

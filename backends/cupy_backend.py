@@ -1,12 +1,17 @@
 """``cupy``: our hand-written CUDA C GroupNorm kernels (``backends/cuda/groupnorm.cu``),
 loaded with ``cupy.RawModule``.
 
-Host side only: it views x as (N, C, S) with element strides (:func:`backends._launch.collapse`),
-picks the path with :func:`backends._launch.plan` (fused one block a group, or split
-groups in L2-sized waves), picks the 128-bit path where the group is contiguous and
-aligned (:func:`backends._cuda_model.can_vectorize`), and launches the template
-instantiation named by :func:`name_expression`. The NumPy model in ``_cuda_model.py``
-performs the same decomposition on the CPU; the tests verify it against the oracle.
+Host side only. Per call: view x as (N, C, S) with element strides, derive the item
+addressing (:func:`backends._launch.geometry`: 128-bit items where the layout allows,
+across channels for channels-last input), plan the work items
+(:func:`backends._launch.plan`) and launch ONE persistent kernel, ``gn_forward``, on the
+caller's stream: torch's current stream for torch tensors, else CuPy's current stream.
+Its workspace (queue, tickets, partials, statistics) is kept per (device, stream) and is
+zero again after every call (the kernel resets it), so a call allocates nothing but y and
+never synchronizes the host: it can be captured in a CUDA graph. Each template
+instantiation is compiled on first use, in a module of its own.
+
+``launches`` counts the kernels this backend launched (tests and ``launch_report`` read it).
 
 Arrays: CuPy arrays in and out (strides of the input kept when reading; the output is
 dense, channels-last when the input is); torch CUDA tensors and other DLPack producers
@@ -17,21 +22,21 @@ bfloat16 dtype; where CuPy has none, ``supports`` says so.
 from __future__ import annotations
 
 import os
+import threading
 
-from ._launch import THREADS, collapse, plan
-from ._cuda_model import can_vectorize, vector_width
+from ._launch import INT32_MAX, THREADS, collapse, geometry, plan
 from .base import EventTimer, GroupNormBackend, hash_files, missing_module
 from .dtypes import DTYPES, HALF_DTYPES, dtype_name
 from .errors import InvalidArgumentError, InvalidTypeError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KERNEL_SOURCE = os.path.join(HERE, "cuda", "groupnorm.cu")
-SOURCES = (KERNEL_SOURCE, os.path.join(HERE, "_launch.py"), os.path.join(HERE, "_cuda_model.py"),
-           os.path.abspath(__file__))
+SOURCES = (KERNEL_SOURCE, os.path.join(HERE, "_launch.py"), os.path.abspath(__file__))
 
 C_TYPES = {"float16": "__half", "bfloat16": "__nv_bfloat16", "float32": "float", "float64": "double"}
 ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 COMPILE_OPTIONS = ("-std=c++17",)
+KERNEL = "gn_forward"
 
 
 def parameter_kinds(kind: str) -> tuple[str, ...]:
@@ -40,26 +45,24 @@ def parameter_kinds(kind: str) -> tuple[str, ...]:
 
 
 def vector_widths(kind: str) -> tuple[int, ...]:
-    return (1, 16 // ITEMSIZE[kind])
+    """Elements per item: 1 up to a 16-byte vector."""
+    widths, width = [], 1
+    while width * ITEMSIZE[kind] <= 16:
+        widths.append(width)
+        width *= 2
+    return tuple(widths)
 
 
-def name_expression(kernel: str, kind: str, param_kind: str, vec: int) -> str:
-    """The template instantiation the backend launches, e.g. ``gn_fused<__half, float, 8>``."""
-    if kernel == "gn_partial":
-        return f"gn_partial<{C_TYPES[kind]}, {vec}>"
-    return f"{kernel}<{C_TYPES[kind]}, {C_TYPES[param_kind]}, {vec}>"
+def name_expression(kind: str, param_kind: str, vec: int) -> str:
+    """The template instantiation the backend launches, e.g. ``gn_forward<__half, float, 8>``."""
+    return f"{KERNEL}<{C_TYPES[kind]}, {C_TYPES[param_kind]}, {vec}>"
 
 
 def all_name_expressions() -> list[str]:
-    """Every instantiation the backend can launch: compiled together (and by the tests)."""
-    names = []
-    for kind in C_TYPES:
-        for vec in vector_widths(kind):
-            names.append(name_expression("gn_partial", kind, kind, vec))
-            for param_kind in parameter_kinds(kind):
-                names.append(name_expression("gn_fused", kind, param_kind, vec))
-                names.append(name_expression("gn_normalize_split", kind, param_kind, vec))
-    return names
+    """Every instantiation the backend can launch (each compiled on first use; the tests
+    compile them all)."""
+    return [name_expression(kind, param_kind, vec) for kind in C_TYPES for vec in vector_widths(kind)
+            for param_kind in parameter_kinds(kind)]
 
 
 def source() -> str:
@@ -71,14 +74,21 @@ class CupyBackend(GroupNormBackend):
     name = "cupy"
     devices = ("cuda",)
     dtypes = DTYPES
-    description = "our CUDA C kernels (cupy.RawModule): Welford, fused or split-in-L2-waves, 128-bit loads"
+    description = ("our CUDA C kernels (cupy.RawModule): one persistent launch, ticketed merge of split groups, "
+                   "128-bit items, channels-last vectorized across channels")
 
     def __init__(self, threads: int = THREADS):
+        if threads % 32 or not 32 <= threads <= 256:
+            raise InvalidArgumentError(f"threads must be a multiple of 32 in [32, 256] (whole warps; the kernel's "
+                                       f"launch bound is 256); got {threads}")
         self.threads = threads
-        self._module = None
-        self._device = {}
+        self.launches = 0
+        self._modules = {}
+        self._devices = {}  # device id -> facts
+        self._workspaces = {}  # (device id, stream pointer, accumulation kind) -> arrays
         self._params = {}
         self._flush = None
+        self._lock = threading.Lock()
 
     def availability(self, device):
         reason = super().availability(device) or missing_module("cupy", "cupy")
@@ -103,6 +113,7 @@ class CupyBackend(GroupNormBackend):
     def group_norm(self, x, num_groups, weight=None, bias=None, eps=1e-5):
         import cupy
 
+        stream = _caller_stream(x)
         x = _as_cupy(x, "x")
         kind = dtype_name(x.dtype)
         itemsize = x.dtype.itemsize
@@ -114,58 +125,74 @@ class CupyBackend(GroupNormBackend):
                 f"{tuple(x.strides)} bytes: make x contiguous first"
             )
         (n, channels, positions), (sxn, sxc, sxs) = view
-        inner = positions > 1 and sxc < sxs
-        y = _dense_like(x, inner)
-        if x.size == 0:
-            return y
-        _, (syn, syc, sys_) = collapse(tuple(y.shape), tuple(y.strides), itemsize)
-        w, b, param_kind = self._parameters(weight, bias, kind, channels)
-        vec = vector_width(itemsize) if can_vectorize(x.shape, x.strides, y.strides, itemsize, x.data.ptr,
-                                                      y.data.ptr) else 1
-        cpg = channels // num_groups
-        groups_total = n * num_groups
-        items = cpg * positions // vec
-        chosen = plan(groups_total, items, itemsize * vec, sm_count=self._fact("MultiProcessorCount", 132),
-                      l2_bytes=self._fact("L2CacheSize", 50 << 20), threads=self.threads)
-        i64 = cupy.int64
-        common_x = (i64(sxn), i64(sxc), i64(sxs))
-        common_y = (i64(syn), i64(syc), i64(sys_))
-        t = self.threads
-        if chosen["path"] == "fused":
-            kernel = self._kernel(name_expression("gn_fused", kind, param_kind, vec))
-            kernel((groups_total,), (t,), (x, w, b, y, i64(num_groups), i64(cpg), i64(positions), *common_x,
-                                            *common_y, cupy.int32(inner), cupy.float64(eps)))
-            return y
-        chunks, chunk, wave = chosen["chunks"], chosen["chunk"], chosen["wave"]
-        acc = cupy.float64 if kind == "float64" else cupy.float32
-        partial = cupy.empty(3 * wave * chunks, acc)
-        stats = self._kernel(name_expression("gn_partial", kind, kind, vec))
-        normalize = self._kernel(name_expression("gn_normalize_split", kind, param_kind, vec))
-        for first in range(0, groups_total, wave):
-            blocks = min(wave, groups_total - first) * chunks
-            stats((blocks,), (t,), (x, partial, i64(first), i64(num_groups), i64(cpg), i64(positions), i64(chunks),
-                                    i64(chunk), *common_x, cupy.int32(inner)))
-            normalize((blocks,), (t,), (x, w, b, y, partial, i64(first), i64(num_groups), i64(cpg), i64(positions),
-                                        i64(chunks), i64(chunk), *common_x, *common_y, cupy.int32(inner),
-                                        cupy.float64(eps)))
+        device_id = x.device.id
+        with cupy.cuda.Device(device_id), stream:
+            y = _dense_like(x, positions > 1 and sxc < sxs)
+            if x.size == 0:
+                return y
+            geo = geometry(tuple(x.shape), tuple(x.strides), tuple(y.strides), itemsize, num_groups,
+                           x_address=x.data.ptr, y_address=y.data.ptr)
+            if max(geo.majors, geo.minors) > INT32_MAX:
+                raise InvalidArgumentError(f"cupy: a group of {geo.majors} x {geo.minors} items exceeds the "
+                                           f"kernel's 32-bit item counters (at most {INT32_MAX} per axis)")
+            w, b, param_kind = self._parameters(weight, bias, kind, channels)
+            kernel = self._kernel(kind, param_kind, geo.vec)
+            facts = self._facts(device_id, kernel)
+            chosen = plan(geo.groups_total, geo.items, itemsize * geo.vec, sm_count=facts["sm_count"],
+                          l2_bytes=facts["l2_bytes"], threads=self.threads, blocks_per_sm=facts["blocks_per_sm"])
+            queue, tickets, partial, stats = self._workspace(device_id, stream, kind, geo.groups_total,
+                                                             chosen["chunks"])
+            i64, i32 = cupy.int64, cupy.int32
+            kernel((chosen["grid"],), (self.threads,), (
+                x, w, b, y, queue, tickets, partial, stats,
+                i64(num_groups), i64(geo.cpg), i64(geo.positions), i64(geo.majors), i64(geo.minors),
+                i32(geo.inner), i32(geo.linear), *(i64(v) for v in geo.sx), *(i64(v) for v in geo.sy),
+                i64(geo.groups_total), i64(chosen["chunks"]), i64(chosen["chunk"]), i64(chosen["wave"]),
+                cupy.float64(eps)))
+            self.launches += 1
         return y
 
-    def _kernel(self, expression):
-        if self._module is None:
+    def _kernel(self, kind, param_kind, vec):
+        """The instantiation for (x kind, parameter kind, vec), compiled on first use."""
+        key = (kind, param_kind, vec)
+        with self._lock:
+            if key not in self._modules:
+                import cupy
+
+                name = name_expression(kind, param_kind, vec)
+                module = cupy.RawModule(code=source(), options=COMPILE_OPTIONS, name_expressions=[name])
+                self._modules[key] = module.get_function(name)
+            return self._modules[key]
+
+    def _facts(self, device_id, kernel=None):
+        """SM count, L2 bytes and resident blocks of ``kernel`` per SM, for one device."""
+        facts = self._devices.get(device_id)
+        if facts is None:
             import cupy
 
-            self._module = cupy.RawModule(code=source(), options=COMPILE_OPTIONS,
-                                          name_expressions=all_name_expressions())
-        return self._module.get_function(expression)
+            properties = cupy.cuda.runtime.getDeviceProperties(device_id)
+            facts = {"sm_count": int(properties.get("multiProcessorCount", 132)),
+                     "l2_bytes": int(properties.get("l2CacheSize", 50 << 20)), "blocks_per_sm": None}
+            self._devices[device_id] = facts
+        if kernel is not None and facts["blocks_per_sm"] is None:
+            facts["blocks_per_sm"] = _resident_blocks(kernel, self.threads)
+        return facts
 
-    def _fact(self, attribute, default):
-        if attribute not in self._device:
-            import cupy
+    def _workspace(self, device_id, stream, kind, groups_total, chunks):
+        """(queue, tickets, partials, statistics) for calls on ``stream``: zero-filled when
+        created or grown, zero again after every call (the kernel resets queue and tickets)."""
+        import cupy
 
-            properties = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
-            self._device["MultiProcessorCount"] = int(properties.get("multiProcessorCount", 132))
-            self._device["L2CacheSize"] = int(properties.get("l2CacheSize", 50 << 20))
-        return self._device.get(attribute, default)
+        acc = cupy.float64 if kind == "float64" else cupy.float32
+        key = (device_id, stream.ptr, acc)
+        space = self._workspaces.get(key)
+        need = (groups_total, 3 * groups_total * chunks, 2 * groups_total)
+        if space is None or any(have < want for have, want in zip(space["sizes"], need)):
+            sizes = tuple(max(want, 2 * have) for want, have in zip(need, space["sizes"] if space else (0, 0, 0)))
+            space = {"sizes": sizes, "queue": cupy.zeros(1, cupy.uint64), "tickets": cupy.zeros(sizes[0], cupy.int32),
+                     "partial": cupy.empty(sizes[1], acc), "stats": cupy.empty(sizes[2], acc)}
+            self._workspaces[key] = space
+        return space["queue"], space["tickets"], space["partial"], space["stats"]
 
     def _parameters(self, weight, bias, kind, channels):
         import cupy
@@ -216,7 +243,7 @@ class CupyBackend(GroupNormBackend):
         import cupy
 
         if self._flush is None:
-            self._flush = cupy.empty(2 * self._fact("L2CacheSize", 50 << 20), cupy.uint8)
+            self._flush = cupy.empty(2 * self._facts(cupy.cuda.Device().id)["l2_bytes"], cupy.uint8)
         self._flush.fill(0)
         return True
 
@@ -264,6 +291,33 @@ def _cupy_dtype(kind):
     import numpy as np
 
     return _bfloat16_dtype() if kind == "bfloat16" else np.dtype(kind)
+
+
+def _caller_stream(array):
+    """The stream a call runs on: torch's current stream for a torch tensor (so a caller
+    inside ``torch.cuda.stream(s)`` gets its ordering), else CuPy's current stream."""
+    import cupy
+
+    if type(array).__module__.startswith("torch"):
+        import torch
+
+        current = torch.cuda.current_stream(array.device)
+        from_external = getattr(cupy.cuda.Stream, "from_external", None)
+        if from_external is not None and hasattr(current, "__cuda_stream__"):
+            return from_external(current)
+        return cupy.cuda.ExternalStream(current.cuda_stream, array.device.index or 0)
+    return cupy.cuda.get_current_stream()
+
+
+def _resident_blocks(kernel, threads):
+    """Blocks of ``kernel`` resident per SM (the driver's occupancy calculator), or None."""
+    try:
+        from cupy.cuda import driver
+
+        function = getattr(kernel, "kernel", kernel)
+        return int(driver.occupancyMaxActiveBlocksPerMultiprocessor(function.ptr, threads, 0)) or None
+    except Exception:  # an older CuPy: plan() falls back to threads per SM
+        return None
 
 
 def _as_cupy(array, argument):
