@@ -155,7 +155,7 @@ def item_offsets(geo, groups, starts, stops, threads):
 
 
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, threads=256, sm_count=132,
-               l2_bytes=50 << 20, blocks_per_sm=None, vectorize=True, trace=None):
+               l2_bytes=50 << 20, blocks_per_sm=None, chunks=None, vectorize=True, trace=None):
     """What the kernels compute for host array ``x`` (any layout ``collapse`` accepts),
     with the given device facts. Returns a dense array of x's dtype (channels-last when x
     is). ``trace``, a list, receives the plan and the order partials were merged in."""
@@ -173,7 +173,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, threads=256, 
     flat_x = np.lib.stride_tricks.as_strided(x, shape=(span,), strides=(itemsize,))
     flat_y = np.lib.stride_tricks.as_strided(out, shape=(out.size,), strides=(itemsize,))
     chosen = plan(geo.groups_total, geo.items, itemsize * geo.vec, sm_count=sm_count, l2_bytes=l2_bytes,
-                  threads=threads, blocks_per_sm=blocks_per_sm)
+                  threads=threads, blocks_per_sm=blocks_per_sm, chunks=chunks)
     if trace is not None:
         trace.append(chosen)
     chunks, chunk = chosen["chunks"], chosen["chunk"]

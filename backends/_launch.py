@@ -134,7 +134,8 @@ def geometry(shape, x_strides, y_strides, itemsize, num_groups, *, x_address=0, 
 
 
 def plan(groups_total: int, group_items: int, item_bytes: int, *, sm_count: int, l2_bytes: int,
-         threads: int = THREADS, blocks_per_sm: int | None = None) -> dict:
+         threads: int = THREADS, blocks_per_sm: int | None = None,
+         min_items_per_thread: int = MIN_ITEMS_PER_THREAD, chunks: int | None = None) -> dict:
     """The work of one persistent launch for ``groups_total`` groups of ``group_items``
     items of ``item_bytes`` bytes.
 
@@ -144,17 +145,23 @@ def plan(groups_total: int, group_items: int, item_bytes: int, *, sm_count: int,
     in flight at once in a split plan: their bytes fit in a quarter of the L2 (the wave
     being normalized and the next one being read; y is written with evict-first stores).
     ``grid`` is the persistent grid: at most the resident blocks, never more than items.
+    ``min_items_per_thread`` bounds how finely a group is cut; ``chunks`` forces a split
+    plan with that many chunks a group (at most one per ``threads`` items): tests use them
+    so that tiny groups split.
     """
     if groups_total <= 0 or group_items <= 0:
         return {"path": "empty", "launches": 0}  # nothing to launch
     resident = sm_count * (blocks_per_sm or max(1, THREADS_PER_SM // threads))
     group_bytes = group_items * item_bytes
-    if groups_total >= 2 * sm_count and min(groups_total, resident) * group_bytes <= l2_bytes // 2:
+    forced = chunks
+    if forced is None and groups_total >= 2 * sm_count and min(groups_total, resident) * group_bytes <= l2_bytes // 2:
         chunks, chunk, wave = 1, group_items, groups_total
     else:
         wave = max(1, min(groups_total, (l2_bytes // 4) // max(1, group_bytes)))
-        min_chunk = MIN_ITEMS_PER_THREAD * threads
+        min_chunk = min_items_per_thread * threads
         chunks = max(1, min(-(-2 * resident // wave), -(-group_items // min_chunk)))
+        if forced is not None:
+            chunks = max(1, min(forced, -(-group_items // threads)))
         chunk = -(-group_items // chunks)
         chunk = -(-chunk // threads) * threads  # whole rounds of the block
         chunks = -(-group_items // chunk)

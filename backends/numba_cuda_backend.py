@@ -1,30 +1,28 @@
 """``numba-cuda``: our own GroupNorm kernels for CUDA, written with ``numba.cuda.jit``.
 
-The kernels live in ``_numba_cuda_kernels.py`` (statistics by Welford + Chan merges in
-float32, float64 for float64 input; normalize and affine fused). This module is the host
-side: it reads any CUDA array (numba's, or another framework's through
-``__cuda_array_interface__``), collapses its spatial dims to one stride, picks a path
-with :func:`plan` and launches.
+The kernel lives in ``_numba_cuda_kernels.py``: the second design of
+``backends/cuda/groupnorm.cu`` (one persistent launch, ticketed merge), items of one
+element. This module is the host side: it reads any CUDA array (numba's, or another
+framework's through ``__cuda_array_interface__``), collapses its spatial dims to one
+stride, derives the item walk (:func:`backends._launch.geometry` with ``vec`` 1), plans
+the work items (:func:`backends._launch.plan`) and launches once, on the caller's stream
+(torch's current stream for a torch tensor, else the default stream). The workspace
+(queue, tickets, partials, statistics) is kept per (device, stream) and is zero again
+after every call; y is taken from torch's caching allocator when x is a torch tensor
+(no cuMemAlloc, no synchronizing free), else from Numba.
 
-Paths (:func:`plan`):
-
-* ``fused``: one block per (sample, group), when there are enough groups to fill the GPU
-  and the groups of all blocks in flight fit in half the L2 (so the block's second read
-  of its group hits L2).
-* ``split``: each group cut into ``chunks`` blocks; partial statistics, then a
-  normalize kernel whose blocks merge their group's partials. Launched per *wave* of
-  groups whose bytes fit in half the L2, so x's second read comes from L2: one DRAM read
-  and one write per element. A group larger than that budget is read twice from DRAM.
+``launches`` counts the kernels this backend launched (tests and ``launch_report``).
 
 Arrays: ``from_numpy`` gives a numba device array with the host array's strides (the
-buffer's extent is copied once, then viewed with the same strides). Outputs are numba
-device arrays, dense, channels-last when the input is channels-last, else contiguous.
-bfloat16 arrays are numba device arrays of dtype ``ml_dtypes.bfloat16`` whose bits the
-kernels read as ``uint16``; torch does not export bfloat16 through
-``__cuda_array_interface__``, so foreign bfloat16 arrays are refused with that reason.
+buffer's extent is copied once, then viewed with the same strides). Outputs are dense,
+channels-last when the input is channels-last, else contiguous. bfloat16 arrays are numba
+device arrays of dtype ``ml_dtypes.bfloat16`` whose bits the kernels read as ``uint16``;
+torch does not export bfloat16 through ``__cuda_array_interface__``, so foreign bfloat16
+arrays are refused with that reason.
 
 Under Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) the same host code runs the
-kernels as Python: correct results, meaningless timings (the version string says so).
+kernel as Python, one block after another: correct results, meaningless timings (the
+version string says so); a race or a missing fence is invisible there.
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ from __future__ import annotations
 import math
 import os
 
-from ._launch import THREADS, collapse, plan
+from ._launch import INT32_MAX, THREADS, collapse, geometry, plan
 from .base import EventTimer, GroupNormBackend, hash_files, missing_module
 from .dtypes import DTYPES, dtype_name
 from .errors import InvalidArgumentError, InvalidTypeError
@@ -45,15 +43,24 @@ class NumbaCudaBackend(GroupNormBackend):
     name = "numba-cuda"
     devices = ("cuda",)
     dtypes = DTYPES
-    description = "our numba-cuda kernels: Welford/Chan statistics, fused normalize, split groups in L2-sized waves"
+    description = "our numba-cuda kernel: one persistent launch, ticketed merge of split groups, Welford/Chan batches"
 
-    def __init__(self, threads: int = THREADS, sm_count: int | None = None, l2_bytes: int | None = None):
-        """``threads``, ``sm_count`` and ``l2_bytes`` override the device's (tests lower
+    def __init__(self, threads: int = THREADS, sm_count: int | None = None, l2_bytes: int | None = None,
+                 blocks_per_sm: int | None = None, chunks: int | None = None):
+        """``threads``, ``sm_count``, ``l2_bytes`` and ``blocks_per_sm`` override the
+        device's; ``chunks`` forces split plans with that many chunks a group (tests use
         them so that every path runs on tiny shapes under the simulator)."""
+        if threads % 32 or not 32 <= threads <= 1024:
+            raise InvalidArgumentError(f"threads must be a multiple of 32 in [32, 1024] (whole warps); got {threads}")
         self.threads = threads
         self._sm_count = sm_count
         self._l2_bytes = l2_bytes
+        self._blocks_per_sm = blocks_per_sm
+        self.chunks = chunks
+        self.launches = 0
         self._kernels = {}
+        self._facts = {}
+        self._workspaces = {}
         self._params = {}
         self._flush = None
 
@@ -75,8 +82,10 @@ class NumbaCudaBackend(GroupNormBackend):
 
     def group_norm(self, x, num_groups, weight=None, bias=None, eps=1e-5):
         import numpy as np
-        from numba import cuda
 
+        torch_tensor = type(x).__module__.startswith("torch")
+        stream = _caller_stream(x) if torch_tensor else 0
+        original = x
         x = _as_device_array(x, "x")
         kind = dtype_name(x.dtype)
         n, channels = x.shape[:2]
@@ -90,32 +99,37 @@ class NumbaCudaBackend(GroupNormBackend):
             )
         (_, _, positions), (sx_n, sx_c, sx_s) = view
         inner = positions > 1 and sx_c < sx_s
-        y, (sy_n, sy_c, sy_s) = self._output(x.shape, x.dtype, inner)
+        y, y_strides = self._output(x.shape, x.dtype, inner, like=original if torch_tensor else None)
         if x.size == 0:
             return y
+        geo = geometry(tuple(x.shape), tuple(x.strides), y_strides, itemsize, num_groups, max_vec=1)
+        if max(geo.majors, geo.minors) > INT32_MAX:
+            raise InvalidArgumentError(f"numba-cuda: a group of {geo.majors} x {geo.minors} elements exceeds "
+                                       f"the kernel's item counters (at most {INT32_MAX} per axis)")
         w, b, param_kind = self._parameters(weight, bias, kind, channels)
-        fused, partial_stats, normalize_split = self._compiled(kind, param_kind)
+        forward = self._compiled(kind, param_kind)
         xf, yf = _flat(x), _flat(y)
         acc = np.float64 if kind == "float64" else np.float32
-        eps = acc(eps)
-        size = channels // num_groups * positions
-        groups_total = n * num_groups
-        chosen = plan(groups_total, size, itemsize, sm_count=self.sm_count(), l2_bytes=self.l2_bytes(),
-                      threads=self.threads)
-        t = self.threads
-        if chosen["path"] == "fused":
-            fused[groups_total, t](xf, w, b, yf, num_groups, positions, sx_n, sx_c, sx_s,
-                                   sy_n, sy_c, sy_s, inner, eps)
-            return y
-        chunks, chunk, wave = chosen["chunks"], chosen["chunk"], chosen["wave"]
-        partial = cuda.device_array((wave * chunks, 3), acc)
-        for first in range(0, groups_total, wave):
-            blocks = min(wave, groups_total - first) * chunks
-            partial_stats[blocks, t](xf, partial, first, num_groups, channels, chunks, chunk, positions,
-                                     sx_n, sx_c, sx_s, inner)
-            normalize_split[blocks, t](xf, w, b, yf, partial, first, num_groups, chunks, chunk, positions,
-                                       sx_n, sx_c, sx_s, sy_n, sy_c, sy_s, inner, eps)
+        chosen = plan(geo.groups_total, geo.items, itemsize, sm_count=self.sm_count(), l2_bytes=self.l2_bytes(),
+                      threads=self.threads, blocks_per_sm=self._blocks_per_sm,
+                    chunks=self.chunks)
+        queue, tickets, partial, stats = self._workspace(stream, acc, geo.groups_total, chosen["chunks"])
+        launch = forward[chosen["grid"], self.threads, stream] if stream else forward[chosen["grid"], self.threads]
+        launch(xf, w, b, yf, queue, tickets, partial, stats, num_groups, geo.cpg, geo.majors, geo.minors, geo.inner,
+               *geo.sx, *geo.sy, geo.groups_total, chosen["chunks"], chosen["chunk"], chosen["wave"], acc(eps))
+        self.launches += 1
         return y
+
+    def plan_for(self, shape, dtype, num_groups, channels_last=False) -> dict:
+        """The plan a call on a dense array of ``shape`` would use (no device needed)."""
+        import numpy as np
+
+        itemsize = np.dtype(dtype).itemsize
+        strides = _dense_strides(shape, itemsize, channels_last)
+        geo = geometry(tuple(shape), strides, strides, itemsize, num_groups, max_vec=1)
+        return plan(geo.groups_total, geo.items, itemsize, sm_count=self.sm_count(), l2_bytes=self.l2_bytes(),
+                    threads=self.threads, blocks_per_sm=self._blocks_per_sm,
+                    chunks=self.chunks)
 
     def _compiled(self, kind, param_kind):
         key = (kind, param_kind)
@@ -125,20 +139,39 @@ class NumbaCudaBackend(GroupNormBackend):
             self._kernels[key] = kernels.build(kind, param_kind, self.threads)
         return self._kernels[key]
 
-    def _output(self, shape, dtype, channels_last):
-        """A dense output (channels-last when ``channels_last``) and its (n, c, s) strides."""
+    def _workspace(self, stream, acc, groups_total, chunks):
+        """(queue, tickets, partials, statistics) for calls on ``stream``: zero-filled when
+        created or grown, zero again after every call (the kernel resets queue and tickets)."""
+        import numpy as np
         from numba import cuda
 
-        channels = shape[1]
-        positions = math.prod(shape[2:])
+        device = 0 if _simulator() else cuda.get_current_device().id
+        key = (device, _stream_key(stream), np.dtype(acc).name)
+        space = self._workspaces.get(key)
+        need = (groups_total, 3 * groups_total * chunks, 2 * groups_total)
+        if space is None or any(have < want for have, want in zip(space["sizes"], need)):
+            sizes = tuple(max(want, 2 * have) for want, have in zip(need, space["sizes"] if space else (0, 0, 0)))
+            space = {"sizes": sizes, "queue": cuda.to_device(np.zeros(1, np.uint64)),
+                     "tickets": cuda.to_device(np.zeros(sizes[0], np.int32)),
+                     "partial": cuda.device_array(sizes[1], acc), "stats": cuda.device_array(sizes[2], acc)}
+            self._workspaces[key] = space
+        return space["queue"], space["tickets"], space["partial"], space["stats"]
+
+    def _output(self, shape, dtype, channels_last, like=None):
+        """A dense output (channels-last when ``channels_last``) and its strides in bytes:
+        from torch's caching allocator when ``like`` is a torch tensor, else from Numba."""
+        from numba import cuda
+
+        itemsize = _kernel_dtype(dtype).itemsize
+        strides = _dense_strides(shape, itemsize, channels_last)
+        if like is not None and dtype_name(dtype) != "bfloat16":
+            import torch
+
+            memory = torch.empty_strided(tuple(shape), tuple(s // itemsize for s in strides), dtype=like.dtype,
+                                         device=like.device)
+            return cuda.as_cuda_array(memory), strides
         buffer = cuda.device_array(math.prod(shape), _kernel_dtype(dtype))
-        if channels_last:
-            element = (positions * channels, 1, channels)
-        else:
-            element = (channels * positions, positions, 1)
-        spatial = _dense_spatial_strides(shape[2:], element[2])
-        strides = tuple(s * buffer.dtype.itemsize for s in (element[0], element[1], *spatial))
-        return _strided_view(buffer, shape, strides, dtype), element
+        return _strided_view(buffer, shape, strides, dtype), strides
 
     def _parameters(self, weight, bias, kind, channels):
         """Device weight and bias (ones/zeros for None, cached) and their kind."""
@@ -166,14 +199,20 @@ class NumbaCudaBackend(GroupNormBackend):
     # -- device facts ------------------------------------------------------------------
 
     def sm_count(self) -> int:
-        if self._sm_count is None:
-            self._sm_count = int(_attribute("MULTIPROCESSOR_COUNT", 132))
-        return self._sm_count
+        return self._sm_count or self._fact("MULTIPROCESSOR_COUNT", 132)
 
     def l2_bytes(self) -> int:
-        if self._l2_bytes is None:
-            self._l2_bytes = int(_attribute("L2_CACHE_SIZE", 50 << 20))
-        return self._l2_bytes
+        return self._l2_bytes or self._fact("L2_CACHE_SIZE", 50 << 20)
+
+    def _fact(self, name, default):
+        """A device attribute of the current device (cached per device)."""
+        from numba import cuda
+
+        device = 0 if _simulator() else cuda.get_current_device().id
+        key = (device, name)
+        if key not in self._facts:
+            self._facts[key] = int(_attribute(name, default))
+        return self._facts[key]
 
     # -- transfers ---------------------------------------------------------------------
 
@@ -278,6 +317,37 @@ def _attribute(name, default):
     from numba import cuda
 
     return getattr(cuda.get_current_device(), name, default)
+
+
+def _caller_stream(tensor):
+    """torch's current stream of ``tensor``'s device, as a numba stream (0 under the simulator)."""
+    if _simulator():
+        return 0
+    import torch
+    from numba import cuda
+
+    return cuda.external_stream(torch.cuda.current_stream(tensor.device).cuda_stream)
+
+
+def _stream_key(stream):
+    """A hashable key for a stream (0: the default stream)."""
+    if isinstance(stream, int):
+        return stream
+    handle = getattr(stream, "handle", None)
+    value = getattr(handle, "value", handle)
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return id(stream)
+
+
+def _dense_strides(shape, itemsize, channels_last):
+    """Byte strides of a dense array of ``shape``: channels-last (N, *spatial, C in memory) or C-contiguous."""
+    channels = shape[1]
+    positions = math.prod(shape[2:])
+    element = (positions * channels, 1, channels) if channels_last else (channels * positions, positions, 1)
+    spatial = _dense_spatial_strides(shape[2:], element[2])
+    return tuple(s * itemsize for s in (element[0], element[1], *spatial))
 
 
 def _kernel_dtype(dtype):

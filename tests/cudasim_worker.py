@@ -16,11 +16,13 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# Lowered thresholds: 32 threads a block, and device facts that force each path on tiny shapes.
+# Lowered thresholds: 32 threads a block, two resident blocks, and plans forced on tiny
+# shapes: fused; split in 3 chunks a group, all groups in one wave; split in 2 chunks, a
+# wave a group (an L2 of 2 bytes).
 CONFIGS = {
-    "fused": dict(threads=32, sm_count=1, l2_bytes=1 << 30),
-    "split": dict(threads=32, sm_count=64, l2_bytes=1 << 30),
-    "split-waves": dict(threads=32, sm_count=64, l2_bytes=2),  # a wave a group
+    "fused": dict(threads=32, sm_count=1, l2_bytes=1 << 30, blocks_per_sm=2),
+    "split": dict(threads=32, sm_count=1, l2_bytes=1 << 30, blocks_per_sm=2, chunks=3),
+    "split-waves": dict(threads=32, sm_count=1, l2_bytes=2, blocks_per_sm=2, chunks=2),
 }
 
 
@@ -32,7 +34,7 @@ def main(specs: list[str]) -> int:
         return 2
     warnings.simplefilter("ignore", RuntimeWarning)  # NaN/Inf arithmetic of the simulated kernels
     from backends.dtypes import numpy_dtype
-    from backends.numba_cuda_backend import NumbaCudaBackend, plan
+    from backends.numba_cuda_backend import NumbaCudaBackend
     from harness import cases, checks, expected, inputs
 
     backends = {name: NumbaCudaBackend(**settings) for name, settings in CONFIGS.items()}
@@ -40,17 +42,16 @@ def main(specs: list[str]) -> int:
         case_id, config_name = spec.rsplit(":", 1)
         case = cases.Case.from_id(case_id, device="cuda")
         backend = backends[config_name]
-        groups_total = case.shape[0] * case.num_groups
-        size = case.numel // max(1, groups_total)
-        chosen = plan(groups_total, size, numpy_dtype(case.dtype).itemsize, sm_count=backend.sm_count(),
-                      l2_bytes=backend.l2_bytes(), threads=backend.threads)
-        if chosen["path"] == "split" and chosen["wave"] < groups_total:
+        chosen = backend.plan_for(case.shape, numpy_dtype(case.dtype), case.num_groups,
+                                  channels_last=case.layout == "channels_last") if case.numel else {"path": "empty"}
+        if chosen["path"] == "split" and chosen["wave"] < case.shape[0] * case.num_groups:
             chosen["path"] = "split-waves"
         host = inputs.make(case)
+        before = backend.launches
         verdict = checks.run_case(backend, case, host, expected.Expected.of(case, host))
         print(json.dumps({"id": case_id, "config": config_name, "path": chosen["path"], "chunks": chosen.get("chunks", 1),
-                          "status": verdict.status, "ratio": verdict.ratio, "reason": verdict.reason}),
-              flush=True)
+                          "launches": backend.launches - before, "status": verdict.status, "ratio": verdict.ratio,
+                          "reason": verdict.reason}), flush=True)
     return 0
 
 

@@ -22,6 +22,7 @@ import tempfile
 
 import pytest
 
+from backends._launch import decode, work_items
 from backends.numba_cuda_backend import collapse, plan
 from harness import suites
 
@@ -48,15 +49,33 @@ def test_plan_path(groups, size, expected):
 
 @pytest.mark.parametrize("groups, size", [(1, 1), (1, 5), (3, 10**7), (64, 40960), (896, 2 * 10**6), (7, 129)])
 @pytest.mark.parametrize("threads", [32, 256])
-def test_split_plan_covers_every_element_once(groups, size, threads):
+def test_plan_covers_every_element_once_in_one_launch(groups, size, threads):
     chosen = plan(groups, size, 4, sm_count=132, l2_bytes=50 << 20, threads=threads)
-    assert chosen["path"] == "split"  # too few groups for 132 SMs: each is cut into chunks
     chunks, chunk, wave = chosen["chunks"], chosen["chunk"], chosen["wave"]
-    assert chunk % threads == 0
+    assert chosen["launches"] == 1 and 1 <= chosen["grid"] <= chosen["items"]
     assert (chunks - 1) * chunk < size <= chunks * chunk  # no empty chunk, nothing left over
-    assert 1 <= wave <= groups
-    if size * 4 <= 25 << 20:
-        assert wave * size * 4 <= 25 << 20  # a wave's groups fit in half the L2
+    assert chosen["path"] == ("fused" if chunks == 1 else "split")
+    if chunks > 1:
+        assert chunk % threads == 0 and 1 <= wave <= groups
+        if size * 4 <= 12 << 20:
+            assert wave * size * 4 <= 50 << 20 >> 2  # a wave's groups fit in a quarter of the L2
+    if chosen["items"] <= 10**5:  # the queue itself, where listing it is cheap
+        items = work_items(groups, chunks, wave)
+        assert len(items) == chosen["items"]
+        assert {(g, k) for kind, g, k in items if kind != "normalize"} == {(g, k) for g in range(groups)
+                                                                          for k in range(chunks)}
+
+
+@pytest.mark.parametrize("groups, chunks, wave", [(1, 1, 1), (5, 1, 5), (7, 3, 2), (64, 9, 64), (10, 4, 3)])
+def test_queue_order_decodes_and_puts_statistics_first(groups, chunks, wave):
+    items = work_items(groups, chunks, wave)
+    assert [decode(i, groups, chunks, wave) for i in range(len(items))] == items
+    seen = set()
+    for kind, g, k in items:  # every normalize item comes after all statistics items of its group
+        if kind == "stats":
+            seen.add((g, k))
+        elif kind == "normalize":
+            assert all((g, j) in seen for j in range(chunks))
 
 
 def test_plan_keeps_fused_groups_in_l2():
@@ -160,10 +179,14 @@ def test_simulator_ran_every_path(simulated):
     ran = {row["path"] for row in simulated.values() if Case.from_id(row["id"]).numel > 0}
     assert ran == {"fused", "split", "split-waves"}
     for (case_id, config), row in simulated.items():
-        if Case.from_id(case_id).numel > 0:
-            assert row["path"] == config, f"{case_id}: configured for {config}, planned {row['path']}"
+        case = Case.from_id(case_id)
+        if case.numel > 0:  # a group of at most 32 elements (one block's threads) cannot be cut: fused
+            expected = "fused" if case.numel // (case.shape[0] * case.num_groups) <= 32 else config
+            assert row["path"] == expected, f"{case_id}: configured for {config}, planned {row['path']}"
     for config in ("split", "split-waves"):  # groups cut into several blocks, partials merged
         assert max(row["chunks"] for (_, name), row in simulated.items() if name == config) > 1, config
+    for (case_id, config), row in simulated.items():  # counted by the backend's launcher: one kernel a call
+        assert row["launches"] == (1 if Case.from_id(case_id).numel else 0), (case_id, config, row["launches"])
 
 
 # -- PTX for sm_80 and sm_90 -----------------------------------------------------------------
@@ -177,12 +200,11 @@ def _signatures(kind, param_kind):
     acc = types.float64 if kind == "float64" else types.float32
     flat = types.Array(kernel_type[kind], 1, "C")
     param = types.Array(kernel_type[param_kind], 1, "A")
-    partial = types.Array(acc, 2, "C")
+    work = types.Array(acc, 1, "C")
     i, flag = types.int64, types.boolean
     return {
-        "fused": (flat, param, param, flat, i, i, i, i, i, i, i, i, flag, acc),
-        "partial_stats": (flat, partial, i, i, i, i, i, i, i, i, i, flag),
-        "normalize_split": (flat, param, param, flat, partial, i, i, i, i, i, i, i, i, i, i, i, flag, acc),
+        "forward": (flat, param, param, flat, types.Array(types.uint64, 1, "C"), types.Array(types.int32, 1, "C"),
+                    work, work, i, i, i, i, flag, i, i, i, i, i, i, i, i, i, i, acc),
     }
 
 
@@ -206,7 +228,7 @@ def _ptx(kind, param_kind, cc) -> dict:
         "from backends import _numba_cuda_kernels as K\n"
         "from tests.test_numba_cuda import _signatures\n"
         "kind, param, cc = sys.argv[2], sys.argv[3], (int(sys.argv[4]), int(sys.argv[5]))\n"
-        "kernels = dict(zip(('fused', 'partial_stats', 'normalize_split'), K.build(kind, param, 256)))\n"
+        "kernels = {'forward': K.build(kind, param, 256)}\n"
         "out = {}\n"
         "for name, sig in _signatures(kind, param).items():\n"
         "    out[name] = cuda.compile_ptx(kernels[name].py_func, sig, cc=cc)[0]\n"
@@ -232,7 +254,7 @@ KINDS = pytest.mark.parametrize("kind, param_kind", KERNEL_KINDS, ids=[f"x-{k}-w
 def test_kernels_compile_to_ptx(kind, param_kind, cc):
     ptx = _ptx(kind, param_kind, cc)
     arch = f"sm_{cc[0]}{cc[1]}"
-    assert set(ptx) == {"fused", "partial_stats", "normalize_split"}
+    assert set(ptx) == {"forward"}
     for name, text in ptx.items():
         assert f".target {arch}" in text, name
         assert ".entry" in text, name
@@ -258,6 +280,17 @@ def test_kernels_assemble_without_spills(kind, param_kind, cc):
         print(f"{name} {kind}/{param_kind} {arch}: {registers.group(1) if registers else '?'} registers, "
               f"spills {spills}")
         assert not any(spills), f"{name} spills registers on {arch}: {result.stderr}"
+
+
+@CCS
+@pytest.mark.parametrize("kind, param_kind", [k for k in KERNEL_KINDS if k[0] != "float64"],
+                         ids=[f"x-{k}-w-{p}" for k, p in KERNEL_KINDS if k != "float64"])
+def test_statistics_stay_in_float32_for_half_and_float32_inputs(kind, param_kind, cc):
+    """No float64 arithmetic in the PTX of a float32-accumulating kernel (the first design
+    promoted count, mean and M2 to float64 through ``count += 1``)."""
+    ptx = _ptx(kind, param_kind, cc)["forward"]
+    wide = sorted(set(re.findall(r"\b(?:add|sub|mul|div|fma|sqrt|rcp)\.[a-z.]*f64\b", ptx)))
+    assert not wide, f"float64 arithmetic in the {kind} kernel: {wide}"
 
 
 def test_simulator_rows_are_marked_and_never_timed(tmp_path):
