@@ -100,11 +100,24 @@ UNROLL = 16  # scalar items in flight per thread (backends/_launch.py unroll(1))
 TABLE_BYTES = 8192  # shared memory for the per-channel (scale, shift) table (GN_TABLE_BYTES)
 
 
-def build(x_kind: str, param_kind: str, threads: int):
+# Bugs the tests plant to show that their checks see each mechanism (never set otherwise):
+# partials merged in the reverse order (only a bitwise comparison with the model sees it),
+# the queue or the tickets not reset (the next call goes wrong), the batch tail dropped.
+PLANTS = ("partials-reversed", "no-queue-reset", "no-ticket-reset", "tail-dropped")
+
+
+def build(x_kind: str, param_kind: str, threads: int, plant: str | None = None):
     """The forward kernel for inputs of ``x_kind`` and weight/bias of ``param_kind``,
-    launched with ``threads`` threads a block (a multiple of 32, at most 1024)."""
+    launched with ``threads`` threads a block (a multiple of 32, at most 1024). ``plant``
+    (tests only) compiles in one of :data:`PLANTS`."""
     if threads < 32 or threads % 32 or threads > 1024:
         raise ValueError(f"threads must be a multiple of 32 in [32, 1024]; got {threads}")
+    if plant is not None and plant not in PLANTS:
+        raise ValueError(f"plant must be one of {PLANTS}; got {plant!r}")
+    reverse_partials = plant == "partials-reversed"
+    reset_queue = plant != "no-queue-reset"
+    reset_tickets = plant != "no-ticket-reset"
+    keep_tail = plant != "tail-dropped"
     acc = accumulation(x_kind)
     load_x = _loader(x_kind, acc)
     load_p = _loader(param_kind, acc)
@@ -215,7 +228,7 @@ def build(x_kind: str, param_kind: str, threads: int):
                 sq += d * d
             count, mean, m2 = merge(count, mean, m2, acc(UNROLL), pivot + shift, sq)
             i += UNROLL * threads
-        while i < stop:  # one value a batch, the same arithmetic as a batch of one
+        while keep_tail and i < stop:  # one value a batch, the same arithmetic as a batch of one
             value = load_x(x[offset])
             offset += step
             minor += step_minor
@@ -293,7 +306,7 @@ def build(x_kind: str, param_kind: str, threads: int):
             index = claimed[0]
             cuda.syncthreads()
             if index >= total:
-                if t == 0 and index == total + cuda.gridDim.x - 1:
+                if reset_queue and t == 0 and index == total + cuda.gridDim.x - 1:
                     queue[0] = 0  # the last claim: reset
                 return
             stats_item = True
@@ -342,7 +355,7 @@ def build(x_kind: str, param_kind: str, threads: int):
                             gq = acc(0)
                             j = int64(t)
                             while j < chunks:
-                                slot = 3 * (group * chunks + j)
+                                slot = 3 * (group * chunks + (chunks - 1 - j if reverse_partials else j))
                                 gc, gm, gq = merge(gc, gm, gq, cuda.atomic.add(partial, slot, acc(0)),
                                                    cuda.atomic.add(partial, slot + 1, acc(0)),
                                                    cuda.atomic.add(partial, slot + 2, acc(0)))
@@ -366,7 +379,7 @@ def build(x_kind: str, param_kind: str, threads: int):
                         cuda.threadfence()
                         group_stats[0] = cuda.atomic.add(stats, 2 * group, acc(0))
                         group_stats[1] = cuda.atomic.add(stats, 2 * group + 1, acc(0))
-                        if cuda.atomic.add(tickets, group, 1) == 2 * chunks:
+                        if cuda.atomic.add(tickets, group, 1) == 2 * chunks and reset_tickets:
                             tickets[group] = 0  # the last reader resets
                     cuda.syncthreads()
                     mean = group_stats[0]

@@ -46,10 +46,11 @@ class NumbaCudaBackend(GroupNormBackend):
     description = "our numba-cuda kernel: one persistent launch, ticketed merge of split groups, Welford/Chan batches"
 
     def __init__(self, threads: int = THREADS, sm_count: int | None = None, l2_bytes: int | None = None,
-                 blocks_per_sm: int | None = None, chunks: int | None = None):
+                 blocks_per_sm: int | None = None, chunks: int | None = None, plant: str | None = None):
         """``threads``, ``sm_count``, ``l2_bytes`` and ``blocks_per_sm`` override the
         device's; ``chunks`` forces split plans with that many chunks a group (tests use
-        them so that every path runs on tiny shapes under the simulator)."""
+        them so that every path runs on tiny shapes under the simulator); ``plant`` compiles
+        in a planted bug (``_numba_cuda_kernels.PLANTS``; tests only)."""
         if threads % 32 or not 32 <= threads <= 1024:
             raise InvalidArgumentError(f"threads must be a multiple of 32 in [32, 1024] (whole warps); got {threads}")
         self.threads = threads
@@ -57,6 +58,7 @@ class NumbaCudaBackend(GroupNormBackend):
         self._l2_bytes = l2_bytes
         self._blocks_per_sm = blocks_per_sm
         self.chunks = chunks
+        self.plant = plant
         self.launches = 0
         self._kernels = {}
         self._facts = {}
@@ -136,7 +138,7 @@ class NumbaCudaBackend(GroupNormBackend):
         if key not in self._kernels:
             from . import _numba_cuda_kernels as kernels
 
-            self._kernels[key] = kernels.build(kind, param_kind, self.threads)
+            self._kernels[key] = kernels.build(kind, param_kind, self.threads, self.plant)
         return self._kernels[key]
 
     def _workspace(self, stream, acc, groups_total, chunks):

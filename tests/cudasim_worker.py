@@ -1,10 +1,13 @@
 """Runs numba-cuda cases under Numba's CUDA simulator; used by ``test_numba_cuda.py``.
 
 Usage (NUMBA_ENABLE_CUDASIM=1 must be set before numba.cuda is imported, hence a process
-of its own):  NUMBA_ENABLE_CUDASIM=1 python tests/cudasim_worker.py CASE_ID:CONFIG ...
+of its own):  NUMBA_ENABLE_CUDASIM=1 python tests/cudasim_worker.py CASE_ID:CONFIG[:PLANT] ...
 
-Prints one JSON object a case: id, config, path (the launch plan used), status, ratio,
-reason. Exits 2 when the simulator is not enabled.
+Prints one JSON object a case: id, config, plant, path (the launch plan used), chunks,
+launches (counted by the backend's launcher), model_identical (the output equals the NumPy
+model's bit for bit, NaN payloads aside), status, ratio, reason. Cases run in order; a
+(config, plant) keeps one backend instance, so its workspace carries over from case to
+case (a reset that fails shows in the next case). Exits 2 when the simulator is not enabled.
 """
 
 from __future__ import annotations
@@ -33,26 +36,57 @@ def main(specs: list[str]) -> int:
         print("NUMBA_ENABLE_CUDASIM=1 is not set", file=sys.stderr)
         return 2
     warnings.simplefilter("ignore", RuntimeWarning)  # NaN/Inf arithmetic of the simulated kernels
+    import numpy as np
+
+    from backends import _cuda_model
     from backends.dtypes import numpy_dtype
     from backends.numba_cuda_backend import NumbaCudaBackend
     from harness import cases, checks, expected, inputs
 
-    backends = {name: NumbaCudaBackend(**settings) for name, settings in CONFIGS.items()}
+    class Recording(NumbaCudaBackend):
+        """The backend, keeping its last output for the comparison with the model."""
+
+        def group_norm(self, *args, **kwargs):
+            self.last = super().group_norm(*args, **kwargs)
+            return self.last
+
+    backends = {}  # one instance per (config, plant): its workspace carries over from case to case
     for spec in specs:
-        case_id, config_name = spec.rsplit(":", 1)
+        case_id, config_name, *planted = spec.split(":")
+        plant = planted[0] if planted else None
         case = cases.Case.from_id(case_id, device="cuda")
-        backend = backends[config_name]
+        key = (config_name, plant)
+        if key not in backends:
+            backends[key] = Recording(**CONFIGS[config_name], plant=plant)
+        backend = backends[key]
         chosen = backend.plan_for(case.shape, numpy_dtype(case.dtype), case.num_groups,
                                   channels_last=case.layout == "channels_last") if case.numel else {"path": "empty"}
         if chosen["path"] == "split" and chosen["wave"] < case.shape[0] * case.num_groups:
             chosen["path"] = "split-waves"
         host = inputs.make(case)
         before = backend.launches
+        backend.last = None
         verdict = checks.run_case(backend, case, host, expected.Expected.of(case, host))
-        print(json.dumps({"id": case_id, "config": config_name, "path": chosen["path"], "chunks": chosen.get("chunks", 1),
-                          "launches": backend.launches - before, "status": verdict.status, "ratio": verdict.ratio,
+        identical = None
+        if backend.last is not None and case.numel:
+            y = backend.to_numpy(backend.last)
+            model = _cuda_model.group_norm(host.x, case.num_groups, host.weight, host.bias, case.eps,
+                                           vectorize=False, **CONFIGS[config_name])
+            identical = _identical(np, y, model)
+        print(json.dumps({"id": case_id, "config": config_name, "plant": plant, "path": chosen["path"],
+                          "chunks": chosen.get("chunks", 1), "launches": backend.launches - before,
+                          "model_identical": identical, "status": verdict.status, "ratio": verdict.ratio,
                           "reason": verdict.reason}), flush=True)
     return 0
+
+
+def _identical(np, a, b) -> bool:
+    """Same bits everywhere, NaN payloads aside."""
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    bits = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[a.dtype.itemsize]
+    wide_a, wide_b = a.astype(np.float64), b.astype(np.float64)
+    nan = np.isnan(wide_a) & np.isnan(wide_b)
+    return a.shape == b.shape and bool(np.all(nan | (a.view(bits) == b.view(bits))))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """numba-cuda without a GPU: host logic, every path under the CUDA simulator, PTX for sm_80/sm_90.
 
 * ``plan`` and ``collapse`` (launch geometry, index arithmetic) are plain functions.
-* The kernels run under Numba's CUDA simulator in a process of their own
-  (``tests/cudasim_worker.py``), with thresholds lowered so that the fused path, the
-  split path and the split path in several waves all run, on every layout and dtype, on
-  small cases of the default and adversarial suites; each output is judged by the
-  harness against the float64 oracle.
-* Every kernel signature the backend launches compiles to PTX for sm_80 and sm_90 (NVVM),
-  and ``ptxas`` assembles it (registers and spills printed; a spill fails).
+* The kernel runs under Numba's CUDA simulator in a process of its own
+  (``tests/cudasim_worker.py``), with plans forced so that fused items, split items with
+  the ticketed merge, and split items in several waves all run, on every layout and
+  dtype, on small cases of the default and adversarial suites; each output is judged by
+  the harness against the float64 oracle AND must equal the NumPy model's bit for bit
+  (the model is the arithmetic's order, written down); each call is one launch, counted
+  by the backend. Planted bugs show that each check sees its mechanism.
+* The kernel compiles to PTX for sm_80 and sm_90 (NVVM), ``ptxas`` assembles it (a spill
+  fails), and a float32 kernel holds no float64 arithmetic.
 """
 
 from __future__ import annotations
@@ -147,35 +149,63 @@ def test_selection_covers_every_path_layout_and_dtype():
     assert any(c.numel == 0 for c, _ in cases)
 
 
+# Planted bugs (``_numba_cuda_kernels.PLANTS``), each run where its check must see it: the
+# same backend instance runs the two cases of a pair, so a reset that is missing shows in
+# the second; the reversed partial order changes only bits, so only the comparison with
+# the model can see it.
+PLANTED = [
+    ("2x16x9-g4-float32-channels_last-normal-s0", "split", "partials-reversed"),
+    ("2x16x9-g4-float32-contiguous-normal-s0", "split", "no-queue-reset"),
+    ("2x16x9-g4-float32-contiguous-normal-s1", "split", "no-queue-reset"),
+    ("2x16x9-g4-float32-contiguous-normal-s0", "split-waves", "no-ticket-reset"),
+    ("2x16x9-g4-float32-contiguous-normal-s1", "split-waves", "no-ticket-reset"),
+    ("2x16x9-g4-float16-contiguous-normal-s0", "fused", "tail-dropped"),
+]
+
+
 @pytest.fixture(scope="module")
 def simulated():
+    """{(case id, config, plant): row} from three simulator processes (two halves of the
+    selection, and the planted bugs)."""
     pytest.importorskip("numba_cuda", reason="numba-cuda is not installed: pip install 'groupnorm-bench[numba]'")
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     specs = [f"{case_id}:{config}" for case_id, config in SELECTION]
-    # two processes: this machine has two cores and the simulator is single-threaded Python
-    halves = [specs[0::2], specs[1::2]]
-    procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "cudasim_worker.py"), *half],
+    planted = [f"{case_id}:{config}:{plant}" for case_id, config, plant in PLANTED]
+    procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "cudasim_worker.py"), *part],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for half in halves]
+             for part in (specs[0::2], specs[1::2], planted)]
     results = {}
     for proc in procs:
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-3000:]
         for line in out.splitlines():
             row = json.loads(line)
-            results[(row["id"], row["config"])] = row
+            results[(row["id"], row["config"], row["plant"])] = row
     return results
 
 
 @pytest.mark.parametrize("case_id, config", SELECTION, ids=[f"{c}@{p}" for c, p in SELECTION])
 def test_simulated_case_passes(simulated, case_id, config):
-    row = simulated[(case_id, config)]
+    row = simulated[(case_id, config, None)]
     assert row["status"] == "passed", f"{case_id} on the {config} path: {row['status']} {row['reason']} (ratio {row['ratio']})"
+    if row["model_identical"] is not None:  # the kernel's arithmetic in the model's order, bit for bit
+        assert row["model_identical"], f"{case_id} on the {config} path differs from the NumPy model"
+
+
+@pytest.mark.parametrize("plant", sorted({p for _, _, p in PLANTED}))
+def test_planted_bug_is_seen(simulated, plant):
+    rows = [simulated[key] for key in simulated if key[2] == plant]
+    last = rows[-1]  # a missing reset shows in the call after
+    if plant == "partials-reversed":  # within tolerance: only the bitwise comparison with the model sees it
+        assert last["status"] == "passed" and last["model_identical"] is False, last
+    else:
+        assert last["status"] != "passed", last
 
 
 def test_simulator_ran_every_path(simulated):
     from harness.cases import Case
 
+    simulated = {(case_id, config): row for (case_id, config, plant), row in simulated.items() if plant is None}
     ran = {row["path"] for row in simulated.values() if Case.from_id(row["id"]).numel > 0}
     assert ran == {"fused", "split", "split-waves"}
     for (case_id, config), row in simulated.items():
