@@ -12,9 +12,12 @@ Counting rule (what "instructions per element" means here):
 * The statistics main loop is a loop whose body holds exactly U global loads (``LDG``)
   and no global store, U = ``gn::Unroll<VEC>`` (4 vectors, or 16 / VEC scalars): the
   full-batch loop of ``gn::thread_moments``. The normalize main loop holds U loads and U
-  global stores (``STG``): ``gn::normalize``. The kernel instantiates each more than once
-  (linear and general walks; planar and channels-last; with and without the shared
-  table): each copy is counted, the budget applies to the most expensive copy.
+  global stores (``STG``): the full-batch loop of ``gn::normalize`` with scale and shift
+  from the shared-memory table. The kernel instantiates each more than once (linear and
+  general walks; planar and channels-last): each copy is counted, the budget applies to
+  the most expensive copy. Not budgeted: the normalize fallback for groups of more than
+  1024 channels (2048 float32 table entries), which reads w and b from global memory
+  (3U loads a batch), and the one-item tail loops.
 * Instructions per element = instructions in the body / (U x VEC), the elements one
   iteration handles. Every instruction counts once (address arithmetic, conversions,
   predicated ones, the branch, NOPs the assembler placed in the body).

@@ -1,20 +1,22 @@
-"""The ``cupy`` backend without a GPU: its CUDA C compiled by NVRTC for sm_80 and sm_90,
-its block decomposition verified through the NumPy model, its host logic unit-tested.
+"""The ``cupy`` backend without a GPU: its CUDA C compiled by NVRTC for sm_80 and sm_90 and
+disassembled, its decomposition verified through the NumPy model, its host logic unit-tested.
 
 * Compile: ``backends/cuda/groupnorm.cu`` with every name expression the backend uses
-  (``cupy_backend.all_name_expressions()``), by NVRTC (the compiler CuPy uses), with
-  ``-Xptxas=-v``: every instantiation must lower, and none may spill registers.
+  (``cupy_backend.all_name_expressions()``), by NVRTC (the compiler CuPy uses), to a
+  cubin, with ``-Xptxas=-v``: every instantiation must lower, none may spill.
+* SASS: ``cuobjdump -sass`` of that cubin; registers, occupancy and the instructions per
+  element of each main loop (the counting rule: ``backends/sass.py``) must stay within
+  ``backends/cuda/sass_budget.json``.
 * Model: ``backends/_cuda_model.py`` performs the kernels' arithmetic in their order;
   the harness verifies it against the float64 oracle on the default and adversarial
-  suites, with an H100's facts and with lowered thresholds that force each path.
+  suites, with an H100's facts and with plans forced onto each path.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
-import re
-import shutil
 
 import numpy as np
 import pytest
@@ -22,95 +24,113 @@ import pytest
 import backends
 import harness
 from backends import _cuda_model as model
-from backends import cupy_backend
+from backends import cupy_backend, sass
+from backends._launch import geometry
 
 MODEL_CONFIGS = {
-    "h100": dict(),  # 256 threads, 132 SMs, 50 MB L2: the paths the GPU takes
-    "fused": dict(threads=32, sm_count=1, l2_bytes=1 << 30),
-    "split": dict(threads=64, sm_count=64, l2_bytes=1 << 30),
-    "split-waves": dict(threads=32, sm_count=64, l2_bytes=2),
-    "scalar": dict(vectorize=False),  # the general strided path on contiguous inputs too
+    "h100": dict(),  # 256 threads, 132 SMs, 50 MB L2: the plans the GPU takes
+    "fused": dict(threads=32, sm_count=1, l2_bytes=1 << 30, blocks_per_sm=2),
+    "split": dict(threads=64, sm_count=1, l2_bytes=1 << 30, blocks_per_sm=2, chunks=3),
+    "split-waves": dict(threads=32, sm_count=1, l2_bytes=2, blocks_per_sm=2, chunks=2),
+    "scalar": dict(vectorize=False),  # items of one element on contiguous inputs too
 }
+BUDGET = os.path.join(os.path.dirname(cupy_backend.KERNEL_SOURCE), "sass_budget.json")
+
+_REPORTS: dict = {}
 
 
-def _cuda_include() -> str | None:
-    """A directory holding cuda_fp16.h (the toolkit next to nvcc), or None."""
-    for candidate in (os.environ.get("CUDA_PATH"), os.path.dirname(os.path.dirname(shutil.which("nvcc") or "")),
-                      "/usr/local/cuda"):
-        if candidate and os.path.exists(os.path.join(candidate, "include", "cuda_fp16.h")):
-            return os.path.join(candidate, "include")
-    return None
+def _report(arch):
+    """sass.report(arch), once per session; skips the calling test where a tool is missing."""
+    if arch not in _REPORTS:
+        pytest.importorskip("cuda.bindings.nvrtc", reason="cuda-bindings is not installed (numba-cuda brings it)")
+        try:
+            _REPORTS[arch] = sass.report(arch)[0]
+        except sass.ToolMissing as error:
+            pytest.skip(str(error))
+    return _REPORTS[arch]
 
 
-def _nvrtc():
-    nvrtc = pytest.importorskip("cuda.bindings.nvrtc", reason="cuda-bindings is not installed (numba-cuda brings it)")
-    try:
-        nvrtc.nvrtcVersion()
-    except Exception as error:  # the library itself is missing
-        pytest.skip(f"NVRTC is not loadable ({error}): pip install nvidia-cuda-nvrtc")
-    return nvrtc
+ARCHS = pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 
 
-@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@ARCHS
 def test_every_instantiation_compiles_without_spills(arch):
-    nvrtc = _nvrtc()
-    include = _cuda_include()
-    if include is None:
-        pytest.skip("no CUDA headers (cuda_fp16.h) on this machine: install the CUDA toolkit or set CUDA_PATH")
-    ok = nvrtc.nvrtcResult.NVRTC_SUCCESS
-    status, program = nvrtc.nvrtcCreateProgram(cupy_backend.source().encode(), b"groupnorm.cu", 0, [], [])
-    assert status == ok
-    names = cupy_backend.all_name_expressions()
-    for name in names:
-        assert nvrtc.nvrtcAddNameExpression(program, name.encode())[0] == ok
-    options = [*(o.encode() for o in cupy_backend.COMPILE_OPTIONS), f"--gpu-architecture={arch}".encode(),
-               b"-Xptxas=-v", f"-I{include}".encode()]
-    result = nvrtc.nvrtcCompileProgram(program, len(options), options)[0]
-    size = nvrtc.nvrtcGetProgramLogSize(program)[1]
-    log = b" " * size
-    nvrtc.nvrtcGetProgramLog(program, log)
-    log = log.decode(errors="replace").replace("\x00", "")
-    assert result == ok, log[-4000:]
-    lowered = {name: nvrtc.nvrtcGetLoweredName(program, name.encode()) for name in names}
-    assert all(status == ok and symbol for status, symbol in lowered.values()), lowered
-    registers = [int(r) for r in re.findall(r"Used (\d+) registers", log)]
-    spills = [int(s) for s in re.findall(r"(\d+) bytes spill (?:stores|loads)", log)]
-    print(f"{arch}: {len(names)} instantiations, registers {min(registers)}-{max(registers)}, spill bytes {sum(spills)}")
-    assert len(registers) >= len(names)
-    assert not any(spills), log
-    nvrtc.nvrtcDestroyProgram(program)
+    reports = _report(arch)
+    assert sorted(r.name for r in reports) == sorted(cupy_backend.all_name_expressions())
+    assert all(r.symbol for r in reports)
+    spilled = {r.name: r.spill_bytes for r in reports if r.spill_bytes}
+    assert not spilled, spilled
+
+
+@ARCHS
+def test_sass_within_budget(arch):
+    with open(BUDGET) as handle:
+        budget = json.load(handle)["kernels"][arch]
+    over = []
+    for r in _report(arch):
+        limit = budget[r.name]
+        stats, norm = r.per_element("stats"), r.per_element("normalize")
+        assert stats is not None and norm is not None, f"{r.name}: main loops not found (see the counting rule)"
+        print(f"{arch} {r.name}: {r.registers} registers, {r.blocks_per_sm} blocks/SM, {stats:.2f} + {norm:.2f} "
+              "instructions per element")
+        for what, value, allowed, worse in (("registers", r.registers, limit["registers"], r.registers > limit["registers"]),
+                                            ("blocks per SM", r.blocks_per_sm, limit["blocks_per_sm"],
+                                             r.blocks_per_sm < limit["blocks_per_sm"]),
+                                            ("statistics instructions/element", stats, limit["stats_per_element"],
+                                             stats > limit["stats_per_element"]),
+                                            ("normalize instructions/element", norm, limit["normalize_per_element"],
+                                             norm > limit["normalize_per_element"])):
+            if worse:
+                over.append(f"{r.name}: {what} {value} against a budget of {allowed}")
+    assert not over, "\n".join(over)
+
+
+def test_counting_rule_finds_each_main_loop_once_per_variant():
+    # the rule must not silently count nothing: every kernel has two statistics loops (linear
+    # and general walks) and two normalize loops with the table (planar and channels-last)
+    for r in _report("sm_90"):
+        assert (len(r.stats_loops), len(r.normalize_loops)) == (2, 2), r.name
 
 
 def test_name_expressions_cover_every_dtype_parameter_dtype_and_width():
     names = set(cupy_backend.all_name_expressions())
-    assert "gn_fused<__half, float, 8>" in names
-    assert "gn_normalize_split<__nv_bfloat16, __nv_bfloat16, 1>" in names
-    assert "gn_partial<double, 2>" in names
-    assert "gn_fused<float, float, 4>" in names
-    assert len(names) == 32  # 4 dtypes x 2 widths x (partial + 2 kernels x parameter dtypes)
+    assert "gn_forward<__half, float, 8>" in names
+    assert "gn_forward<__nv_bfloat16, __nv_bfloat16, 1>" in names
+    assert "gn_forward<double, double, 2>" in names
+    assert "gn_forward<float, float, 4>" in names
+    assert len(names) == 21  # float16/bfloat16: 4 widths x 2 parameter dtypes; float32: 3; float64: 2
 
 
 @pytest.mark.parametrize(
-    "shape, strides, address, expected",
+    "shape, groups, strides, address, itemsize, expected",
     [
-        ((2, 8, 4, 4), (512, 64, 16, 4), 0, True),  # contiguous float32, S = 16
-        ((2, 8, 3, 3), (288, 36, 12, 4), 0, False),  # S = 9: a vector would straddle channels
-        ((2, 8, 4, 4), (512, 4, 128, 32), 0, False),  # channels-last: groups not contiguous
-        ((2, 8, 4, 4), (1024, 128, 32, 8), 0, False),  # every other element
-        ((2, 8, 4, 4), (512, 64, 16, 4), 8, False),  # base not 16-byte aligned
+        ((2, 8, 4, 4), 4, (512, 64, 16, 4), 0, 4, (4, False)),  # contiguous float32, S = 16
+        ((2, 8, 3, 3), 4, (288, 36, 12, 4), 0, 4, (1, False)),  # S = 9: a vector would straddle channels
+        ((2, 8, 4, 4), 4, (512, 4, 128, 32), 0, 4, (2, True)),  # channels-last, 2 channels a group: across channels
+        ((2, 320, 8, 8), 32, (40960, 2, 5120, 640), 0, 2, (2, True)),  # SD UNet channels-last float16: 10 a group
+        ((2, 8, 4, 4), 4, (1024, 128, 32, 8), 0, 4, (1, False)),  # every other element
+        ((2, 8, 4, 4), 4, (512, 64, 16, 4), 8, 4, (2, False)),  # base 8 bytes off 16: half a vector
+        ((4, 64), 8, (256, 4), 0, 4, (4, True)),  # (N, C): channels as the minor axis
     ],
-    ids=["contiguous", "odd-spatial", "channels-last", "strided", "misaligned"],
+    ids=["contiguous", "odd-spatial", "channels-last", "sd-unet-channels-last", "strided", "misaligned", "rank2"],
 )
-def test_can_vectorize(shape, strides, address, expected):
-    dense = (512, 64, 16, 4)
-    assert model.can_vectorize(shape, strides, dense, 4, address, 0) is expected
+def test_geometry_picks_the_widest_item(shape, groups, strides, address, itemsize, expected):
+    geo = geometry(shape, strides, strides, itemsize, groups, x_address=address)
+    assert (geo.vec, geo.inner) == expected
 
 
 def test_model_mirrors_the_warp_tree():
-    # 32 threads, one value each: lane 0's shuffle-down tree must equal a plain Welford of all
-    values = np.arange(64, dtype=np.float32).reshape(1, 2, 32)
-    count, mean, m2 = model.block_moments(values, np.ones_like(values, bool), 32)
-    assert count[0] == 64 and mean[0] == pytest.approx(31.5) and m2[0] == pytest.approx(np.var(values) * 64)
+    # 32 threads, one batch of 16 values each: lane 0's tree must equal the moments of all
+    values = np.arange(512, dtype=np.float32).reshape(1, 16, 32, 1)
+    count, mean, m2 = model.block_moments(values, np.ones(values.shape[:3], bool), 32)
+    assert count[0] == 512 and mean[0] == pytest.approx(255.5) and m2[0] == pytest.approx(np.var(values) * 512)
+
+
+def test_model_merges_partials_lane_strided_then_by_tree():
+    # 70 partials of one value each: lane l takes l, l + 32, l + 64; the result is their moments
+    values = np.arange(70, dtype=np.float32)[None, :]
+    count, mean, m2 = model.merge_partials((np.ones_like(values), values, np.zeros_like(values)))
+    assert count[0] == 70 and mean[0] == pytest.approx(34.5) and m2[0] == pytest.approx(np.var(values) * 70, rel=1e-5)
 
 
 @pytest.fixture(scope="module")
