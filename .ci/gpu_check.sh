@@ -75,7 +75,7 @@ if [[ ",$TIERS," == *",2,"* ]]; then
   done
   step ncu-dram 45 ncu --cache-control none --kernel-name regex:gn_ --metrics dram__bytes_read.sum,dram__bytes_write.sum,gpu__time_duration.sum \
     --target-processes all python3 -m harness verify --backends cupy --devices cuda --case "$SPLIT_WAVES" --case "$SPLIT_ONE_WAVE" --in-process --out "$R/ncu"
-  step launches 15 python3 -m backends.launch_report --device cuda
+  step launches 15 python3 -m harness.launches --device cuda
 fi
 
 if [[ ",$TIERS," == *",3,"* ]]; then

@@ -11,7 +11,7 @@ zero again after every call (the kernel resets it), so a call allocates nothing 
 never synchronizes the host: it can be captured in a CUDA graph. Each template
 instantiation is compiled on first use, in a module of its own.
 
-``launches`` counts the kernels this backend launched (tests and ``launch_report`` read it).
+``launches`` counts the kernels this backend launched (tests and ``python -m harness.launches`` read it).
 
 Arrays: CuPy arrays in and out (strides of the input kept when reading; the output is
 dense, channels-last when the input is); torch CUDA tensors and other DLPack producers

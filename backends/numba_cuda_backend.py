@@ -11,7 +11,7 @@ the work items (:func:`backends._launch.plan`) and launches once, on the caller'
 after every call; y is taken from torch's caching allocator when x is a torch tensor
 (no cuMemAlloc, no synchronizing free), else from Numba.
 
-``launches`` counts the kernels this backend launched (tests and ``launch_report``).
+``launches`` counts the kernels this backend launched (tests and ``python -m harness.launches``).
 
 Arrays: ``from_numpy`` gives a numba device array with the host array's strides (the
 buffer's extent is copied once, then viewed with the same strides). Outputs are dense,

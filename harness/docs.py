@@ -7,7 +7,8 @@ A README block of the form::
     <!-- /output -->
 
 is replaced by those lines of the file (a captured run of the tool, committed under
-``results/``), fenced as text; a block ``<!-- suites-table: DIR -->`` ...
+``results/``), fenced as text; ``<!-- markdown: PATH -->`` ... ``<!-- /markdown -->`` by
+the file as it is (a table the tool wrote); a block ``<!-- suites-table: DIR -->`` ...
 ``<!-- /suites-table -->`` by a table of the verification results in DIR (one row per
 suite: cases, rows by status, worst ratio, wall time of the run). ``python -m harness.docs`` rewrites README.md;
 ``tests/test_readme.py`` fails when the README differs from what this would write, so
@@ -80,9 +81,18 @@ def bench_table(directory: str) -> str:
     return bench_summary(frame.assign(suite=frame.source_file.map(_suite_of)))
 
 
+MARKDOWN = re.compile(r"(<!-- markdown: (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- /markdown -->)", re.S)
+
+
+def _markdown(path: str) -> str:
+    with open(os.path.join(ROOT, path)) as handle:
+        return handle.read().rstrip("\n") + "\n"
+
+
 def render(text: str) -> str:
     """The README text with every output block refilled from its file."""
     text = BLOCK.sub(lambda m: m.group(1) + _excerpt(m["path"], m["first"], m["last"]) + m.group(6), text)
+    text = MARKDOWN.sub(lambda m: m.group(1) + _markdown(m["path"]) + m.group(4), text)
     text = TABLE.sub(lambda m: m.group(1) + suites_table(m["path"]) + m.group(4), text)
     return BENCH_TABLE.sub(lambda m: m.group(1) + bench_table(m["path"]) + m.group(4), text)
 

@@ -2,9 +2,9 @@
 copy bandwidth the design should reach: a MODEL, not a measurement, until a GPU run
 replaces it.
 
-    python -m backends.launch_report                    # the model for an H100 SXM (table)
-    python -m backends.launch_report --gpu h200
-    python -m backends.launch_report --device cuda      # on a GPU: launches counted from real calls
+    python -m harness.launches                    # the model for an H100 SXM (table)
+    python -m harness.launches --gpu h200
+    python -m harness.launches --device cuda      # on a GPU: launches counted from real calls
 
 The model (the arithmetic behind each row):
 
@@ -29,14 +29,15 @@ import math
 import os
 import sys
 
-from ._launch import THREADS, geometry, plan
+from backends._launch import THREADS, geometry, plan
 
 GPUS = {  # SMs, L2 bytes, clock (GHz, sustained), copy bandwidth (bytes/s: ~90% of the HBM peak)
     "h100": {"name": "H100 SXM", "sm_count": 132, "l2_bytes": 50 << 20, "clock_ghz": 1.755, "copy_bps": 0.9 * 3.35e12},
     "h200": {"name": "H200", "sm_count": 132, "l2_bytes": 50 << 20, "clock_ghz": 1.755, "copy_bps": 0.9 * 4.8e12},
 }
 LAUNCH_US = 4.0
-BUDGET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda", "sass_budget.json")
+BUDGET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "backends", "cuda",
+                      "sass_budget.json")
 SUITES = ("sd-unet", "sd-vae", "kernelbench", "audio-1d", "volumetric-3d")
 
 
@@ -52,7 +53,7 @@ def _dense_strides(shape, itemsize, channels_last):
 
 def model_row(case, gpu: dict, measured: dict) -> dict:
     """One row of the model for ``case`` on ``gpu`` (see the module docstring)."""
-    from .cupy_backend import ITEMSIZE, name_expression
+    from backends.cupy_backend import ITEMSIZE, name_expression
 
     itemsize = ITEMSIZE[case.dtype]
     strides = _dense_strides(case.shape, itemsize, case.layout == "channels_last")
@@ -105,7 +106,7 @@ def model_table(gpu_key: str = "h100", arch: str = "sm_90") -> list[dict]:
 def markdown(rows, gpu_key) -> str:
     gpu = GPUS[gpu_key]
     lines = [f"Model, not measured ({gpu['name']}: {gpu['sm_count']} SMs, {gpu['l2_bytes'] >> 20} MiB L2, "
-             f"copy {gpu['copy_bps'] / 1e12:.2f} TB/s, {gpu['clock_ghz']} GHz; `python -m backends.launch_report "
+             f"copy {gpu['copy_bps'] / 1e12:.2f} TB/s, {gpu['clock_ghz']} GHz; `python -m harness.launches "
              f"--gpu {gpu_key}`)", "",
              "| case | kernel | plan | launches | tensor MB | DRAM MB | instr/elem | DRAM µs | issue µs | "
              "expected µs | of copy BW | bound |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -136,7 +137,7 @@ def counted(device: str = "cuda") -> list[dict]:
             if case.numel * np.dtype(case.dtype if case.dtype != "bfloat16" else "float16").itemsize > 2 << 30:
                 rows.append({"backend": name, "case": case.id, "launches": None, "note": "over 2 GiB: skipped"})
                 continue
-            host = inputs.make(case.with_device(device) if hasattr(case, "with_device") else case)
+            host = inputs.make(case.on(device))
             x = backend.from_numpy(host.x, device)
             w = backend.from_numpy(host.weight, device) if host.weight is not None else None
             b = backend.from_numpy(host.bias, device) if host.bias is not None else None
@@ -148,7 +149,7 @@ def counted(device: str = "cuda") -> list[dict]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m backends.launch_report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m harness.launches", description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpu", choices=sorted(GPUS), default="h100", help="device facts for the model")
     parser.add_argument("--device", help="count launches from real calls on this device (cuda)")
     args = parser.parse_args(argv)
