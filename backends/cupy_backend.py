@@ -65,6 +65,18 @@ def all_name_expressions() -> list[str]:
             for param_kind in parameter_kinds(kind)]
 
 
+def kernel_arguments(arrays, geo, chosen, eps) -> tuple:
+    """The argument tuple of ``gn_forward`` (the order and C types of its signature):
+    ``arrays`` = (x, w, b, y, queue, tickets, partial, stats), then the geometry and plan
+    as 64-bit integers (``inner``, ``linear`` as 32-bit ints) and eps as a double."""
+    import numpy as np
+
+    i64, i32 = np.int64, np.int32
+    return (*arrays, i64(geo.groups), i64(geo.cpg), i64(geo.positions), i64(geo.majors), i64(geo.minors),
+            i32(geo.inner), i32(geo.linear), *(i64(v) for v in geo.sx), *(i64(v) for v in geo.sy),
+            i64(geo.groups_total), i64(chosen["chunks"]), i64(chosen["chunk"]), i64(chosen["wave"]), np.float64(eps))
+
+
 def source() -> str:
     with open(KERNEL_SOURCE) as handle:
         return handle.read()
@@ -142,13 +154,8 @@ class CupyBackend(GroupNormBackend):
                           l2_bytes=facts["l2_bytes"], threads=self.threads, blocks_per_sm=facts["blocks_per_sm"])
             queue, tickets, partial, stats = self._workspace(device_id, stream, kind, geo.groups_total,
                                                              chosen["chunks"])
-            i64, i32 = cupy.int64, cupy.int32
-            kernel((chosen["grid"],), (self.threads,), (
-                x, w, b, y, queue, tickets, partial, stats,
-                i64(num_groups), i64(geo.cpg), i64(geo.positions), i64(geo.majors), i64(geo.minors),
-                i32(geo.inner), i32(geo.linear), *(i64(v) for v in geo.sx), *(i64(v) for v in geo.sy),
-                i64(geo.groups_total), i64(chosen["chunks"]), i64(chosen["chunk"]), i64(chosen["wave"]),
-                cupy.float64(eps)))
+            kernel((chosen["grid"],), (self.threads,),
+                   kernel_arguments((x, w, b, y, queue, tickets, partial, stats), geo, chosen, eps))
             self.launches += 1
         return y
 
@@ -165,18 +172,21 @@ class CupyBackend(GroupNormBackend):
             return self._modules[key]
 
     def _facts(self, device_id, kernel=None):
-        """SM count, L2 bytes and resident blocks of ``kernel`` per SM, for one device."""
+        """SM count, L2 bytes and (given ``kernel``) its resident blocks per SM, for one device."""
         facts = self._devices.get(device_id)
         if facts is None:
             import cupy
 
             properties = cupy.cuda.runtime.getDeviceProperties(device_id)
             facts = {"sm_count": int(properties.get("multiProcessorCount", 132)),
-                     "l2_bytes": int(properties.get("l2CacheSize", 50 << 20)), "blocks_per_sm": None}
+                     "l2_bytes": int(properties.get("l2CacheSize", 50 << 20)), "occupancy": {}}
             self._devices[device_id] = facts
-        if kernel is not None and facts["blocks_per_sm"] is None:
-            facts["blocks_per_sm"] = _resident_blocks(kernel, self.threads)
-        return facts
+        if kernel is None:
+            return facts
+        occupancy = facts["occupancy"]
+        if id(kernel) not in occupancy:
+            occupancy[id(kernel)] = _resident_blocks(kernel, self.threads)
+        return {**facts, "blocks_per_sm": occupancy[id(kernel)]}
 
     def _workspace(self, device_id, stream, kind, groups_total, chunks):
         """(queue, tickets, partials, statistics) for calls on ``stream``: zero-filled when

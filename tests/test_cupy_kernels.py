@@ -119,6 +119,30 @@ def test_geometry_picks_the_widest_item(shape, groups, strides, address, itemsiz
     assert (geo.vec, geo.inner) == expected
 
 
+def test_host_arguments_match_the_kernel_signature():
+    """The argument tuple the host builds has the kernel's parameters' count and C types (a
+    mismatch would read garbage on the GPU, where no test here runs)."""
+    import re
+
+    from backends._launch import plan
+
+    text = cupy_backend.source()
+    signature = re.search(r"__global__ void __launch_bounds__\(\d+\) gn_forward\((.*?)\)\s*\{", text, re.S).group(1)
+    params = [" ".join(p.split()) for p in signature.split(",")]
+    geo = geometry((2, 8, 4, 4), (512, 64, 16, 4), (512, 64, 16, 4), 4, 4)
+    chosen = plan(geo.groups_total, geo.items, 16, sm_count=132, l2_bytes=50 << 20)
+    arrays = tuple(object() for _ in range(8))
+    args = cupy_backend.kernel_arguments(arrays, geo, chosen, 1e-5)
+    assert len(args) == len(params), (len(args), params)
+    expected = {"long long": np.int64, "int": np.int32, "double": np.float64}
+    for param, arg in zip(params, args):
+        if "*" in param:
+            assert arg in arrays, param
+        else:
+            ctype = param.rsplit(" ", 1)[0]
+            assert type(arg) is expected[ctype], (param, type(arg))
+
+
 def test_model_mirrors_the_warp_tree():
     # 32 threads, one batch of 16 values each: lane 0's tree must equal the moments of all
     values = np.arange(512, dtype=np.float32).reshape(1, 16, 32, 1)
