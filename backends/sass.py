@@ -224,12 +224,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backends.sass", description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="sm_90")
     parser.add_argument("--out", help="write each kernel's worst statistics and normalize loop here (ARCH/NAME.sass)")
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table (the README's)")
     args = parser.parse_args(argv)
     try:
         reports, _ = report(args.arch)
     except ToolMissing as error:
         print(f"cannot disassemble: {error}", file=sys.stderr)
         return 2
+    if args.markdown:
+        print(markdown(reports, args.arch))
+        return 0
     print(f"{'kernel':34} {'regs':>4} {'spill':>5} {'smem':>5} {'blk/SM':>6} {'stats/el':>8} {'norm/el':>8}")
     for r in reports:
         stats, norm = r.per_element("stats"), r.per_element("normalize")
@@ -249,6 +253,17 @@ def main(argv=None) -> int:
                     handle.writelines(f"/*{a:04x}*/ {t} ;\n" for a, t in loop.instructions)
                     handle.write("\n")
     return 0
+
+
+def markdown(reports, arch: str) -> str:
+    """The README's table: one row per instantiation."""
+    lines = [f"SASS, {arch_note(arch)} (`python -m backends.sass --arch {arch} --markdown`)", "",
+             f"| instantiation | registers | blocks/SM ({THREADS} threads) | shared bytes | statistics instr/elem | "
+             "normalize instr/elem |", "|---|---|---|---|---|---|"]
+    for r in reports:
+        lines.append(f"| `{r.name}` | {r.registers} | {r.blocks_per_sm} | {r.smem_bytes} | "
+                     f"{_number(r.per_element('stats'))} | {_number(r.per_element('normalize'))} |")
+    return "\n".join(lines)
 
 
 def _number(value) -> str:

@@ -85,6 +85,15 @@ def test_sass_within_budget(arch):
     assert not over, "\n".join(over)
 
 
+@ARCHS
+def test_committed_sass_table_is_current(arch):
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "sass", f"{arch}.md")
+    with open(path) as handle:
+        committed = handle.read().rstrip("\n")
+    assert committed == sass.markdown(_report(arch), arch), \
+        f"rerun: python -m backends.sass --arch {arch} --markdown > results/sass/{arch}.md"
+
+
 def test_counting_rule_finds_each_main_loop_once_per_variant():
     # the rule must not silently count nothing: every kernel has two statistics loops (linear
     # and general walks) and two normalize loops with the table (planar and channels-last)
