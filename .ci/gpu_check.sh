@@ -10,7 +10,7 @@
 #   1 (120 s) default-suite verification of cupy and numba-cuda on cuda (torch beside
 #             them), one bench of sd-unet / sd-vae / kernelbench against torch.
 #   2 (150 s) compute-sanitizer memcheck and racecheck on one case per kernel path (fused
-#             items, split + ticketed merge in one wave and in several, channels-last
+#             items, split + ticketed merge in one wave and in three, channels-last
 #             vectorized, scalar 7x7), ncu DRAM bytes of the large shape with
 #             --cache-control none and a kernel filter (one read + one write: about 2x
 #             the tensor), launch counts.
@@ -48,11 +48,13 @@ tier() {  # tier N: start its clock
   echo "tier $1 (${BUDGET[$1]} s)"
 }
 
-SPLIT_ONE_WAVE=1x512x128x128-g32-float32-contiguous-normal-s0   # sd-vae: split, one wave
-SPLIT_WAVES=8x128x256x256-g8-float32-contiguous-normal-s0       # 256 MiB: split in several waves
-FUSED=8x256x32x32-g32-float16-contiguous-normal-s0              # small groups: fused items
-CHANNELS_LAST=2x320x64x64-g32-float16-channels_last-normal-s0   # channels-last, vectorized across channels
-SCALAR=2x512x7x7-g32-float32-contiguous-normal-s0               # S = 49: the scalar 2-D loop
+# one case per kernel path (plans as harness.launches computes them for an H100/H200)
+FUSED=8x256x32x32-g32-float16-contiguous-normal-s0              # fused items, 128-bit (8 x half)
+SPLIT_ONE_WAVE=2x320x64x64-g32-float16-contiguous-normal-s0     # split, 3 chunks a group, one wave
+SPLIT_WAVES=1x512x128x128-g32-float32-contiguous-normal-s0      # sd-vae float32: split, 32 chunks, 3 waves
+CHANNELS_LAST=2x320x64x64-g32-float16-channels_last-normal-s0   # channels-last: items of 2 channels, split
+SCALAR=2x512x7x7-g32-float32-contiguous-normal-s0               # S = 49: items of one element (fused)
+LARGE=8x128x256x256-g8-float32-contiguous-normal-s0             # 256 MiB: 128 chunks a group, waves of 3
 
 if [ -z "$DRY" ]; then
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$R/gpu.csv" 2>&1
@@ -71,10 +73,10 @@ if [[ ",$TIERS," == *",2,"* ]]; then
   tier 2
   for tool in memcheck racecheck; do
     step "sanitizer-$tool" 45 compute-sanitizer --tool $tool --error-exitcode 9 python3 -m harness verify --backends cupy,numba-cuda --devices cuda \
-      --case "$FUSED" --case "$SPLIT_ONE_WAVE" --case "$CHANNELS_LAST" --case "$SCALAR" --in-process --out "$R/sanitizer-$tool"
+      --case "$FUSED" --case "$SPLIT_ONE_WAVE" --case "$SPLIT_WAVES" --case "$CHANNELS_LAST" --case "$SCALAR" --in-process --out "$R/sanitizer-$tool"
   done
   step ncu-dram 45 ncu --cache-control none --kernel-name regex:gn_ --metrics dram__bytes_read.sum,dram__bytes_write.sum,gpu__time_duration.sum \
-    --target-processes all python3 -m harness verify --backends cupy --devices cuda --case "$SPLIT_WAVES" --case "$SPLIT_ONE_WAVE" --in-process --out "$R/ncu"
+    --target-processes all python3 -m harness verify --backends cupy --devices cuda --case "$LARGE" --case "$SPLIT_WAVES" --in-process --out "$R/ncu"
   step launches 15 python3 -m harness.launches --device cuda
 fi
 

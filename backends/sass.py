@@ -50,7 +50,8 @@ LINE = re.compile(r"/\*(?P<address>[0-9a-f]{4,})\*/\s+(?P<text>[^;]*);")
 
 
 class ToolMissing(RuntimeError):
-    """NVRTC, the CUDA headers or cuobjdump is not on this machine (the message says which and how to get it)."""
+    """NVRTC, the CUDA headers, cuobjdump or nvdisasm is not on this machine (the message
+    says which and how to get it)."""
 
 
 @dataclass
@@ -96,23 +97,28 @@ def cuda_include() -> str | None:
     return None
 
 
-def cuobjdump() -> str | None:
-    """The cuobjdump binary: on PATH, in the CUDA toolkit, or from the nvidia-cuda-cuobjdump wheel."""
-    found = shutil.which("cuobjdump")
+def _binary(name: str) -> str | None:
+    """A CUDA binary tool: on PATH, from an NVIDIA wheel (nvidia-cuda-cuobjdump, -nvdisasm),
+    or in the CUDA toolkit."""
+    found = shutil.which(name)
     if found:
         return found
     try:
         import nvidia
 
         for root in nvidia.__path__:
-            for sub in ("cu13", "cu12", "cuda_cuobjdump"):
-                path = os.path.join(root, sub, "bin", "cuobjdump")
+            for sub in ("cu13", "cu12", f"cuda_{name}"):
+                path = os.path.join(root, sub, "bin", name)
                 if os.path.exists(path):
                     return path
     except ImportError:
         pass
-    path = "/usr/local/cuda/bin/cuobjdump"
+    path = f"/usr/local/cuda/bin/{name}"
     return path if os.path.exists(path) else None
+
+
+def cuobjdump() -> str | None:
+    return _binary("cuobjdump")
 
 
 def compile_cubin(arch: str = "sm_90", names: list[str] | None = None) -> tuple[bytes, str, dict]:
@@ -153,13 +159,16 @@ def compile_cubin(arch: str = "sm_90", names: list[str] | None = None) -> tuple[
 
 def disassemble(cubin: bytes) -> dict[str, list[tuple[int, str]]]:
     """{symbol: [(address, instruction), ...]} from ``cuobjdump -sass``."""
-    tool = cuobjdump()
-    if tool is None:
-        raise ToolMissing("no cuobjdump: pip install nvidia-cuda-cuobjdump (or the CUDA toolkit)")
+    tool, disassembler = cuobjdump(), _binary("nvdisasm")
+    if tool is None or disassembler is None:
+        raise ToolMissing("no cuobjdump/nvdisasm: pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm "
+                          "(or the CUDA toolkit)")
+    env = dict(os.environ, NVDISASM_PATH=os.path.dirname(disassembler))  # cuobjdump -sass runs nvdisasm
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as handle:
         handle.write(cubin)
     try:
-        text = subprocess.run([tool, "-sass", handle.name], capture_output=True, text=True, check=True).stdout
+        text = subprocess.run([tool, "-sass", handle.name], capture_output=True, text=True, check=True,
+                              env=env).stdout
     finally:
         os.unlink(handle.name)
     functions, current = {}, None
