@@ -102,8 +102,9 @@ TABLE_BYTES = 8192  # shared memory for the per-channel (scale, shift) table (GN
 
 # Bugs the tests plant to show that their checks see each mechanism (never set otherwise):
 # partials merged in the reverse order (only a bitwise comparison with the model sees it),
-# the queue or the tickets not reset (the next call goes wrong), the batch tail dropped.
-PLANTS = ("partials-reversed", "no-queue-reset", "no-ticket-reset", "tail-dropped")
+# the queue or the tickets not reset (the next call goes wrong), the batch tail dropped,
+# normalize not waiting for its group's statistics (only blocks running at once see it).
+PLANTS = ("partials-reversed", "no-queue-reset", "no-ticket-reset", "tail-dropped", "no-wait")
 
 
 def build(x_kind: str, param_kind: str, threads: int, plant: str | None = None):
@@ -118,6 +119,7 @@ def build(x_kind: str, param_kind: str, threads: int, plant: str | None = None):
     reset_queue = plant != "no-queue-reset"
     reset_tickets = plant != "no-ticket-reset"
     keep_tail = plant != "tail-dropped"
+    wait = plant != "no-wait"
     acc = accumulation(x_kind)
     load_x = _loader(x_kind, acc)
     load_p = _loader(param_kind, acc)
@@ -374,7 +376,7 @@ def build(x_kind: str, param_kind: str, threads: int, plant: str | None = None):
             if normalize_item:
                 if not fused:  # wait until the group's statistics are published
                     if t == 0:
-                        while cuda.atomic.add(tickets, group, 0) < chunks + 1:
+                        while wait and cuda.atomic.add(tickets, group, 0) < chunks + 1:
                             pause()
                         cuda.threadfence()
                         group_stats[0] = cuda.atomic.add(stats, 2 * group, acc(0))

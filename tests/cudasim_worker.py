@@ -26,7 +26,77 @@ CONFIGS = {
     "fused": dict(threads=32, sm_count=1, l2_bytes=1 << 30, blocks_per_sm=2),
     "split": dict(threads=32, sm_count=1, l2_bytes=1 << 30, blocks_per_sm=2, chunks=3),
     "split-waves": dict(threads=32, sm_count=1, l2_bytes=2, blocks_per_sm=2, chunks=2),
+    # four blocks at once (see run_blocks_concurrently): the queue, the tickets and the
+    # waits between blocks under real interleavings, split in waves
+    "concurrent": dict(threads=32, sm_count=1, l2_bytes=2, blocks_per_sm=4, chunks=3),
 }
+CONCURRENT = {"concurrent"}
+
+
+def run_blocks_concurrently():
+    """Make Numba's simulator able to run a grid's blocks at once, each in its own Python
+    thread (it runs them one after another): a block's shared arrays become its own, and
+    the launch returns when every block has finished, raising the first block's error.
+    Returns a dict whose "on" entry switches it per launch (off: the simulator's own order).
+
+    What this shows and what it does not: blocks interleave at the interpreter's thread
+    switches, so the queue, the tickets, the spin on a group's statistics and the resets
+    meet other blocks mid-flight (a wait that never ends or a ticket counted twice shows);
+    memory stays sequentially consistent (the GIL), so a missing fence still cannot show."""
+    import sys as _sys
+    import threading
+    import traceback
+
+    from numba.cuda.simulator import kernel, kernelapi
+
+    real_run = kernel.BlockManager.run
+    pending = []
+
+    def run(self, grid_point, *args):
+        if not state["on"]:
+            return real_run(self, grid_point, *args)
+        box = {}
+
+        def block():
+            try:
+                real_run(self, grid_point, *args)
+            except BaseException as error:  # surfaced by the launch's last block
+                box["error"] = error
+
+        thread = threading.Thread(target=block, daemon=True)
+        thread.start()
+        pending.append((thread, box))
+        if tuple(grid_point) == tuple(d - 1 for d in self._grid_dim):  # the launch's last block: wait for all
+            waiting = list(pending)
+            pending.clear()
+            for thread_, _ in waiting:
+                thread_.join()
+            for _, box_ in waiting:
+                if "error" in box_:
+                    raise box_["error"]
+
+    def array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None:
+            return real_array(self, shape, dtype, alignment)
+        from numba.core import types
+        from numba.np import numpy_support
+        import numpy as np
+
+        if isinstance(dtype, types.Type):
+            dtype = numpy_support.as_dtype(dtype)
+        caller = traceback.extract_stack(_sys._getframe())[-2][0:2]
+        key = (caller, tuple(threading.current_thread().blockIdx))  # one array per block
+        with lock:
+            if key not in self._allocations:
+                self._allocations[key] = np.empty(shape, dtype)
+            return self._allocations[key]
+
+    lock = threading.Lock()
+    state = {"on": False}
+    real_array = kernelapi.FakeCUDAShared.array
+    kernel.BlockManager.run = run
+    kernelapi.FakeCUDAShared.array = array
+    return state
 
 
 def main(specs: list[str]) -> int:
@@ -50,11 +120,14 @@ def main(specs: list[str]) -> int:
             self.last = super().group_norm(*args, **kwargs)
             return self.last
 
+    concurrency = run_blocks_concurrently() if CONCURRENT & {spec.split(":")[1] for spec in specs} else None
     backends = {}  # one instance per (config, plant): its workspace carries over from case to case
     for spec in specs:
         case_id, config_name, *planted = spec.split(":")
         plant = planted[0] if planted else None
         case = cases.Case.from_id(case_id, device="cuda")
+        if concurrency is not None:
+            concurrency["on"] = config_name in CONCURRENT
         key = (config_name, plant)
         if key not in backends:
             backends[key] = Recording(**CONFIGS[config_name], plant=plant)

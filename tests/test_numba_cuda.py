@@ -7,7 +7,8 @@
   dtype, on small cases of the default and adversarial suites; each output is judged by
   the harness against the float64 oracle AND must equal the NumPy model's bit for bit
   (the model is the arithmetic's order, written down); each call is one launch, counted
-  by the backend. Planted bugs show that each check sees its mechanism.
+  by the backend. The same again with four blocks running at once (the queue, tickets and
+  waits under real interleavings). Planted bugs show that each check sees its mechanism.
 * The kernel compiles to PTX for sm_80 and sm_90 (NVVM), ``ptxas`` assembles it (a spill
   fails), and a float32 kernel holds no float64 arithmetic.
 """
@@ -112,7 +113,8 @@ def _simulator_selection() -> list[tuple[str, str]]:
     """(case id, config) pairs: every (layout, dtype) of the small default cases on each
     of the three paths, the remaining small default cases (ranks 2-5, empty inputs)
     rotated over the paths, and one small case of each adversarial distribution on each
-    path. Sized to stay near 2 minutes on two cores."""
+    path; and every layout and dtype once more with four blocks running at once. Sized to
+    stay near 2.5 minutes on two cores."""
     small = [c for c in suites.get("default")
              if c.numel <= 512 and c.id.endswith("-s0") and c.shape[0] * c.num_groups <= 16]
     pairs, used = [], set()
@@ -130,7 +132,17 @@ def _simulator_selection() -> list[tuple[str, str]]:
             continue
         seen.add(case.distribution)
         pairs.extend((case.id, config) for config in CONFIG_NAMES)
+    # blocks running at once (cudasim_worker.run_blocks_concurrently): every layout and every
+    # dtype once, on cases whose groups can be cut (over 32 elements)
+    for layout, dtype in CONCURRENT_KEYS:
+        splittable = [c for c in small if (c.layout, c.dtype) == (layout, dtype)
+                      and c.numel > 32 * c.shape[0] * c.num_groups]
+        pairs.append((splittable[0].id, "concurrent"))
     return pairs
+
+
+CONCURRENT_KEYS = [("contiguous", "float16"), ("channels_last", "bfloat16"), ("strided", "float32"),
+                   ("channels_last", "float64")]
 
 
 SELECTION = _simulator_selection()
@@ -145,6 +157,9 @@ def test_selection_covers_every_path_layout_and_dtype():
     for config in CONFIG_NAMES:
         covered = {(c.layout, c.dtype) for c, name in cases if name == config and c.numel > 0}
         assert covered == EVERY_LAYOUT_AND_DTYPE, config
+    concurrent = [c for c, name in cases if name == "concurrent"]
+    assert {c.layout for c in concurrent} == {layout for layout, _ in EVERY_LAYOUT_AND_DTYPE}
+    assert {c.dtype for c in concurrent} == {dtype for _, dtype in EVERY_LAYOUT_AND_DTYPE}
     assert {len(c.shape) for c, _ in cases} >= {2, 3, 4, 5}
     assert any(c.numel == 0 for c, _ in cases)
 
@@ -160,6 +175,10 @@ PLANTED = [
     ("2x16x9-g4-float32-contiguous-normal-s0", "split-waves", "no-ticket-reset"),
     ("2x16x9-g4-float32-contiguous-normal-s1", "split-waves", "no-ticket-reset"),
     ("2x16x9-g4-float16-contiguous-normal-s0", "fused", "tail-dropped"),
+    # normalize not waiting for its group's statistics: one block at a time never shows it,
+    # blocks at once do
+    ("2x16x9-g4-float32-contiguous-normal-s0", "split", "no-wait"),
+    ("2x16x9-g4-float32-contiguous-normal-s0", "concurrent", "no-wait"),
 ]
 
 
@@ -198,6 +217,10 @@ def test_planted_bug_is_seen(simulated, plant):
     last = rows[-1]  # a missing reset shows in the call after
     if plant == "partials-reversed":  # within tolerance: only the bitwise comparison with the model sees it
         assert last["status"] == "passed" and last["model_identical"] is False, last
+    elif plant == "no-wait":  # invisible when blocks run one at a time; blocks at once read stale statistics
+        sequential, concurrent = rows
+        assert sequential["config"] == "split" and sequential["status"] == "passed", sequential
+        assert concurrent["config"] == "concurrent" and concurrent["status"] != "passed", concurrent
     else:
         assert last["status"] != "passed", last
 
@@ -211,7 +234,8 @@ def test_simulator_ran_every_path(simulated):
     for (case_id, config), row in simulated.items():
         case = Case.from_id(case_id)
         if case.numel > 0:  # a group of at most 32 elements (one block's threads) cannot be cut: fused
-            expected = "fused" if case.numel // (case.shape[0] * case.num_groups) <= 32 else config
+            expected = "fused" if case.numel // (case.shape[0] * case.num_groups) <= 32 else \
+                "split-waves" if config == "concurrent" else config
             assert row["path"] == expected, f"{case_id}: configured for {config}, planned {row['path']}"
     for config in ("split", "split-waves"):  # groups cut into several blocks, partials merged
         assert max(row["chunks"] for (_, name), row in simulated.items() if name == config) > 1, config
