@@ -88,7 +88,8 @@ class Geometry:
 
     @property
     def linear(self) -> bool:
-        """Each group one run of memory in x and in y (the walk needs no wrap)."""
+        """Each group one arithmetic progression of addresses in x and in y (rows follow each
+        other at the minor stride: the walk never wraps)."""
         return all(s[1] == self.minors * self.vec * s[2] for s in (self.sx, self.sy))
 
     def base(self, group, side):

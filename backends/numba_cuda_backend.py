@@ -22,7 +22,8 @@ arrays are refused with that reason.
 
 Under Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) the same host code runs the
 kernel as Python, one block after another: correct results, meaningless timings (the
-version string says so); a race or a missing fence is invisible there.
+version string says so). A missing fence is invisible there; the tests also run blocks at
+once (``tests/cudasim_worker.py``) to exercise the queue, tickets and waits.
 """
 
 from __future__ import annotations
@@ -113,8 +114,7 @@ class NumbaCudaBackend(GroupNormBackend):
         xf, yf = _flat(x), _flat(y)
         acc = np.float64 if kind == "float64" else np.float32
         chosen = plan(geo.groups_total, geo.items, itemsize, sm_count=self.sm_count(), l2_bytes=self.l2_bytes(),
-                      threads=self.threads, blocks_per_sm=self._blocks_per_sm,
-                    chunks=self.chunks)
+                      threads=self.threads, blocks_per_sm=self._blocks_per_sm, chunks=self.chunks)
         queue, tickets, partial, stats = self._workspace(stream, acc, geo.groups_total, chosen["chunks"])
         launch = forward[chosen["grid"], self.threads, stream] if stream else forward[chosen["grid"], self.threads]
         launch(xf, w, b, yf, queue, tickets, partial, stats, num_groups, geo.cpg, geo.majors, geo.minors, geo.inner,

@@ -136,8 +136,8 @@ struct Side { long long n, major, minor; };
 
 // The walk of one thread over items start, start + T, ... of a group: (major, minor) and the
 // element offsets (x and y) of the current item, advanced without a divide (32-bit counters:
-// the host keeps majors and minors below 2^31). Linear: the group is one run of memory in x
-// and in y (contiguous layouts): statistics need no channel there, so only offsets step.
+// the host keeps majors and minors below 2^31). Linear: the group is one arithmetic progression in x
+// and in y (planar layouts): statistics need no channel there, so only offsets step.
 struct Walk {
     int major, minor, minors, step_major, step_minor;
     long long ox, oy, step_x, step_y, wrap_x, wrap_y;
@@ -169,7 +169,7 @@ struct Problem {
     long long groups, cpg, positions;   // G per sample, channels per group, S
     long long majors, minors;           // a group's items: majors x minors (minors in items)
     int inner;                          // channels-last: major = position, minor = channel
-    bool linear;                        // each group one run of memory in x and y (planar, dense)
+    bool linear;                        // each group one arithmetic progression in x and y (no wrap)
     Side sx, sy;                        // element strides
     long long items;                    // items per group = majors * minors
 };
