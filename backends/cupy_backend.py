@@ -308,7 +308,7 @@ def _caller_stream(array):
     inside ``torch.cuda.stream(s)`` gets its ordering), else CuPy's current stream."""
     import cupy
 
-    if type(array).__module__.startswith("torch"):
+    if type(array).__module__.startswith("torch") and getattr(array, "is_cuda", False):
         import torch
 
         current = torch.cuda.current_stream(array.device)

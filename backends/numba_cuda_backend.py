@@ -86,7 +86,7 @@ class NumbaCudaBackend(GroupNormBackend):
     def group_norm(self, x, num_groups, weight=None, bias=None, eps=1e-5):
         import numpy as np
 
-        torch_tensor = type(x).__module__.startswith("torch")
+        torch_tensor = type(x).__module__.startswith("torch") and getattr(x, "is_cuda", False)
         stream = _caller_stream(x) if torch_tensor else 0
         original = x
         x = _as_device_array(x, "x")
@@ -378,7 +378,7 @@ def _as_device_array(array, argument):
             f"{argument}: bfloat16 arrays of other frameworks carry no __cuda_array_interface__ "
             "(torch refuses to export one); pass a numba device array (backend.from_numpy)"
         )
-    if cuda.is_cuda_array(array):
+    if not _simulator() and cuda.is_cuda_array(array):  # the simulator has no is_cuda_array: its arrays only
         return cuda.as_cuda_array(array)
     raise InvalidTypeError(
         f"{argument} must be a CUDA array (a numba device array, or an array exposing "

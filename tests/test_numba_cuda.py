@@ -369,3 +369,13 @@ def test_simulator_rows_are_marked_and_never_timed(tmp_path):
     assert report.returncode == 0, report.stdout + report.stderr
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "1 bench rows of a device emulated on the host" in summary and "numba-cuda:cuda" not in summary
+
+
+def test_a_cpu_tensor_gets_a_clear_error_not_a_stream_lookup():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("numba_cuda", reason="numba-cuda is not installed: pip install 'groupnorm-bench[numba]'")
+    from backends.errors import InvalidTypeError
+    from backends.numba_cuda_backend import NumbaCudaBackend
+
+    with pytest.raises(InvalidTypeError, match="must be a CUDA array.*got Tensor"):
+        NumbaCudaBackend().group_norm(torch.ones(2, 4, 3), 2)
