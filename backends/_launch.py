@@ -51,6 +51,18 @@ def collapse(shape, strides, itemsize):
     return (shape[0], shape[1], positions), (elements[0], elements[1], step)
 
 
+def dense_strides(shape, itemsize, channels_last=False) -> tuple:
+    """Byte strides of a dense array of ``shape``: channels-last (N, *spatial, C in memory)
+    or C-contiguous."""
+    channels, positions = shape[1], math.prod(shape[2:])
+    element = (positions * channels, 1, channels) if channels_last else (channels * positions, positions, 1)
+    spatial, step = [], element[2]
+    for n in reversed(shape[2:]):
+        spatial.append(step)
+        step *= n
+    return tuple(s * itemsize for s in (element[0], element[1], *reversed(spatial)))
+
+
 @dataclass(frozen=True)
 class Geometry:
     """How the kernels address one call: (N, C, S), groups, the item grid of a group and

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import os
 
-from ._launch import INT32_MAX, THREADS, collapse, geometry, plan
+from ._launch import INT32_MAX, THREADS, collapse, dense_strides, geometry, plan
 from .base import EventTimer, GroupNormBackend, hash_files, missing_module
 from .dtypes import DTYPES, dtype_name
 from .errors import InvalidArgumentError, InvalidTypeError
@@ -127,7 +127,7 @@ class NumbaCudaBackend(GroupNormBackend):
         import numpy as np
 
         itemsize = np.dtype(dtype).itemsize
-        strides = _dense_strides(shape, itemsize, channels_last)
+        strides = dense_strides(shape, itemsize, channels_last)
         geo = geometry(tuple(shape), strides, strides, itemsize, num_groups, max_vec=1)
         return plan(geo.groups_total, geo.items, itemsize, sm_count=self.sm_count(), l2_bytes=self.l2_bytes(),
                     threads=self.threads, blocks_per_sm=self._blocks_per_sm,
@@ -165,7 +165,7 @@ class NumbaCudaBackend(GroupNormBackend):
         from numba import cuda
 
         itemsize = _kernel_dtype(dtype).itemsize
-        strides = _dense_strides(shape, itemsize, channels_last)
+        strides = dense_strides(shape, itemsize, channels_last)
         if like is not None and dtype_name(dtype) != "bfloat16":
             import torch
 
@@ -343,28 +343,11 @@ def _stream_key(stream):
         return id(stream)
 
 
-def _dense_strides(shape, itemsize, channels_last):
-    """Byte strides of a dense array of ``shape``: channels-last (N, *spatial, C in memory) or C-contiguous."""
-    channels = shape[1]
-    positions = math.prod(shape[2:])
-    element = (positions * channels, 1, channels) if channels_last else (channels * positions, positions, 1)
-    spatial = _dense_spatial_strides(shape[2:], element[2])
-    return tuple(s * itemsize for s in (element[0], element[1], *spatial))
-
-
 def _kernel_dtype(dtype):
     """The dtype kernels see: bfloat16 as its raw 16 bits."""
     import numpy as np
 
     return np.dtype(np.uint16) if dtype_name(dtype) == "bfloat16" else np.dtype(dtype)
-
-
-def _dense_spatial_strides(spatial, step):
-    strides = []
-    for n in reversed(spatial):
-        strides.append(step)
-        step *= n
-    return tuple(reversed(strides))
 
 
 def _as_device_array(array, argument):

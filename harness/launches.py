@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 
-from backends._launch import THREADS, geometry, plan
+from backends._launch import THREADS, dense_strides, geometry, plan
 
 GPUS = {  # SMs, L2 bytes, clock (GHz, sustained), copy bandwidth (bytes/s: ~90% of the HBM peak)
     "h100": {"name": "H100 SXM", "sm_count": 132, "l2_bytes": 50 << 20, "clock_ghz": 1.755, "copy_bps": 0.9 * 3.35e12},
@@ -41,22 +40,12 @@ BUDGET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 SUITES = ("sd-unet", "sd-vae", "kernelbench", "audio-1d", "volumetric-3d")
 
 
-def _dense_strides(shape, itemsize, channels_last):
-    channels, positions = shape[1], math.prod(shape[2:])
-    element = (positions * channels, 1, channels) if channels_last else (channels * positions, positions, 1)
-    spatial, step = [], element[2]
-    for n in reversed(shape[2:]):
-        spatial.append(step)
-        step *= n
-    return tuple(s * itemsize for s in (element[0], element[1], *reversed(spatial)))
-
-
 def model_row(case, gpu: dict, measured: dict) -> dict:
     """One row of the model for ``case`` on ``gpu`` (see the module docstring)."""
     from backends.cupy_backend import ITEMSIZE, name_expression
 
     itemsize = ITEMSIZE[case.dtype]
-    strides = _dense_strides(case.shape, itemsize, case.layout == "channels_last")
+    strides = dense_strides(case.shape, itemsize, case.layout == "channels_last")
     geo = geometry(case.shape, strides, strides, itemsize, case.num_groups)
     param = "float32" if case.dtype in ("float16", "bfloat16") else case.dtype
     name = name_expression(case.dtype, param, geo.vec)
