@@ -97,7 +97,7 @@ def cuda_include() -> str | None:
     return None
 
 
-def _binary(name: str) -> str | None:
+def cuda_binary(name: str) -> str | None:
     """A CUDA binary tool: on PATH, from an NVIDIA wheel (nvidia-cuda-cuobjdump, -nvdisasm),
     or in the CUDA toolkit."""
     found = shutil.which(name)
@@ -118,7 +118,7 @@ def _binary(name: str) -> str | None:
 
 
 def cuobjdump() -> str | None:
-    return _binary("cuobjdump")
+    return cuda_binary("cuobjdump")
 
 
 def compile_cubin(arch: str = "sm_90", names: list[str] | None = None) -> tuple[bytes, str, dict]:
@@ -159,7 +159,7 @@ def compile_cubin(arch: str = "sm_90", names: list[str] | None = None) -> tuple[
 
 def disassemble(cubin: bytes) -> dict[str, list[tuple[int, str]]]:
     """{symbol: [(address, instruction), ...]} from ``cuobjdump -sass``."""
-    tool, disassembler = cuobjdump(), _binary("nvdisasm")
+    tool, disassembler = cuobjdump(), cuda_binary("nvdisasm")
     if tool is None or disassembler is None:
         raise ToolMissing("no cuobjdump/nvdisasm: pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm "
                           "(or the CUDA toolkit)")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -317,7 +316,9 @@ def test_kernels_compile_to_ptx(kind, param_kind, cc):
 @CCS
 @KINDS
 def test_kernels_assemble_without_spills(kind, param_kind, cc):
-    ptxas = shutil.which("ptxas") or ("/usr/local/cuda/bin/ptxas" if os.path.exists("/usr/local/cuda/bin/ptxas") else None)
+    from backends.sass import cuda_binary
+
+    ptxas = cuda_binary("ptxas")
     if ptxas is None:
         pytest.skip("no ptxas on this machine (the CUDA toolkit's assembler): PTX is checked, registers are not")
     ptx = _ptx(kind, param_kind, cc)
