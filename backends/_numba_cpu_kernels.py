@@ -14,15 +14,20 @@ elements keeps full accuracy, and the centering makes a large offset harmless.
 import numba
 import numpy as np
 
+from ._numba_f16c import F16C, narrow_f16c, widen_f16c
+
 CHUNK = 1 << 12
 
 
+SMALL = 64  # a chunk of fewer elements is summed in float64: free at that size, and tiny groups stay exact
+
+
 @numba.njit(fastmath={"reassoc", "contract"}, cache=True)
-def chunk_moments(row, start, stop):
-    """(n, mean, M2) of row[start:stop]: corrected two-pass in the row's precision."""
-    chunk = row[start:stop]
+def _two_pass(chunk, zero):
+    """(n, mean, M2) of ``chunk``: corrected two-pass, the sums in ``zero``'s precision;
+    the mean they are centered on is rounded to the chunk's dtype (so x - mean is exact
+    for x near the mean)."""
     n = chunk.size
-    zero = chunk[:1].sum() * 0  # 0 in the row's dtype (a NaN/Inf first element makes it NaN: fine, so is the group)
     total = zero
     for i in range(n):  # range(0, n): no negative-index wraparound check, so LLVM vectorizes
         total += chunk[i]
@@ -37,6 +42,17 @@ def chunk_moments(row, start, stop):
         squares += d * d
     m2 = np.float64(squares) - np.float64(deviations) * np.float64(deviations) / n
     return n, np.float64(mean) + np.float64(deviations) / n, m2
+
+
+@numba.njit(cache=True)
+def chunk_moments(row, start, stop):
+    """(n, mean, M2) of row[start:stop]: corrected two-pass, summed in the row's precision
+    (8 float32 lanes a vector), or in float64 below :data:`SMALL` elements. The zero is
+    taken from the first element, so a NaN/Inf there makes the sums NaN (as the group's)."""
+    chunk = row[start:stop]
+    if chunk.size < SMALL:
+        return _two_pass(chunk, np.float64(chunk[0]) - np.float64(chunk[0]))
+    return _two_pass(chunk, chunk[0] - chunk[0])
 
 
 @numba.njit(cache=True)
@@ -68,43 +84,62 @@ def rstd_of(count, m2, eps):
     return 1.0 / np.sqrt(variance + eps)
 
 
-@numba.njit(fastmath={"contract"}, cache=True)
-def normalize_planes(row, out, first, count, positions, weight, bias, c0, mean, rstd):
-    """out = x * a + c over channels first..first+count of one group row (1-D), with
-    a = rstd * w and c = b - mean * a per channel. Each plane is a 0-based slice so the
-    inner loop has no wraparound check and vectorizes."""
-    coefficients = np.empty(2, row.dtype)  # a and c in the row's precision (SIMD-wide loop)
-    for j in range(first, first + count):
+@numba.njit(cache=True)
+def coefficients(weight, bias, c0, cpg, mean, rstd, dtype_of):
+    """Per channel of one group, ``a = rstd * w`` and ``c = b - mean * a`` (a in float64)
+    in the precision of ``dtype_of`` (an array): y = x * a + c."""
+    scale = np.empty(cpg, dtype_of.dtype)
+    shift = np.empty(cpg, dtype_of.dtype)
+    for j in range(cpg):
         a = rstd * weight[c0 + j]
-        coefficients[0] = a
-        coefficients[1] = bias[c0 + j] - mean * a
-        a_x = coefficients[0]
-        c_x = coefficients[1]
-        source = row[j * positions:(j + 1) * positions]
-        target = out[j * positions:(j + 1) * positions]
-        for i in range(positions):
-            target[i] = source[i] * a_x + c_x
+        scale[j] = a
+        shift[j] = bias[c0 + j] - mean * a
+    return scale, shift
+
+
+@numba.njit(fastmath={"contract"}, cache=True)
+def _scale_shift(source, target, scale, shift, positions, offset):
+    """target[i] = source[i] * scale[j] + shift[j], j = (offset + i) // positions: a span
+    of a group row starting at element ``offset``, plane by plane. Each plane is a
+    0-based slice, so the inner loop has no wraparound check and vectorizes."""
+    count = source.size
+    i = 0
+    while i < count:
+        j = (offset + i) // positions
+        stop = min(count, (j + 1) * positions - offset)
+        a = scale[j]
+        c = shift[j]
+        plane = source[i:stop]
+        into = target[i:stop]
+        for k in range(stop - i):
+            into[k] = plane[k] * a + c
+        i = stop
 
 
 @numba.njit(parallel=True, cache=True)
 def group_norm_by_group(rows, num_groups, weight, bias, eps):
     """Parallel over (sample, group): statistics, then normalize the same group while it
-    is still in cache. ``rows`` is (N * G, group size); weight/bias float64 of length C."""
+    is still in cache. ``rows`` is (N * G, group size); weight/bias float64 of length C.
+    Returns y and each group's (mean, rstd) in float64 (N * G, 2), for the backward."""
     total, size = rows.shape
     cpg = weight.shape[0] // num_groups
     positions = size // cpg
     out = np.empty_like(rows)
+    stats = np.empty((total, 2), np.float64)
     for g in numba.prange(total):
         count, mean, m2 = group_moments(rows[g], 0, size)
-        rstd = rstd_of(count, m2, eps)
-        normalize_planes(rows[g], out[g], 0, cpg, positions, weight, bias, (g % num_groups) * cpg, mean, rstd)
-    return out
+        stats[g, 0] = mean
+        stats[g, 1] = rstd_of(count, m2, eps)
+        scale, shift = coefficients(weight, bias, (g % num_groups) * cpg, cpg, mean, stats[g, 1], rows)
+        _scale_shift(rows[g], out[g], scale, shift, positions, 0)
+    return out, stats
 
 
 @numba.njit(parallel=True, cache=True)
 def group_norm_by_chunk(rows, num_groups, weight, bias, eps, tasks_per_group):
     """For fewer groups than threads: each group's statistics in ``tasks_per_group``
-    parallel pieces (merged in order), then normalization parallel over (group, channel)."""
+    parallel pieces (merged in order), then normalization parallel over (group, channel).
+    Returns y and (mean, rstd) per group, as :func:`group_norm_by_group`."""
     total, size = rows.shape
     cpg = weight.shape[0] // num_groups
     positions = size // cpg
@@ -120,8 +155,9 @@ def group_norm_by_chunk(rows, num_groups, weight, bias, eps, tasks_per_group):
             partial[task, 0] = count
             partial[task, 1] = mean
             partial[task, 2] = m2
-    means = np.empty(total, np.float64)
-    rstds = np.empty(total, np.float64)
+    scales = np.empty((total, cpg), rows.dtype)
+    shifts = np.empty((total, cpg), rows.dtype)
+    stats = np.empty((total, 2), np.float64)
     for g in range(total):
         count, mean, m2 = 0, 0.0, 0.0
         for k in range(tasks_per_group):
@@ -129,14 +165,18 @@ def group_norm_by_chunk(rows, num_groups, weight, bias, eps, tasks_per_group):
             if n:
                 count, mean, m2 = merge(count, mean, m2, n, partial[g * tasks_per_group + k, 1],
                                         partial[g * tasks_per_group + k, 2])
-        means[g] = mean
-        rstds[g] = rstd_of(count, m2, eps)
+        stats[g, 0] = mean
+        stats[g, 1] = rstd_of(count, m2, eps)
+        scale, shift = coefficients(weight, bias, (g % num_groups) * cpg, cpg, mean, stats[g, 1], rows)
+        scales[g] = scale
+        shifts[g] = shift
     out = np.empty_like(rows)
     for plane in numba.prange(total * cpg):
         g = plane // cpg
         j = plane % cpg
-        normalize_planes(rows[g], out[g], j, 1, positions, weight, bias, (g % num_groups) * cpg, means[g], rstds[g])
-    return out
+        first, stop = j * positions, (j + 1) * positions
+        _scale_shift(rows[g][first:stop], out[g][first:stop], scales[g], shifts[g], positions, first)
+    return out, stats
 
 
 # 16-bit floats. Numba has no float16 or bfloat16 type on the CPU, so 16-bit inputs are
@@ -145,13 +185,25 @@ def group_norm_by_chunk(rows, num_groups, weight, bias, eps, tasks_per_group):
 # single-threaded and took 11 of the 12 ms of a 2.6M-element float16 call here).
 
 
+@numba.njit(cache=True)
+def widen_half_scalar(bits, table, values):
+    """values = float32 of float16 ``bits`` through ``table``, the 65536 float32 values of
+    every float16 bit pattern (exact: NumPy builds it): the path without F16C."""
+    for i in range(bits.size):
+        values[i] = table[bits[i]]
+
+
 @numba.njit(parallel=True, cache=True)
 def widen_half(bits, table):
-    """float32 values of float16 ``bits`` (flat uint16) through ``table``, the 65536
-    float32 values of every float16 bit pattern (exact: NumPy builds it)."""
+    """float32 values of float16 ``bits`` (flat uint16): F16C's conversion where the CPU
+    has it, else :func:`widen_half_scalar`; parallel over chunks."""
     out = np.empty(bits.size, np.float32)
-    for i in numba.prange(bits.size):
-        out[i] = table[bits[i]]
+    for k in numba.prange(-(-bits.size // CHUNK)):
+        first, stop = k * CHUNK, min((k + 1) * CHUNK, bits.size)
+        if F16C:
+            widen_f16c(bits[first:stop], out[first:stop])
+        else:
+            widen_half_scalar(bits[first:stop], table, out[first:stop])
     return out
 
 
@@ -183,13 +235,25 @@ def half_bits(f, value):
     return np.uint16(sign | half)
 
 
+@numba.njit(cache=True)
+def narrow_half_scalar(values, bits):
+    """bits = float16 bits of float32 ``values`` by :func:`half_bits`: the path without F16C."""
+    source = values.view(np.uint32)
+    for i in range(values.size):
+        bits[i] = half_bits(source[i], values[i])
+
+
 @numba.njit(parallel=True, cache=True)
 def narrow_half(values):
-    """float16 bits of float32 ``values`` (flat) by :func:`half_bits`."""
-    source = values.view(np.uint32)
+    """float16 bits of float32 ``values`` (flat), round to nearest even: F16C's
+    conversion where the CPU has it, else :func:`narrow_half_scalar`; parallel over chunks."""
     out = np.empty(values.size, np.uint16)
-    for i in numba.prange(values.size):
-        out[i] = half_bits(source[i], values[i])
+    for k in numba.prange(-(-values.size // CHUNK)):
+        first, stop = k * CHUNK, min((k + 1) * CHUNK, values.size)
+        if F16C:
+            narrow_f16c(values[first:stop], out[first:stop])
+        else:
+            narrow_half_scalar(values[first:stop], out[first:stop])
     return out
 
 
@@ -222,9 +286,10 @@ def _widen_chunk(row, first, count, scratch, values, table, bfloat):
     if bfloat:
         for i in range(count):
             scratch[i] = np.uint32(source[i]) << 16
+    elif F16C:
+        widen_f16c(source, values[:count])
     else:
-        for i in range(count):
-            values[i] = table[source[i]]
+        widen_half_scalar(source, table, values[:count])
 
 
 @numba.njit(cache=True)
@@ -239,9 +304,10 @@ def _narrow_chunk(scratch, values, target, first, count, bfloat):
                 into[i] = np.uint16((f >> 16) | 0x40)
             else:
                 into[i] = np.uint16((f + 0x7FFF + ((f >> 16) & 1)) >> 16)
-        return
-    for i in range(count):
-        into[i] = half_bits(scratch[i], values[i])
+    elif F16C:
+        narrow_f16c(values[:count], into)
+    else:
+        narrow_half_scalar(values[:count], into)
 
 
 HALF_KEEP = 1 << 18  # a 16-bit group up to this many elements stays widened (1 MiB of float32) between passes
@@ -261,48 +327,43 @@ def _half_group_moments(row, size, scratch, values, table, bfloat, keep):
     return count, mean, m2
 
 
-@numba.njit(fastmath={"contract"}, cache=True)
-def _half_normalize(row, target, cpg, positions, weight, bias, c0, mean, rstd, scratch, values, table, bfloat,
-                    keep):
-    coefficients = np.empty(2, np.float32)
-    for j in range(cpg):
-        a = rstd * weight[c0 + j]
-        coefficients[0] = a
-        coefficients[1] = bias[c0 + j] - mean * a
-        a_x = coefficients[0]
-        c_x = coefficients[1]
-        stop = (j + 1) * positions
-        for first in range(j * positions, stop, CHUNK):
-            n = min(CHUNK, stop - first)
-            at = first if keep else 0
-            place = values[at:at + n]
-            if not keep:
-                _widen_chunk(row, first, n, scratch[at:at + n], place, table, bfloat)
-            for i in range(n):
-                place[i] = place[i] * a_x + c_x
-            _narrow_chunk(scratch[at:at + n], place, target, first, n, bfloat)
+@numba.njit(cache=True)
+def _half_normalize(row, target, positions, scale, shift, scratch, values, table, bfloat, keep):
+    """target = 16-bit (row * a + c), chunk by chunk: widened again unless ``keep``."""
+    size = row.size
+    for first in range(0, size, CHUNK):
+        n = min(CHUNK, size - first)
+        at = first if keep else 0
+        place = values[at:at + n]
+        if not keep:
+            _widen_chunk(row, first, n, scratch[at:at + n], place, table, bfloat)
+        _scale_shift(place, place, scale, shift, positions, first)
+        _narrow_chunk(scratch[at:at + n], place, target, first, n, bfloat)
 
 
 @numba.njit(parallel=True, cache=True)
 def group_norm_half_by_group(bits, num_groups, weight, bias, eps, table, bfloat):
-    """float16 (``table``: float32 of every float16 bit pattern) or bfloat16 (``bfloat``)
-    GroupNorm on raw bits ``bits`` (N * G, group size) of uint16, parallel over (sample,
-    group): the fused form of widen + :func:`group_norm_by_group` + narrow, same results.
-    A group of up to :data:`HALF_KEEP` elements is widened once and kept (in L2 or L3)
-    for the normalize pass; a larger one is widened again chunk by chunk."""
+    """float16 (``table``: float32 of every float16 bit pattern, used without F16C) or
+    bfloat16 (``bfloat``) GroupNorm on raw bits ``bits`` (N * G, group size) of uint16,
+    parallel over (sample, group): the fused form of widen + :func:`group_norm_by_group` +
+    narrow, same results. A group of up to :data:`HALF_KEEP` elements is widened once and
+    kept (in L2 or L3) for the normalize pass; a larger one is widened again chunk by chunk.
+    Returns y's bits and (mean, rstd) per group, as :func:`group_norm_by_group`."""
     total, size = bits.shape
     cpg = weight.shape[0] // num_groups
     positions = size // cpg
     keep = size <= HALF_KEEP
     out = np.empty_like(bits)
+    stats = np.empty((total, 2), np.float64)
     for g in numba.prange(total):
         scratch = np.empty(size if keep else CHUNK, np.uint32)
         values = scratch.view(np.float32)
         count, mean, m2 = _half_group_moments(bits[g], size, scratch, values, table, bfloat, keep)
-        rstd = rstd_of(count, m2, eps)
-        _half_normalize(bits[g], out[g], cpg, positions, weight, bias, (g % num_groups) * cpg, mean, rstd,
-                        scratch, values, table, bfloat, keep)
-    return out
+        stats[g, 0] = mean
+        stats[g, 1] = rstd_of(count, m2, eps)
+        scale, shift = coefficients(weight, bias, (g % num_groups) * cpg, cpg, mean, stats[g, 1], values)
+        _half_normalize(bits[g], out[g], positions, scale, shift, scratch, values, table, bfloat, keep)
+    return out, stats
 
 
 # Channels-last input read in place: x as (N, P, C), C-contiguous (P = spatial positions).
@@ -322,7 +383,8 @@ def channels_last_block(positions, channels, cpg):
 @numba.njit(parallel=True, cache=True)
 def group_norm_channels_last(x, num_groups, weight, bias, eps):
     """GroupNorm of ``x`` (N, P, C) C-contiguous (a channels-last tensor's memory);
-    returns y in the same layout. weight/bias float64 of length C."""
+    returns y in the same layout and (mean, rstd) per (sample, group) in float64
+    (N * G, 2). weight/bias float64 of length C."""
     samples, positions, channels = x.shape
     cpg = channels // num_groups
     block = channels_last_block(positions, channels, cpg)
@@ -346,6 +408,7 @@ def group_norm_channels_last(x, num_groups, weight, bias, eps):
             partial[task, g, 2] = m2
     scale = np.empty((samples, channels), x.dtype)
     shift = np.empty((samples, channels), x.dtype)
+    stats = np.empty((samples * num_groups, 2), np.float64)
     for n in range(samples):
         for g in range(num_groups):
             count, mean, m2 = 0, 0.0, 0.0
@@ -353,6 +416,8 @@ def group_norm_channels_last(x, num_groups, weight, bias, eps):
                 row = partial[n * blocks + k, g]
                 count, mean, m2 = merge(count, mean, m2, int(row[0]), row[1], row[2])
             rstd = rstd_of(count, m2, eps)
+            stats[n * num_groups + g, 0] = mean
+            stats[n * num_groups + g, 1] = rstd
             for j in range(g * cpg, (g + 1) * cpg):
                 a = rstd * weight[j]
                 scale[n, j] = a
@@ -362,23 +427,24 @@ def group_norm_channels_last(x, num_groups, weight, bias, eps):
         n = task // blocks
         p0 = (task % blocks) * block
         p1 = min(p0 + block, positions)
-        _scale_rows(x[n], out[n], p0, p1, scale[n], shift[n])
-    return out
+        _affine_rows(x[n][p0:p1], out[n][p0:p1], scale[n], shift[n])
+    return out, stats
 
 
 @numba.njit(fastmath={"contract"}, cache=True)
-def _scale_rows(source, target, p0, p1, scale, shift):
+def _affine_rows(source, target, scale, shift):
+    """target[p, j] = source[p, j] * scale[j] + shift[j] (2-D, rows of channels)."""
     channels = scale.shape[0]
-    for p in range(p0, p1):
+    for p in range(source.shape[0]):
         row = source[p]
         into = target[p]
         for j in range(channels):
             into[j] = row[j] * scale[j] + shift[j]
 
 
-# Backward. Per (sample, group), in one task: the group's statistics (as the forward's),
-# then per channel s1 = sum(dy) and s2 = sum(dy * (x - mean)) (chunks in the input's
-# precision, merged in float64: centered, so a large offset cancels nothing), then
+# Backward. Per (sample, group), in one task, with the forward's mean and rstd: per channel
+# s1 = sum(dy) and s2 = sum(dy * (x - mean)) in one pass over x and dy (chunks in the
+# input's precision, merged in float64: centered, so a large offset cancels nothing), then
 #   dx = rstd * (w * dy - A) - rstd^2 * B * (x - mean),  A = sum(w s1) / M,  B = rstd * sum(w s2) / M
 # with x and dy re-read from cache. dweight and dbias per (sample, channel) are summed
 # over samples afterwards in sample order: the same bits on every run (no atomics).
@@ -396,7 +462,7 @@ def _channel_sums(x, dy, mean):
         stop = min(first + CHUNK, size)
         xs = x[first:stop]
         gs = dy[first:stop]
-        zero = gs[:1].sum() * 0
+        zero = gs[0] - gs[0]  # 0 in dy's dtype (NaN for a NaN/Inf first element: so are the sums)
         a = zero
         b = zero
         for i in range(stop - first):
@@ -425,9 +491,10 @@ def _grad_plane(x, dy, out, w, a, rstd, beta, delta, mean):
 
 
 @numba.njit(parallel=True, cache=True)
-def group_norm_backward_by_group(rows, grads, num_groups, weight, eps):
+def group_norm_backward_by_group(rows, grads, num_groups, weight, stats):
     """(dx, dweight per (sample, channel), dbias per (sample, channel)) for ``rows`` and
-    ``grads`` (N * G, group size), weight float64 of length C (ones without a weight)."""
+    ``grads`` (N * G, group size), weight float64 of length C (ones without a weight),
+    ``stats`` the forward's (mean, rstd) per group (N * G, 2)."""
     total, size = rows.shape
     channels = weight.shape[0]
     cpg = channels // num_groups
@@ -437,8 +504,8 @@ def group_norm_backward_by_group(rows, grads, num_groups, weight, eps):
     dweight = np.zeros((samples, channels), np.float64)
     dbias = np.zeros((samples, channels), np.float64)
     for g in numba.prange(total):
-        count, mean, m2 = group_moments(rows[g], 0, size)
-        rstd = rstd_of(count, m2, eps)
+        mean = stats[g, 0]
+        rstd = stats[g, 1]
         n = g // num_groups
         c0 = (g % num_groups) * cpg
         sum_w1, sum_w2 = 0.0, 0.0

@@ -9,14 +9,17 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
   statistics in several parallel pieces merged in order, then normalization parallel
   over (group, channel) planes.
 * Statistics: chunks of 4096 elements by the corrected two-pass method in the input's
-  precision (vectorized), merged in float64 with Chan's formula; no running sum spans
-  more than one chunk, so groups of 10^7 elements keep full accuracy.
+  precision (8 float32 lanes a vector; until issue 16's second part a float64 zero made
+  Numba accumulate float32 chunks in float64, 4 lanes and a conversion each), merged in
+  float64 with Chan's formula; no running sum spans more than one chunk, so groups of
+  10^7 elements keep full accuracy.
 * Normalize: ``y = x * a + c`` per channel, ``a = rstd * w``, ``c = b - mean * a``, in the
   input's precision, each output element written once into a fresh array.
 * float32 and float64 natively; float16 and bfloat16 as their raw bits (Numba has no
   16-bit float type on the CPU), fused: each chunk of a group widened into a float32
-  scratch (float16 through NumPy's exact 65536-entry table, bfloat16 by a shift), and the
-  result narrowed from it with round-to-nearest-even, so no full-size float32 temporary
+  scratch (float16 by F16C's ``vcvtph2ps`` where the CPU has it, else NumPy's exact
+  65536-entry table; bfloat16 by a shift), and the result narrowed from it with
+  round-to-nearest-even (``vcvtps2ph``, else scalar code), so no full-size float32 temporary
   exists; a group of up to 2^18 elements stays widened between the two passes. (With
   fewer groups than threads: widen everything, the float32 kernel, narrow everything,
   each pass parallel; the same bits.)
@@ -25,9 +28,9 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
   channels; y keeps the layout. Other non-contiguous inputs are copied to contiguous
   first (one copy, counted in the timing). NaN and Inf propagate; a constant group gives
   bias.
-* Backward (``forward_train`` keeps the inputs; ``backward`` recomputes the statistics):
-  one task per (sample, group) takes the statistics, then per channel sum(dy) and
-  sum(dy * (x - mean)) (chunks in the input's precision, merged in float64), then
+* Backward (``forward_train`` keeps x and the forward's (mean, rstd) per group, float64):
+  one task per (sample, group) takes per channel sum(dy) and sum(dy * (x - mean)) in
+  one pass over x and dy (chunks in the input's precision, merged in float64), then
   ``dx = rstd * (w * dy - A) - rstd^2 * B * (x - mean)`` with x and dy re-read from
   cache; dweight/dbias per (sample, channel) summed over samples in order: deterministic
   bit for bit, no atomics. 16-bit x and dy are widened first and dx narrowed.
@@ -80,13 +83,18 @@ class NumbaCpuBackend(GroupNormBackend):
         return super().availability(device) or missing_module("numba", "numba")
 
     def group_norm(self, x, num_groups, weight=None, bias=None, eps=1e-5):
+        return self._forward(x, num_groups, weight, bias, eps)[0]
+
+    def _forward(self, x, num_groups, weight, bias, eps):
+        """(y, statistics): y, and each (sample, group)'s (mean, rstd) in float64
+        (N * G, 2), as the kernels computed them (None for an empty x)."""
         import numba
         import numpy as np
 
         kernels = _kernels()
         n, channels = x.shape[:2]
         if x.size == 0:
-            return np.empty(x.shape, x.dtype)
+            return np.empty(x.shape, x.dtype), None
         half = x.dtype.itemsize == 2  # float16 or bfloat16: widened to float32 from their bits
         threads = numba.get_num_threads()
         w = np.ones(channels) if weight is None else np.asarray(weight, np.float64)
@@ -95,13 +103,13 @@ class NumbaCpuBackend(GroupNormBackend):
             bits = np.ascontiguousarray(x).view(np.uint16).reshape(n * num_groups, -1)
             bfloat = x.dtype != np.float16
             table = _half_table() if not bfloat else np.empty(0, np.float32)
-            out = kernels.group_norm_half_by_group(bits, num_groups, w, b, float(eps), table, bfloat)
-            return out.view(x.dtype).reshape(x.shape)
+            out, stats = kernels.group_norm_half_by_group(bits, num_groups, w, b, float(eps), table, bfloat)
+            return out.view(x.dtype).reshape(x.shape), stats
         last = np.moveaxis(x, 1, -1)
         if not half and x.ndim >= 3 and not x.flags.c_contiguous and last.flags.c_contiguous:
             # channels-last memory, read in place; y keeps the layout
-            out = kernels.group_norm_channels_last(last.reshape(n, -1, channels), num_groups, w, b, float(eps))
-            return np.moveaxis(out.reshape(last.shape), -1, 1)
+            out, stats = kernels.group_norm_channels_last(last.reshape(n, -1, channels), num_groups, w, b, float(eps))
+            return np.moveaxis(out.reshape(last.shape), -1, 1), stats
         if half:
             bits = np.ascontiguousarray(x).view(np.uint16).reshape(-1)
             data = kernels.widen_half(bits, _half_table()) if x.dtype == np.float16 else kernels.widen_bfloat(bits)
@@ -109,28 +117,29 @@ class NumbaCpuBackend(GroupNormBackend):
             data = np.ascontiguousarray(x, dtype=np.float64 if x.dtype == np.float64 else np.float32)
         rows = data.reshape(n * num_groups, -1)
         if rows.shape[0] >= threads:
-            out = kernels.group_norm_by_group(rows, num_groups, w, b, float(eps))
+            out, stats = kernels.group_norm_by_group(rows, num_groups, w, b, float(eps))
         else:
             pieces = max(1, min(-(-4 * threads // rows.shape[0]), -(-rows.shape[1] // kernels.CHUNK)))
-            out = kernels.group_norm_by_chunk(rows, num_groups, w, b, float(eps), pieces)
+            out, stats = kernels.group_norm_by_chunk(rows, num_groups, w, b, float(eps), pieces)
         if half:
             out = kernels.narrow_half(out.reshape(-1)) if x.dtype == np.float16 else kernels.narrow_bfloat(out.reshape(-1))
-            return out.view(x.dtype).reshape(x.shape)
-        return out.reshape(x.shape)
+            return out.view(x.dtype).reshape(x.shape), stats
+        return out.reshape(x.shape), stats
 
     def forward_train(self, x, num_groups, weight=None, bias=None, eps=1e-5):
-        # residuals: the inputs; the backward recomputes the statistics in its first pass
-        return self.group_norm(x, num_groups, weight, bias, eps), (x, num_groups, weight, bias, eps)
+        # residuals: the inputs and the forward's statistics (the backward does not recompute them)
+        y, stats = self._forward(x, num_groups, weight, bias, eps)
+        return y, (x, num_groups, weight, bias, stats)
 
     def backward(self, grad_y, residuals):
-        """One task per (sample, group): statistics, per-channel sums of dy and
-        dy * (x - mean), then dx from cache; dweight/dbias summed over samples in order
-        (deterministic). 16-bit inputs are widened to float32 (in parallel) and dx
-        narrowed back."""
+        """One task per (sample, group): per-channel sums of dy and dy * (x - mean) in one
+        pass over x and dy (centered on the forward's mean), then dx with x and dy read
+        again from cache; dweight/dbias summed over samples in order (deterministic).
+        16-bit inputs are widened to float32 (in parallel) and dx narrowed back."""
         import numpy as np
 
         kernels = _kernels()
-        x, num_groups, weight, bias, eps = residuals
+        x, num_groups, weight, bias, stats = residuals
         n, channels = x.shape[:2]
         if x.size == 0:
             zeros = np.zeros(channels)
@@ -139,7 +148,7 @@ class NumbaCpuBackend(GroupNormBackend):
         half = x.dtype.itemsize == 2
         rows, grads = (self._compute(a, half) .reshape(n * num_groups, -1) for a in (x, grad_y))
         w = np.ones(channels) if weight is None else np.asarray(weight, np.float64)
-        dx, dweight, dbias = kernels.group_norm_backward_by_group(rows, grads, num_groups, w, float(eps))
+        dx, dweight, dbias = kernels.group_norm_backward_by_group(rows, grads, num_groups, w, stats)
         if half:
             dx = (kernels.narrow_half(dx.reshape(-1)) if x.dtype == np.float16
                   else kernels.narrow_bfloat(dx.reshape(-1))).view(x.dtype)

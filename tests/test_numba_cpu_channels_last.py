@@ -19,8 +19,12 @@ def kernels():
 def test_channels_last_input_is_read_in_place_and_keeps_its_layout(kernels, shape, groups):
     """numba-cpu on channels-last memory runs the in-place kernel (no copy: x's memory is
     what the kernel reads) and returns y channels-last; its values match the contiguous
-    path's to float32 rounding (blocks of positions instead of planes: another order)."""
+    path's to float32 rounding (blocks of positions instead of planes: another order):
+    each within half the harness's tolerance of the float64 oracle (offset 50, std 2, so
+    y = x * a + c cancels about 5 bits in both)."""
     import backends
+    from harness.reference import group_norm_reference
+    from harness.tolerances import tolerance
 
     rng = np.random.default_rng(4)
     contiguous = (rng.standard_normal(shape) * 2 + 50).astype(np.float32)
@@ -40,5 +44,10 @@ def test_channels_last_input_is_read_in_place_and_keeps_its_layout(kernels, shap
         kernels.group_norm_channels_last = original
     assert len(calls) == 1 and np.shares_memory(calls[0], last)
     assert np.moveaxis(y, 1, -1).flags.c_contiguous
-    expected = backends.get("numba-cpu").group_norm(contiguous, groups, weight, bias, 1e-5)
-    np.testing.assert_allclose(y, expected, rtol=0, atol=4e-6)
+    planar = backends.get("numba-cpu").group_norm(contiguous, groups, weight, bias, 1e-5)
+    oracle = group_norm_reference(contiguous, groups, weight, bias, 1e-5)
+    allowed = tolerance("float32", oracle.normalized, oracle.mean, oracle.rstd, contiguous.size // (shape[0] * groups),
+                        weight, bias)
+    for output in (y, planar):
+        assert np.max(np.abs(output - oracle.y) / allowed) <= 0.5
+    assert np.max(np.abs(y - planar)) <= 16 * np.finfo(np.float32).eps * np.max(np.abs(oracle.y))

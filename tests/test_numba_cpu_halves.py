@@ -77,12 +77,70 @@ def test_decoding_knows_its_landmarks():
         assert _decode(np.array([pattern], np.uint16), dtype)[0] == value, (dtype, hex(pattern))
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_widening_is_exact_for_every_pattern(kernels, dtype):
+def _widen(kernels, bits, dtype, path):
+    """float32 of 16-bit ``bits`` by one conversion path: the backend's own choice
+    (``default``: F16C where the CPU has it), or float16's F16C or scalar path forced."""
+    from backends import _numba_f16c
     from backends.numba_cpu_backend import _half_table
 
+    if dtype == "bfloat16":
+        return kernels.widen_bfloat(bits)
+    if path == "default":
+        return kernels.widen_half(bits, _half_table())
+    values = np.empty(bits.size, np.float32)
+    if path == "f16c":
+        _numba_f16c.widen_f16c(bits, values)
+    else:
+        kernels.widen_half_scalar(bits, _half_table(), values)
+    return values
+
+
+def _narrow(kernels, values, dtype, path):
+    """16-bit bits of float32 ``values`` by one conversion path (as :func:`_widen`)."""
+    from backends import _numba_f16c
+
+    if dtype == "bfloat16":
+        return kernels.narrow_bfloat(values)
+    if path == "default":
+        return kernels.narrow_half(values)
+    bits = np.empty(values.size, np.uint16)
+    if path == "f16c":
+        _numba_f16c.narrow_f16c(values, bits)
+    else:
+        kernels.narrow_half_scalar(values, bits)
+    return bits
+
+
+# float16 has two conversion paths (F16C instructions, scalar code); both are checked
+CONVERSIONS = [("float16", "default"), ("float16", "f16c"), ("float16", "scalar"), ("bfloat16", "default")]
+
+
+@pytest.fixture(params=CONVERSIONS, ids=["-".join(c) for c in CONVERSIONS])
+def conversion(request):
+    from backends import _numba_f16c
+
+    if request.param[1] == "f16c" and not _numba_f16c.F16C:
+        pytest.skip("this CPU has no F16C: the scalar path is the one the kernels use here")
+    return request.param
+
+
+def test_the_default_float16_path_is_f16c_where_the_cpu_has_it(kernels):
+    """On a CPU with F16C the kernels call its conversions: widen_half's machine code
+    holds vcvtph2ps (the scalar path has none)."""
+    from backends import _numba_f16c
+
+    if not _numba_f16c.F16C:
+        pytest.skip("this CPU has no F16C")
+    fresh = kernels.numba.njit(parallel=True)(kernels.widen_half.py_func)  # uncached, so its assembly is inspectable
+    fresh(np.zeros(9, np.uint16), np.zeros(1 << 16, np.float32))
+    assembly = "".join(fresh.inspect_asm().values())
+    assert "vcvtph2ps" in assembly
+
+
+def test_widening_is_exact_for_every_pattern(kernels, conversion):
+    dtype, path = conversion
     bits = np.arange(1 << 16, dtype=np.uint16)
-    got = kernels.widen_half(bits, _half_table()) if dtype == "float16" else kernels.widen_bfloat(bits)
+    got = _widen(kernels, bits, dtype, path)
     expected = _decode(bits, dtype).astype(np.float32)  # exact: both formats fit in float32
     assert (np.signbit(got) == np.signbit(expected)).all()
     nan = np.isnan(expected)
@@ -90,13 +148,13 @@ def test_widening_is_exact_for_every_pattern(kernels, dtype):
     np.testing.assert_array_equal(got.view(np.uint32)[~nan], expected.view(np.uint32)[~nan])
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_narrowing_rounds_to_nearest_even_like_numpy(kernels, dtype):
+def test_narrowing_rounds_to_nearest_even_like_numpy(kernels, conversion):
+    dtype, path = conversion
     values = _narrowing_inputs()
     numpy_dtype = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
     with np.errstate(over="ignore", invalid="ignore"):
         expected = values.astype(numpy_dtype)
-    bits = kernels.narrow_half(values) if dtype == "float16" else kernels.narrow_bfloat(values)
+    bits = _narrow(kernels, values, dtype, path)
     _same_bits(bits.view(numpy_dtype), expected)
 
 
@@ -124,7 +182,7 @@ def _unfused(kernels, x, num_groups, weight, bias, eps):
 
     bits = np.ascontiguousarray(x).view(np.uint16).reshape(-1)
     data = kernels.widen_half(bits, _half_table()) if x.dtype == np.float16 else kernels.widen_bfloat(bits)
-    out = kernels.group_norm_by_group(data.reshape(x.shape[0] * num_groups, -1), num_groups, weight, bias, eps)
+    out, _ = kernels.group_norm_by_group(data.reshape(x.shape[0] * num_groups, -1), num_groups, weight, bias, eps)
     out = kernels.narrow_half(out.reshape(-1)) if x.dtype == np.float16 else kernels.narrow_bfloat(out.reshape(-1))
     return out.reshape(x.shape)
 
@@ -151,6 +209,6 @@ def test_fused_16_bit_kernel_gives_the_separate_passes_bits(kernels, dtype, shap
     if shape == (1, 4, 300, 300):
         assert bits.shape[1] > kernels.HALF_KEEP
     table = _half_table() if dtype == "float16" else np.empty(0, np.float32)
-    fused = kernels.group_norm_half_by_group(bits, groups, weight, bias, 1e-5, table, dtype == "bfloat16")
+    fused, _ = kernels.group_norm_half_by_group(bits, groups, weight, bias, 1e-5, table, dtype == "bfloat16")
     _same_bits(fused.view(np_dtype).reshape(-1), _unfused(kernels, x, groups, weight, bias, 1e-5).view(np_dtype).reshape(-1))
 

@@ -1,0 +1,81 @@
+"""numba-cpu's forward saves each group's (mean, rstd) for its backward, which no longer
+recomputes them: on every forward path they must be the float64 truth to float32
+accuracy, and a float16 forward compiled without F16C (scalar conversions) must give the
+bits of the F16C path."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import require
+
+ml_dtypes = pytest.importorskip("ml_dtypes")
+
+# (shape, groups, dtype, layout): each forward path of the backend (see numba_cpu_backend)
+PATHS = {
+    "by-group-float32": ((4, 16, 9, 7), 4, "float32", "contiguous"),
+    "by-group-float64": ((4, 16, 9, 7), 4, "float64", "contiguous"),
+    "by-chunk-float32": ((1, 8, 64, 70), 1, "float32", "contiguous"),  # fewer groups than threads
+    "fused-float16": ((2, 8, 33, 5), 4, "float16", "contiguous"),
+    "by-chunk-bfloat16": ((1, 4, 50, 90), 1, "bfloat16", "contiguous"),
+    "channels-last-float32": ((2, 12, 6, 5), 3, "float32", "channels_last"),
+}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_saved_statistics_are_the_float64_truth_to_float32_accuracy(path):
+    backend = require("numba-cpu")
+    shape, groups, dtype, layout = PATHS[path]
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal(shape) * 3 + 100).astype(np.float32).astype(
+        ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
+    if layout == "channels_last":
+        x = np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 1, -1)), -1, 1)
+    _, saved = backend.forward_train(x, groups, None, None, 1e-5)
+    stats = saved.residuals[-1]
+    exact = x.astype(np.float64).reshape(shape[0] * groups, -1)
+    mean, rstd = exact.mean(axis=1), 1 / np.sqrt(exact.var(axis=1) + 1e-5)
+    assert stats.shape == (shape[0] * groups, 2) and stats.dtype == np.float64
+    assert np.all(np.abs(stats[:, 0] - mean) <= 1e-6 * np.abs(mean) + 1e-5 / rstd), (stats[:, 0], mean)
+    np.testing.assert_allclose(stats[:, 1], rstd, rtol=1e-5)
+
+
+_SCRIPT = """
+import json, sys
+import numpy as np
+import backends
+from backends import _numba_f16c
+rng = np.random.default_rng(11)
+x = (rng.standard_normal((2, 8, 20, 31)) * 40).astype(np.float16)
+x.reshape(-1)[::101] = np.inf
+w, b = rng.standard_normal((2, 8)).astype(np.float32)
+y = backends.get("numba-cpu").group_norm(x, 4, w, b, 1e-5)
+print(json.dumps({"f16c": _numba_f16c.F16C, "bits": y.view(np.uint16).tolist()}))
+"""
+
+
+def test_float16_without_f16c_gives_the_bits_of_the_f16c_path(tmp_path):
+    """The same float16 GroupNorm in a process whose Numba compiles for a CPU without F16C
+    (NUMBA_CPU_FEATURES without +f16c: the scalar conversions) and in one with it."""
+    require("numba-cpu")
+    from backends import _numba_f16c
+
+    if not _numba_f16c.F16C:
+        pytest.skip("this CPU has no F16C: the suite already runs the scalar path")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    outputs = {}
+    for name, features in (("with", None), ("without", "+sse4.2,+avx,+avx2,+fma,+popcnt")):
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / name))
+        env.pop("NUMBA_CPU_FEATURES", None)
+        if features:
+            env.update(NUMBA_CPU_FEATURES=features, NUMBA_CPU_NAME="generic")
+        run = subprocess.run([sys.executable, "-c", _SCRIPT], cwd=root, env=env, capture_output=True, text=True,
+                             timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        outputs[name] = json.loads(run.stdout.strip().splitlines()[-1])
+    assert outputs["with"]["f16c"] and not outputs["without"]["f16c"]
+    assert outputs["with"]["bits"] == outputs["without"]["bits"]
