@@ -14,7 +14,7 @@ elements keeps full accuracy, and the centering makes a large offset harmless.
 import numba
 import numpy as np
 
-from ._numba_f16c import F16C, narrow_f16c, widen_f16c
+from ._numba_halves import F16C, narrow_bfloat8, narrow_f16c, widen_f16c
 
 CHUNK = 1 << 12
 
@@ -260,15 +260,11 @@ def narrow_half(values):
 @numba.njit(parallel=True, cache=True)
 def narrow_bfloat(values):
     """bfloat16 bits of float32 ``values`` (flat): round to nearest even; NaN stays a
-    quiet NaN of the same sign."""
-    source = values.view(np.uint32)
+    quiet NaN of the same sign (:func:`_numba_halves.narrow_bfloat8`); parallel over chunks."""
     out = np.empty(values.size, np.uint16)
-    for i in numba.prange(values.size):
-        f = source[i]
-        if (f & 0x7FFFFFFF) > 0x7F800000:
-            out[i] = np.uint16((f >> 16) | 0x40)
-        else:
-            out[i] = np.uint16((f + 0x7FFF + ((f >> 16) & 1)) >> 16)
+    for k in numba.prange(-(-values.size // CHUNK)):
+        first, stop = k * CHUNK, min((k + 1) * CHUNK, values.size)
+        narrow_bfloat8(values[first:stop], out[first:stop])
     return out
 
 
@@ -293,17 +289,12 @@ def _widen_chunk(row, first, count, scratch, values, table, bfloat):
 
 
 @numba.njit(cache=True)
-def _narrow_chunk(scratch, values, target, first, count, bfloat):
+def _narrow_chunk(values, target, first, count, bfloat):
     """target[first:first + count] = 16-bit ``values[:count]``, round to nearest even (as
     :func:`narrow_half` / :func:`narrow_bfloat`)."""
     into = target[first:first + count]
     if bfloat:
-        for i in range(count):
-            f = scratch[i]
-            if (f & 0x7FFFFFFF) > 0x7F800000:
-                into[i] = np.uint16((f >> 16) | 0x40)
-            else:
-                into[i] = np.uint16((f + 0x7FFF + ((f >> 16) & 1)) >> 16)
+        narrow_bfloat8(values[:count], into)
     elif F16C:
         narrow_f16c(values[:count], into)
     else:
@@ -333,8 +324,7 @@ def _half_normalize(row, target, positions, scale, shift, scratch, values, table
     affine result goes to a separate L1 scratch: written in place, LLVM's runtime alias
     check fails and the loop runs scalar (the bfloat16 normalize took 2.2x as long)."""
     size = row.size
-    scaled_bits = np.empty(min(CHUNK, size), np.uint32)
-    scaled = scaled_bits.view(np.float32)
+    scaled = np.empty(min(CHUNK, size), np.float32)
     for first in range(0, size, CHUNK):
         n = min(CHUNK, size - first)
         at = first if keep else 0
@@ -342,7 +332,7 @@ def _half_normalize(row, target, positions, scale, shift, scratch, values, table
         if not keep:
             _widen_chunk(row, first, n, scratch[at:at + n], place, table, bfloat)
         _scale_shift(place, scaled[:n], scale, shift, positions, first)
-        _narrow_chunk(scaled_bits[:n], scaled[:n], target, first, n, bfloat)
+        _narrow_chunk(scaled[:n], target, first, n, bfloat)
 
 
 @numba.njit(parallel=True, cache=True)

@@ -80,7 +80,7 @@ def test_decoding_knows_its_landmarks():
 def _widen(kernels, bits, dtype, path):
     """float32 of 16-bit ``bits`` by one conversion path: the backend's own choice
     (``default``: F16C where the CPU has it), or float16's F16C or scalar path forced."""
-    from backends import _numba_f16c
+    from backends import _numba_halves
     from backends.numba_cpu_backend import _half_table
 
     if dtype == "bfloat16":
@@ -89,7 +89,7 @@ def _widen(kernels, bits, dtype, path):
         return kernels.widen_half(bits, _half_table())
     values = np.empty(bits.size, np.float32)
     if path == "f16c":
-        _numba_f16c.widen_f16c(bits, values)
+        _numba_halves.widen_f16c(bits, values)
     else:
         kernels.widen_half_scalar(bits, _half_table(), values)
     return values
@@ -97,7 +97,7 @@ def _widen(kernels, bits, dtype, path):
 
 def _narrow(kernels, values, dtype, path):
     """16-bit bits of float32 ``values`` by one conversion path (as :func:`_widen`)."""
-    from backends import _numba_f16c
+    from backends import _numba_halves
 
     if dtype == "bfloat16":
         return kernels.narrow_bfloat(values)
@@ -105,7 +105,7 @@ def _narrow(kernels, values, dtype, path):
         return kernels.narrow_half(values)
     bits = np.empty(values.size, np.uint16)
     if path == "f16c":
-        _numba_f16c.narrow_f16c(values, bits)
+        _numba_halves.narrow_f16c(values, bits)
     else:
         kernels.narrow_half_scalar(values, bits)
     return bits
@@ -117,9 +117,9 @@ CONVERSIONS = [("float16", "default"), ("float16", "f16c"), ("float16", "scalar"
 
 @pytest.fixture(params=CONVERSIONS, ids=["-".join(c) for c in CONVERSIONS])
 def conversion(request):
-    from backends import _numba_f16c
+    from backends import _numba_halves
 
-    if request.param[1] == "f16c" and not _numba_f16c.F16C:
+    if request.param[1] == "f16c" and not _numba_halves.F16C:
         pytest.skip("this CPU has no F16C: the scalar path is the one the kernels use here")
     return request.param
 
@@ -127,9 +127,9 @@ def conversion(request):
 def test_the_default_float16_path_is_f16c_where_the_cpu_has_it(kernels):
     """On a CPU with F16C the kernels call its conversions: widen_half's machine code
     holds vcvtph2ps (the scalar path has none)."""
-    from backends import _numba_f16c
+    from backends import _numba_halves
 
-    if not _numba_f16c.F16C:
+    if not _numba_halves.F16C:
         pytest.skip("this CPU has no F16C")
     fresh = kernels.numba.njit(parallel=True)(kernels.widen_half.py_func)  # uncached, so its assembly is inspectable
     fresh(np.zeros(9, np.uint16), np.zeros(1 << 16, np.float32))

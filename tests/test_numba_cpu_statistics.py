@@ -48,13 +48,13 @@ _SCRIPT = """
 import json, sys
 import numpy as np
 import backends
-from backends import _numba_f16c
+from backends import _numba_halves
 rng = np.random.default_rng(11)
 x = (rng.standard_normal((2, 8, 20, 31)) * 40).astype(np.float16)
 x.reshape(-1)[::101] = np.inf
 w, b = rng.standard_normal((2, 8)).astype(np.float32)
 y = backends.get("numba-cpu").group_norm(x, 4, w, b, 1e-5)
-print(json.dumps({"f16c": _numba_f16c.F16C, "bits": y.view(np.uint16).tolist()}))
+print(json.dumps({"f16c": _numba_halves.F16C, "bits": y.view(np.uint16).tolist()}))
 """
 
 
@@ -62,9 +62,9 @@ def test_float16_without_f16c_gives_the_bits_of_the_f16c_path(tmp_path):
     """The same float16 GroupNorm in a process whose Numba compiles for a CPU without F16C
     (NUMBA_CPU_FEATURES without +f16c: the scalar conversions) and in one with it."""
     require("numba-cpu")
-    from backends import _numba_f16c
+    from backends import _numba_halves
 
-    if not _numba_f16c.F16C:
+    if not _numba_halves.F16C:
         pytest.skip("this CPU has no F16C: the suite already runs the scalar path")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     outputs = {}

@@ -1,17 +1,22 @@
-"""float16 conversions with F16C for the numba-cpu kernels.
+"""16-bit float conversions, 8 at a time, as LLVM vector IR for the numba-cpu kernels.
 
-Numba has no float16 type on the CPU, so the kernels handle float16 as its raw bits
-(uint16). Converting them one at a time (a 65536-entry table to widen, a branchy
-round-to-nearest-even to narrow) held numba-cpu's float16 GroupNorm to 0.42-0.53x torch.
-``fpext <8 x half>`` and ``fptrunc <8 x float>`` are single instructions on x86 CPUs with
-F16C (``vcvtph2ps`` / ``vcvtps2ph``, round to nearest even, exact widening), so they are
-emitted here as LLVM intrinsics (``numba.extending.intrinsic``) that the kernels call in
-ordinary loops; LLVM inlines them.
+Numba has no float16 or bfloat16 type on the CPU, so the kernels handle both as raw bits
+(uint16). Converting one element at a time (a 65536-entry table to widen float16, a
+branchy round-to-nearest-even to narrow) held numba-cpu's float16 GroupNorm to
+0.42-0.53x torch. Here the conversions are LLVM intrinsics (``numba.extending.
+intrinsic``) on 8-lane vectors, which the kernels call in ordinary loops and LLVM inlines:
 
-Without F16C LLVM would call a runtime helper the JIT may not have, so :data:`F16C` (the
-feature of the CPU Numba compiles for) selects them at compile time: the kernels read it
-as a global constant and keep their scalar conversions otherwise. The tests check both
-paths bit for bit against NumPy (``tests/test_numba_cpu_halves.py``).
+* float16: ``fpext <8 x half>`` / ``fptrunc <8 x float>``, single instructions on x86
+  CPUs with F16C (``vcvtph2ps`` / ``vcvtps2ph``: exact widening, round to nearest even).
+  Without F16C LLVM would call a runtime helper the JIT may not have, so :data:`F16C`
+  (the feature of the CPU Numba compiles for) selects them at compile time: the kernels
+  read it as a global constant and keep their scalar conversions otherwise.
+* bfloat16 narrowing: round to nearest even on the float32 bits as 8-lane integer
+  arithmetic with a select for NaN (any CPU: plain vector integer IR). The scalar loop
+  it replaces was vectorized only in part (0.78 against 0.53 us per 4096 values here).
+
+The tests check every path bit for bit against NumPy / ml_dtypes
+(``tests/test_numba_cpu_halves.py``).
 """
 
 import os
@@ -104,4 +109,49 @@ def narrow_f16c(values, bits):
         narrow = np.empty(8, np.uint16)
         pad[:count - whole] = values[whole:]
         _narrow8(pad, 0, narrow, 0)
+        bits[whole:count] = narrow[:count - whole]
+
+
+def _splat(vector, value):
+    return ir.Constant(vector, [ir.Constant(vector.element, value)] * vector.count)
+
+
+@intrinsic
+def _narrow_bfloat8(typingctx, values, at, bits, to):
+    """bits[to:to + 8] = bfloat16 of the float32 ``values[at:at + 8]``: round to nearest
+    even (add 0x7FFF plus the kept lowest bit, keep the high half); NaN stays a quiet NaN
+    of the same sign (its high half with the quiet bit set)."""
+
+    def codegen(context, builder, signature, args):
+        source = context.make_array(signature.args[0])(context, builder, args[0])
+        target = context.make_array(signature.args[2])(context, builder, args[2])
+        words = ir.VectorType(ir.IntType(32), 8)
+        start = builder.gep(source.data, [args[1]])
+        f = builder.load(builder.bitcast(start, words.as_pointer()), align=4)
+        nan = builder.icmp_unsigned(">", builder.and_(f, _splat(words, 0x7FFFFFFF)), _splat(words, 0x7F800000))
+        high = builder.lshr(f, _splat(words, 16))
+        odd = builder.and_(high, _splat(words, 1))
+        rounded = builder.lshr(builder.add(builder.add(f, _splat(words, 0x7FFF)), odd), _splat(words, 16))
+        quiet = builder.or_(high, _splat(words, 0x40))
+        narrow = builder.trunc(builder.select(nan, quiet, rounded), ir.VectorType(ir.IntType(16), 8))
+        end = builder.gep(target.data, [args[3]])
+        builder.store(narrow, builder.bitcast(end, narrow.type.as_pointer()), align=2)
+        return context.get_dummy_value()
+
+    return types.void(values, at, bits, to), codegen
+
+
+@numba.njit(cache=True)
+def narrow_bfloat8(values, bits):
+    """bits[:n] = bfloat16 bits of float32 ``values[:n]`` (n = values.size, both
+    contiguous), round to nearest even, 8 at a time, the tail through a padded copy."""
+    count = values.size
+    whole = count - count % 8
+    for i in range(0, whole, 8):
+        _narrow_bfloat8(values, i, bits, i)
+    if whole < count:
+        pad = np.zeros(8, np.float32)
+        narrow = np.empty(8, np.uint16)
+        pad[:count - whole] = values[whole:]
+        _narrow_bfloat8(pad, 0, narrow, 0)
         bits[whole:count] = narrow[:count - whole]
