@@ -37,13 +37,12 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
 * Compiled on first use and cached on disk (``cache=True``), so a second process loads
   the machine code instead of compiling; the bench reports compile time apart.
 
-Measured on this project's 2-core CPU (float32, fresh output, pinned allocator):
-0.69-0.80x torch eager, 76-92% of the copy roofline on the issue #6 target shapes.
-16-bit, contiguous (results/cpu-2026-12-03-numba16): 1.0-2.4x faster than the separate
-passes, 0.42-0.63x torch (float16's scalar narrowing and table widening hold it back).
-Channels-last float32: as fast as copy-then-contiguous was, 1.04-1.07x torch on the large
-shapes at 61-65% of the copy roofline (x read twice: a sample larger than the cache).
-Backward float32: 0.79-0.86x torch; a training step on 2x320x64x64: 1.02x torch.
+Measured on this project's 2-core CPU (results/cpu-2026-12-04-numba16-part2, two runs,
+interleaved with torch, pinned allocator): float32 contiguous 0.99-1.08x torch on the two
+large shapes (62-69% of a 40 GB/s copy: x is read twice, y written once, in separate
+phases), 1.09-1.50x on (8,512,32,32) and (2,320,64,64); float16 1.04-2.32x torch (F16C);
+bfloat16 0.95x; channels-last float32 0.96-1.16x; backward float32 1.11-1.60x, a training
+step 1.36-1.41x.
 """
 
 from __future__ import annotations
