@@ -43,41 +43,119 @@ def _target_features() -> set:
 F16C = "f16c" in _target_features()
 
 
-@intrinsic
-def _widen8(typingctx, bits, at, values, to):
-    """values[to:to + 8] = float32 of the float16 ``bits[at:at + 8]`` (fpext: vcvtph2ps)."""
-
-    def codegen(context, builder, signature, args):
-        source = context.make_array(signature.args[0])(context, builder, args[0])
-        target = context.make_array(signature.args[2])(context, builder, args[2])
-        halves = ir.VectorType(ir.IntType(16), 8)
-        start = builder.gep(source.data, [args[1]])
-        raw = builder.load(builder.bitcast(start, halves.as_pointer()), align=2)
-        wide = builder.fpext(builder.bitcast(raw, ir.VectorType(ir.HalfType(), 8)), ir.VectorType(ir.FloatType(), 8))
-        end = builder.gep(target.data, [args[3]])
-        builder.store(wide, builder.bitcast(end, wide.type.as_pointer()), align=4)
-        return context.get_dummy_value()
-
-    return types.void(bits, at, values, to), codegen
+def _splat(vector, value):
+    return ir.Constant(vector, [ir.Constant(vector.element, value)] * vector.count)
 
 
-@intrinsic
-def _narrow8(typingctx, values, at, bits, to):
-    """bits[to:to + 8] = float16 of the float32 ``values[at:at + 8]`` (fptrunc, round to
-    nearest even: vcvtps2ph)."""
+def _from_half(builder, raw):
+    """<8 x float> of <8 x i16> float16 bits (fpext: vcvtph2ps, exact)."""
+    return builder.fpext(builder.bitcast(raw, ir.VectorType(ir.HalfType(), 8)), ir.VectorType(ir.FloatType(), 8))
 
-    def codegen(context, builder, signature, args):
-        source = context.make_array(signature.args[0])(context, builder, args[0])
-        target = context.make_array(signature.args[2])(context, builder, args[2])
-        floats = ir.VectorType(ir.FloatType(), 8)
-        start = builder.gep(source.data, [args[1]])
-        wide = builder.load(builder.bitcast(start, floats.as_pointer()), align=4)
-        narrow = builder.bitcast(builder.fptrunc(wide, ir.VectorType(ir.HalfType(), 8)), ir.VectorType(ir.IntType(16), 8))
-        end = builder.gep(target.data, [args[3]])
-        builder.store(narrow, builder.bitcast(end, narrow.type.as_pointer()), align=2)
-        return context.get_dummy_value()
 
-    return types.void(values, at, bits, to), codegen
+def _from_bfloat(builder, raw):
+    """<8 x float> of <8 x i16> bfloat16 bits (the high half of the float32 bits: exact)."""
+    words = ir.VectorType(ir.IntType(32), 8)
+    return builder.bitcast(builder.shl(builder.zext(raw, words), _splat(words, 16)), ir.VectorType(ir.FloatType(), 8))
+
+
+def _widening(convert):
+    """An intrinsic ``(bits, at, values, to)``: values[to:to + 8] = ``convert`` of the
+    16-bit ``bits[at:at + 8]``."""
+
+    @intrinsic
+    def widen8(typingctx, bits, at, values, to):
+        def codegen(context, builder, signature, args):
+            source = context.make_array(signature.args[0])(context, builder, args[0])
+            target = context.make_array(signature.args[2])(context, builder, args[2])
+            halves = ir.VectorType(ir.IntType(16), 8)
+            raw = builder.load(builder.bitcast(builder.gep(source.data, [args[1]]), halves.as_pointer()), align=2)
+            wide = convert(builder, raw)
+            builder.store(wide, builder.bitcast(builder.gep(target.data, [args[3]]), wide.type.as_pointer()), align=4)
+            return context.get_dummy_value()
+
+        return types.void(bits, at, values, to), codegen
+
+    return widen8
+
+
+def _to_half(builder, floats):
+    """<8 x i16> float16 bits of <8 x float> (fptrunc: vcvtps2ph, round to nearest even)."""
+    return builder.bitcast(builder.fptrunc(floats, ir.VectorType(ir.HalfType(), 8)), ir.VectorType(ir.IntType(16), 8))
+
+
+def _to_bfloat(builder, floats):
+    """<8 x i16> bfloat16 bits of <8 x float>: round to nearest even (add 0x7FFF plus the
+    kept lowest bit, keep the high half); NaN stays a quiet NaN of the same sign (its high
+    half with the quiet bit set)."""
+    words = ir.VectorType(ir.IntType(32), 8)
+    f = builder.bitcast(floats, words)
+    nan = builder.icmp_unsigned(">", builder.and_(f, _splat(words, 0x7FFFFFFF)), _splat(words, 0x7F800000))
+    high = builder.lshr(f, _splat(words, 16))
+    odd = builder.and_(high, _splat(words, 1))
+    rounded = builder.lshr(builder.add(builder.add(f, _splat(words, 0x7FFF)), odd), _splat(words, 16))
+    quiet = builder.or_(high, _splat(words, 0x40))
+    return builder.trunc(builder.select(nan, quiet, rounded), ir.VectorType(ir.IntType(16), 8))
+
+
+def _broadcast(builder, vector, scalar):
+    """``scalar`` in every lane of ``vector`` (insertelement + shufflevector)."""
+    one = builder.insert_element(ir.Constant(vector, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), vector.count), [0] * vector.count))
+
+
+def _load_floats(context, builder, array_type, array, at):
+    source = context.make_array(array_type)(context, builder, array)
+    floats = ir.VectorType(ir.FloatType(), 8)
+    return builder.load(builder.bitcast(builder.gep(source.data, [at]), floats.as_pointer()), align=4)
+
+
+def _store_bits(context, builder, array_type, array, at, narrow):
+    target = context.make_array(array_type)(context, builder, array)
+    builder.store(narrow, builder.bitcast(builder.gep(target.data, [at]), narrow.type.as_pointer()), align=2)
+
+
+def _narrowing(convert):
+    """An intrinsic ``(values, at, bits, to)``: bits[to:to + 8] = ``convert`` of the
+    float32 ``values[at:at + 8]``."""
+
+    @intrinsic
+    def narrow8(typingctx, values, at, bits, to):
+        def codegen(context, builder, signature, args):
+            wide = _load_floats(context, builder, signature.args[0], args[0], args[1])
+            _store_bits(context, builder, signature.args[2], args[2], args[3], convert(builder, wide))
+            return context.get_dummy_value()
+
+        return types.void(values, at, bits, to), codegen
+
+    return narrow8
+
+
+def _affine_narrowing(convert):
+    """An intrinsic ``(values, at, bits, to, a, c)``: bits[to:to + 8] = ``convert`` of
+    ``values[at:at + 8] * a + c`` (float32; multiply and add marked ``contract``, so an FMA
+    where the CPU has one, as the kernels' fastmath={"contract"} affine loops)."""
+
+    @intrinsic
+    def affine8(typingctx, values, at, bits, to, a, c):
+        def codegen(context, builder, signature, args):
+            wide = _load_floats(context, builder, signature.args[0], args[0], args[1])
+            scale = _broadcast(builder, wide.type, args[4])
+            shift = _broadcast(builder, wide.type, args[5])
+            y = builder.fadd(builder.fmul(wide, scale, flags=["contract"]), shift, flags=["contract"])
+            _store_bits(context, builder, signature.args[2], args[2], args[3], convert(builder, y))
+            return context.get_dummy_value()
+
+        return types.void(values, at, bits, to, types.float32, types.float32), codegen
+
+    return affine8
+
+
+_widen8 = _widening(_from_half)
+_widen_bfloat8 = _widening(_from_bfloat)
+_narrow8 = _narrowing(_to_half)
+_narrow_bfloat8 = _narrowing(_to_bfloat)
+_affine_half8 = _affine_narrowing(_to_half)
+_affine_bfloat8 = _affine_narrowing(_to_bfloat)
 
 
 @numba.njit(cache=True)
@@ -112,35 +190,6 @@ def narrow_f16c(values, bits):
         bits[whole:count] = narrow[:count - whole]
 
 
-def _splat(vector, value):
-    return ir.Constant(vector, [ir.Constant(vector.element, value)] * vector.count)
-
-
-@intrinsic
-def _narrow_bfloat8(typingctx, values, at, bits, to):
-    """bits[to:to + 8] = bfloat16 of the float32 ``values[at:at + 8]``: round to nearest
-    even (add 0x7FFF plus the kept lowest bit, keep the high half); NaN stays a quiet NaN
-    of the same sign (its high half with the quiet bit set)."""
-
-    def codegen(context, builder, signature, args):
-        source = context.make_array(signature.args[0])(context, builder, args[0])
-        target = context.make_array(signature.args[2])(context, builder, args[2])
-        words = ir.VectorType(ir.IntType(32), 8)
-        start = builder.gep(source.data, [args[1]])
-        f = builder.load(builder.bitcast(start, words.as_pointer()), align=4)
-        nan = builder.icmp_unsigned(">", builder.and_(f, _splat(words, 0x7FFFFFFF)), _splat(words, 0x7F800000))
-        high = builder.lshr(f, _splat(words, 16))
-        odd = builder.and_(high, _splat(words, 1))
-        rounded = builder.lshr(builder.add(builder.add(f, _splat(words, 0x7FFF)), odd), _splat(words, 16))
-        quiet = builder.or_(high, _splat(words, 0x40))
-        narrow = builder.trunc(builder.select(nan, quiet, rounded), ir.VectorType(ir.IntType(16), 8))
-        end = builder.gep(target.data, [args[3]])
-        builder.store(narrow, builder.bitcast(end, narrow.type.as_pointer()), align=2)
-        return context.get_dummy_value()
-
-    return types.void(values, at, bits, to), codegen
-
-
 @numba.njit(cache=True)
 def narrow_bfloat8(values, bits):
     """bits[:n] = bfloat16 bits of float32 ``values[:n]`` (n = values.size, both
@@ -154,4 +203,45 @@ def narrow_bfloat8(values, bits):
         narrow = np.empty(8, np.uint16)
         pad[:count - whole] = values[whole:]
         _narrow_bfloat8(pad, 0, narrow, 0)
+        bits[whole:count] = narrow[:count - whole]
+
+
+@numba.njit(cache=True)
+def widen_bfloat8(bits, values):
+    """values[:n] = float32 of bfloat16 ``bits[:n]`` (n = bits.size, both contiguous), 8 at
+    a time, the tail one by one."""
+    count = bits.size
+    whole = count - count % 8
+    for i in range(0, whole, 8):
+        _widen_bfloat8(bits, i, values, i)
+    words = values.view(np.uint32)
+    for i in range(whole, count):
+        words[i] = np.uint32(bits[i]) << 16
+
+
+@numba.njit(cache=True)
+def affine_narrow(values, bits, a, c, bfloat):
+    """bits[:n] = 16-bit (bfloat16 if ``bfloat``, else float16) of ``values[:n] * a + c``
+    in float32 (n = values.size, both contiguous), rounded to nearest even: the affine
+    step and the narrowing in one 8-lane pass, so the affine result never goes to memory.
+    The same bits as the affine loop followed by :func:`narrow_bfloat8` / :func:`narrow_f16c`.
+    float16 only where :data:`F16C`; the tail through a padded copy."""
+    count = values.size
+    whole = count - count % 8
+    scale = np.float32(a)
+    shift = np.float32(c)
+    if bfloat:
+        for i in range(0, whole, 8):
+            _affine_bfloat8(values, i, bits, i, scale, shift)
+    elif F16C:
+        for i in range(0, whole, 8):
+            _affine_half8(values, i, bits, i, scale, shift)
+    if whole < count:
+        pad = np.zeros(8, np.float32)
+        narrow = np.empty(8, np.uint16)
+        pad[:count - whole] = values[whole:]
+        if bfloat:
+            _affine_bfloat8(pad, 0, narrow, 0, scale, shift)
+        elif F16C:
+            _affine_half8(pad, 0, narrow, 0, scale, shift)
         bits[whole:count] = narrow[:count - whole]

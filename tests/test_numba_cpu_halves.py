@@ -159,6 +159,32 @@ def test_narrowing_rounds_to_nearest_even_like_numpy(kernels, conversion):
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("a, c", [(1.0, 0.0), (1.5, -0.25)], ids=["identity", "affine"])
+@pytest.mark.parametrize("tail", [0, 5], ids=["whole-vectors", "padded-tail"])
+def test_affine_narrow_gives_the_affine_loop_then_narrowing_bits(kernels, dtype, a, c, tail):
+    """_numba_halves.affine_narrow (x * a + c and the narrowing in one 8-lane step, the
+    tail padded) against the kernels' affine loop followed by the 8-lane narrowing: the
+    same bits. With a = 1, c = 0 the values are the narrowing inputs themselves (every
+    16-bit value, the ties and a float32 ulp either side, overflow, NaN, Inf)."""
+    from backends import _numba_halves
+
+    if dtype == "float16" and not _numba_halves.F16C:
+        pytest.skip("this CPU has no F16C: the fused float16 step is not used")
+    inputs = _narrowing_inputs()
+    values = inputs[:inputs.size - inputs.size % 8 - 8 + tail]
+    scaled = np.empty(values.size, np.float32)
+    kernels._scale_shift(values, scaled, np.array([a], np.float32), np.array([c], np.float32), values.size, 0)
+    expected = np.empty(values.size, np.uint16)
+    got = np.empty(values.size, np.uint16)
+    if dtype == "bfloat16":
+        _numba_halves.narrow_bfloat8(scaled, expected)
+    else:
+        _numba_halves.narrow_f16c(scaled, expected)
+    _numba_halves.affine_narrow(values, got, a, c, dtype == "bfloat16")
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
 def test_group_norm_of_16_bit_input_keeps_dtype_and_layout_independence(dtype, layout):
     """The backend's 16-bit path end to end: same output for every memory layout, and the
@@ -189,12 +215,16 @@ def _unfused(kernels, x, num_groups, weight, bias, eps):
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("shape, groups", [((2, 64, 9, 7), 8), ((2, 32, 70, 70), 4), ((1, 8, 3), 2),
-                                           ((4, 16, 1), 16), ((1, 4, 300, 300), 1)],
-                         ids=["small", "multi-chunk", "1d", "one-element", "group-beyond-keep"])
+                                           ((4, 16, 1), 16), ((2, 64, 16, 8), 8), ((2, 32, 72, 72), 4),
+                                           ((1, 4, 300, 300), 1)],
+                         ids=["small", "multi-chunk", "1d", "one-element", "planes-of-8n",
+                              "planes-of-8n-multi-chunk", "group-beyond-keep"])
 def test_fused_16_bit_kernel_gives_the_separate_passes_bits(kernels, dtype, shape, groups):
     """group_norm_half_by_group (widen and narrow per chunk, in cache) against the
     separate widen / float32 kernel / narrow passes: the same bits, NaN and Inf included,
-    for groups of one chunk, many chunks, one element, and beyond HALF_KEEP (widened twice)."""
+    for groups of one chunk, many chunks, one element, and beyond HALF_KEEP (widened twice);
+    planes of a multiple of 8 elements take the fused affine-and-narrow step, the others
+    the affine loop then the narrowing (planes across chunk boundaries included)."""
     from backends.numba_cpu_backend import _half_table
 
     np_dtype = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
