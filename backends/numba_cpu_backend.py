@@ -19,8 +19,10 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
   16-bit float type on the CPU), fused: each chunk of a group widened into a float32
   scratch (float16 by F16C's ``vcvtph2ps`` where the CPU has it, else NumPy's exact
   65536-entry table; bfloat16 by a shift), and the result narrowed from it with
-  round-to-nearest-even (``vcvtps2ph``, else scalar code), so no full-size float32 temporary
-  exists; a group of up to 2^18 elements stays widened between the two passes. (With
+  round-to-nearest-even (``vcvtps2ph``, else scalar code; bfloat16 by 8-lane integer
+  vector code), the affine step and the narrowing in one 8-lane pass where a channel's
+  plane is a multiple of 8 elements, so no full-size float32 temporary exists; a group of
+  up to 2^18 elements stays widened between the two passes. (With
   fewer groups than threads: widen everything, the float32 kernel, narrow everything,
   each pass parallel; the same bits.)
 * Channels-last input (float32/float64) is read in place as (N, positions, C): blocks of
@@ -37,12 +39,13 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
 * Compiled on first use and cached on disk (``cache=True``), so a second process loads
   the machine code instead of compiling; the bench reports compile time apart.
 
-Measured on this project's 2-core CPU (results/cpu-2026-12-04-numba16-part2, two runs,
-interleaved with torch, pinned allocator): float32 contiguous 0.99-1.08x torch on the two
-large shapes (62-69% of a 40 GB/s copy: x is read twice, y written once, in separate
-phases), 1.09-1.50x on (8,512,32,32) and (2,320,64,64); float16 1.04-2.32x torch (F16C);
-bfloat16 0.95x; channels-last float32 0.96-1.16x; backward float32 1.11-1.60x, a training
-step 1.36-1.41x.
+Measured on this project's 2-core CPU (results/cpu-2026-12-04-numba16-part2, four runs,
+interleaved with torch, pinned allocator): float32 contiguous 0.77-1.08x torch on the two
+large shapes (at parity on a quiet host; x is read twice and y written once, in separate
+phases: 60-78% of the copy roofline), 0.91-1.50x on (8,512,32,32) and (2,320,64,64);
+float16 1.04-3.79x torch (F16C, affine and narrowing fused); bfloat16 0.82-1.09x;
+channels-last float32 0.95-1.91x; backward float32 1.03-1.60x, a training step
+1.05-1.41x.
 """
 
 from __future__ import annotations

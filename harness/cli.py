@@ -255,15 +255,20 @@ def _select(args) -> int:
     try:
         choice = select(shape, args.num_groups, args.dtype, args.device, layout=args.layout, eps=args.eps,
                         pass_=args.pass_, backends=args.backends, metric=args.metric, results=args.results or None,
-                        budget=args.budget, use_cache=not args.refresh)
+                        budget=args.budget, refresh=args.refresh)
     except NoVerifiedBackendError as error:
         console.print(f"[red]no verified backend:[/] {_escape(error)}")
         return EXIT_FAILED
-    table = Table(title=f"candidates for {choice.case_id} on {choice.device} (by {choice.metric} time)")
+    table = Table(title=f"candidates for {choice.case_id} on {choice.device} (fastest first, by {choice.metric} time)")
     for column in ("backend", "eligible", "median ms", "IQR ms", "latency ms", "default cases", "problem cases",
                    "source", "why not"):
         table.add_column(column, overflow="fold")
-    for c in choice.candidates:
+    timed = "median_s" if choice.metric == "device" else "latency_median_s"
+    def order(c):  # eligible ones fastest first (an unknown time last), then the others in preference order
+        t = getattr(c, timed)
+        return (not c.eligible, t if c.eligible and t == t else float("inf"))
+
+    for c in sorted(choice.candidates, key=order):
         table.add_row(
             ("[bold]" + c.backend + "[/]") if c.backend == choice.backend else c.backend,
             "yes" if c.eligible else "[red]no[/]",
@@ -405,7 +410,7 @@ def parser() -> argparse.ArgumentParser:
     select.add_argument("--metric", choices=("device", "latency"), default="device")
     select.add_argument("--results", nargs="*", metavar="PATH", help="stored result files or folders to answer from")
     select.add_argument("--budget", type=float, default=0.5, help="timing seconds per backend when measuring")
-    select.add_argument("--refresh", action="store_true", help="ignore the on-disk cache")
+    select.add_argument("--refresh", action="store_true", help="measure again instead of answering from the on-disk cache, and replace its answer")
     select.add_argument("--plugin", action="append", metavar="MODULE")
     report = commands.add_parser("report", help="markdown summary and PNG plots of stored results")
     report.add_argument("results", nargs="+", metavar="RESULTS", help="result files or folders")

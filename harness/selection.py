@@ -229,7 +229,8 @@ def _default_verdicts(stored, names, case: Case, isolate: bool, measure: bool = 
         explained = mine.known_bug.fillna("").astype(str) != "" if "known_bug" in mine else False
         bad = mine[(mine.status != "passed") & ~explained]
         reason = "" if bad.empty else f"default suite: {bad.iloc[0].status} on {bad.iloc[0].case_id} ({bad.iloc[0].reason})"
-        verdicts[name] = (bad.empty and len(mine) > 0, len(mine), reason or ("" if len(mine) else "no default-suite rows"),
+        cases = mine.case_id.nunique()  # a case stored in two result files counts once
+        verdicts[name] = (bad.empty and cases > 0, cases, reason or ("" if cases else "no default-suite rows"),
                           sources[name])
     return verdicts
 
@@ -237,8 +238,12 @@ def _default_verdicts(stored, names, case: Case, isolate: bool, measure: bool = 
 def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", *, layout: str = "contiguous",
            eps: float = 1e-5, affine: str = "random", param_dtype=None, pass_: str = "forward", backends=None,
            metric: str = "device", results=None, budget: float = 0.5, use_cache: bool = True,
-           isolate: bool = True, measure: bool = True) -> Selection:
+           refresh: bool = False, isolate: bool = True, measure: bool = True) -> Selection:
     """The choice for a problem with its evidence (see the module docstring).
+
+    ``use_cache=False`` neither reads nor writes the on-disk cache; ``refresh=True``
+    does not read it but replaces its answer with the one found now (so the next call
+    answers from the fresh evidence, not a stale one).
 
     ``measure=False`` answers from the cache and ``results`` only: a candidate whose
     evidence is not stored is not eligible ("no stored ..."), nothing is verified or timed.
@@ -264,7 +269,7 @@ def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", 
     from .workers import availability
 
     path = _cache_path(case, metric, names)
-    if use_cache:
+    if use_cache and not refresh:
         cached = _read_cache(path, start)
         if cached is not None:
             return cached
@@ -438,7 +443,7 @@ def verified(case: Case, *, backends=None, order=PREFERENCE, use_cache: bool = T
     start = time.perf_counter()
     names = _in_order(_candidate_names(backends, case.device), order)
     path = _cache_path(case, _verified_metric(names), names)
-    if use_cache:
+    if use_cache and not refresh:
         cached = _read_cache(path, start)
         if cached is not None:
             return cached

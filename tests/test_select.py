@@ -1,5 +1,6 @@
 """Selection: only verified backends win, noise makes ties, the cache follows versions."""
 
+import re
 import time
 
 import numpy as np
@@ -74,6 +75,10 @@ def test_cache_hits_and_a_version_change_misses(planted, monkeypatch):
     again = selection.select(SHAPE, GROUPS, backends=planted, budget=0.2, isolate=False)
     assert again.cached and again.source.startswith("cache of ") and again.backend == first.backend
     assert again.seconds < 0.5 and not first.cached
+    refreshed = selection.select(SHAPE, GROUPS, backends=planted, budget=0.2, isolate=False, refresh=True)
+    assert not refreshed.cached
+    latest = selection.select(SHAPE, GROUPS, backends=planted, budget=0.2, isolate=False)
+    assert latest.cached and [repr(c.median_s) for c in latest.candidates] == [repr(c.median_s) for c in refreshed.candidates]
     medium = backends.get("test-medium")
     monkeypatch.setattr(type(medium), "source_hash", lambda self: "kernel v2")
     after = selection.select(SHAPE, GROUPS, backends=planted, budget=0.2, isolate=False)
@@ -110,6 +115,11 @@ def test_select_answers_from_stored_results_of_this_machine(planted, tmp_path, m
     stored = __import__("pandas").concat([defaults, timed], ignore_index=True)
     choice = selection.select(SHAPE, GROUPS, backends=names, results=stored, isolate=False, use_cache=False)
     assert choice.source == "stored results" and choice.backend == "test-medium"
+    cases = defaults.groupby("backend").case_id.nunique()
+    assert {c.backend: c.default_cases for c in choice.candidates} == cases.to_dict()
+    twice = __import__("pandas").concat([stored, stored], ignore_index=True)  # the same rows in two result files
+    counted = selection.select(SHAPE, GROUPS, backends=names, results=twice, isolate=False, use_cache=False)
+    assert [c.default_cases for c in counted.candidates] == [c.default_cases for c in choice.candidates]
     emulated = stored.assign(simulated=True)  # times from Numba's CUDA simulator are never evidence
     choice = selection.select(SHAPE, GROUPS, backends=names, results=emulated, isolate=False, use_cache=False,
                               budget=0.2)
@@ -126,6 +136,12 @@ def test_cli_select_prints_the_choice_and_its_evidence(tmp_path, monkeypatch):
                          "--budget", "0.2", "--refresh")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "fastest verified:" in result.stdout and "median ms" in result.stdout
+    assert "cache of" not in result.stdout
+    again = run_harness("select", "--shape", "2,64,16,16", "--num-groups", "8", "--backends", "numpy,torch")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "evidence: cache of" in again.stdout  # --refresh measured and replaced the cached answer
+    chosen = re.search(r"fastest verified: (\S+);", result.stdout).group(1)
+    assert f"fastest verified: {chosen};" in again.stdout
 
 
 def test_fastest_never_returns_a_backend_that_fails_the_channels_last_class(tmp_path, monkeypatch):
