@@ -443,7 +443,7 @@ def verified(case: Case, *, backends=None, order=PREFERENCE, use_cache: bool = T
     start = time.perf_counter()
     names = _in_order(_candidate_names(backends, case.device), order)
     path = _cache_path(case, _verified_metric(names), names)
-    if use_cache and not refresh:
+    if use_cache:
         cached = _read_cache(path, start)
         if cached is not None:
             return cached
