@@ -225,7 +225,9 @@ def affine_narrow(values, bits, a, c, bfloat):
     in float32 (n = values.size, both contiguous), rounded to nearest even: the affine
     step and the narrowing in one 8-lane pass, so the affine result never goes to memory.
     The same bits as the affine loop followed by :func:`narrow_bfloat8` / :func:`narrow_f16c`.
-    float16 only where :data:`F16C`; the tail through a padded copy."""
+    float16 only where :data:`F16C` (ValueError otherwise); the tail through a padded copy."""
+    if not bfloat and not F16C:
+        raise ValueError("affine_narrow: float16 needs F16C; without it, the affine loop then narrow_half_scalar")
     count = values.size
     whole = count - count % 8
     scale = np.float32(a)

@@ -264,6 +264,7 @@ def _select(args) -> int:
                    "source", "why not"):
         table.add_column(column, overflow="fold")
     timed = "median_s" if choice.metric == "device" else "latency_median_s"
+
     def order(c):  # eligible ones fastest first (an unknown time last), then the others in preference order
         t = getattr(c, timed)
         return (not c.eligible, t if c.eligible and t == t else float("inf"))
