@@ -9,8 +9,7 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
   statistics in several parallel pieces merged in order, then normalization parallel
   over (group, channel) planes.
 * Statistics: chunks of 4096 elements by the corrected two-pass method in the input's
-  precision (8 float32 lanes a vector; until issue 16's second part a float64 zero made
-  Numba accumulate float32 chunks in float64, 4 lanes and a conversion each), merged in
+  precision (8 float32 lanes a vector; chunks under 64 elements in float64), merged in
   float64 with Chan's formula; no running sum spans more than one chunk, so groups of
   10^7 elements keep full accuracy.
 * Normalize: ``y = x * a + c`` per channel, ``a = rstd * w``, ``c = b - mean * a``, in the
