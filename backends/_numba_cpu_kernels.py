@@ -2,13 +2,21 @@
 
 Module-level so Numba can cache their machine code on disk (``cache=True``).
 
-Statistics of a group are built from chunks of at most ``CHUNK`` elements: each chunk by
-the corrected two-pass method (Chan, Golub & LeVeque 1983) in the input's precision,
-``mean_c = sum(x)/n``, then ``M2_c = sum(d^2) - sum(d)^2/n`` with ``d = x - mean_c``,
-both sums vectorized (``fastmath`` reassociation within a chunk only; the chunk is
-re-read from L1/L2), then the chunks' (n, mean, M2) merged in float64 with Chan's
-formula, in chunk order. No running sum spans more than one chunk, so a group of 10^7
-elements keeps full accuracy, and the centering makes a large offset harmless.
+Statistics of a group are built from chunks of at most ``CHUNK`` elements, then the
+chunks' (n, mean, M2) merged in float64 with Chan's formula, in chunk order. No running
+sum spans more than one chunk, so a group of 10^7 elements keeps full accuracy.
+
+A chunk's moments are sums of ``d = x - k`` in the input's precision, vectorized
+(``fastmath`` reassociation within a chunk only): ``mean_c = k + sum(d)/n`` and
+``M2_c = sum(d^2) - sum(d)^2/n`` (the corrected form of Chan, Golub & LeVeque 1983). In
+one pass, the centre ``k`` is the mean of the chunk's first :data:`PIVOT` elements: one
+read of the chunk, so the statistics run at the speed of a bare read of x. The result is
+kept when ``k`` is close to the chunk mean, ``sum(d)^2/n <= sum(d^2)/4`` (that is
+``n (mean_c - k)^2 <= M2_c / 3``): then ``sum(d^2) <= 4/3 M2_c`` and the rounding error is
+at most 4/3 that of centring on the mean itself. Otherwise (a step or an outlier among
+the first elements, NaN, Inf, overflow) the chunk, still in L1, is summed again by the
+two-pass method: ``k`` = its mean rounded to the input's precision, so x - k is exact
+for x near the mean and a large offset is harmless.
 """
 
 import numba
@@ -44,14 +52,52 @@ def _two_pass(chunk, zero):
     return n, np.float64(mean) + np.float64(deviations) / n, m2
 
 
+PIVOT = 16  # the first elements of a chunk, whose mean centres its one-pass sums
+
+
+@numba.njit(fastmath={"reassoc", "contract"}, cache=True)
+def _centred_sums(chunk, k):
+    """(sum(d), sum(d^2)) over ``chunk``, d = x - k, in the chunk's precision."""
+    total = chunk[0] - chunk[0]
+    squares = total
+    for i in range(chunk.size):
+        d = chunk[i] - k
+        total += d
+        squares += d * d
+    return total, squares
+
+
+@numba.njit(cache=True)
+def one_pass_moments(chunk):
+    """(accepted, mean, M2) of ``chunk`` (at least :data:`PIVOT` elements) in one pass,
+    centred on the mean of its first :data:`PIVOT` elements rounded to its dtype;
+    ``accepted`` is False where that centre is too far from the chunk mean for the
+    result to be as accurate as a two-pass one (see the module text), or the sums are
+    not finite."""
+    head = 0.0
+    for i in range(PIVOT):
+        head += chunk[i]
+    scratch = np.empty(1, chunk.dtype)
+    scratch[0] = head / PIVOT
+    k = scratch[0]
+    total, squares = _centred_sums(chunk, k)
+    correction = np.float64(total) * np.float64(total) / chunk.size
+    accepted = np.isfinite(squares) and correction * 4.0 <= squares
+    return accepted, np.float64(k) + np.float64(total) / chunk.size, np.float64(squares) - correction
+
+
 @numba.njit(cache=True)
 def chunk_moments(row, start, stop):
-    """(n, mean, M2) of row[start:stop]: corrected two-pass, summed in the row's precision
-    (8 float32 lanes a vector), or in float64 below :data:`SMALL` elements. The zero is
-    taken from the first element, so a NaN/Inf there makes the sums NaN (as the group's)."""
+    """(n, mean, M2) of row[start:stop], summed in the row's precision (8 float32 lanes a
+    vector): one pass where :func:`one_pass_moments` accepts, else corrected two-pass;
+    below :data:`SMALL` elements two-pass in float64. The two-pass zero is taken from the
+    first element, so a NaN/Inf there makes the sums NaN (as the group's)."""
     chunk = row[start:stop]
     if chunk.size < SMALL:
         return _two_pass(chunk, np.float64(chunk[0]) - np.float64(chunk[0]))
+    accepted, mean, m2 = one_pass_moments(chunk)
+    if accepted:
+        return chunk.size, mean, m2
     return _two_pass(chunk, chunk[0] - chunk[0])
 
 

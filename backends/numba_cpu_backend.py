@@ -8,10 +8,13 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
 * Fewer groups than threads (SD VAE: N=1, 32 groups of millions): each group's
   statistics in several parallel pieces merged in order, then normalization parallel
   over (group, channel) planes.
-* Statistics: chunks of 4096 elements by the corrected two-pass method in the input's
-  precision (8 float32 lanes a vector; chunks under 64 elements in float64), merged in
-  float64 with Chan's formula; no running sum spans more than one chunk, so groups of
-  10^7 elements keep full accuracy.
+* Statistics: chunks of 4096 elements in the input's precision (8 float32 lanes a
+  vector), merged in float64 with Chan's formula; no running sum spans more than one
+  chunk, so groups of 10^7 elements keep full accuracy. A chunk is read once, its sums
+  centred on the mean of its first 16 elements, where that centre is close enough to the
+  chunk mean to be as accurate as the corrected two-pass method; otherwise (a step, an
+  outlier at the head, NaN, Inf) it is summed again by that method from L1. Chunks under
+  64 elements: two-pass in float64.
 * Normalize: ``y = x * a + c`` per channel, ``a = rstd * w``, ``c = b - mean * a``, in the
   input's precision, each output element written once into a fresh array.
 * float32 and float64 natively; float16 and bfloat16 as their raw bits (Numba has no
@@ -77,7 +80,7 @@ class NumbaCpuBackend(GroupNormBackend):
     name = "numba-cpu"
     devices = ("cpu",)
     dtypes = DTYPES
-    description = ("our Numba CPU kernel: per-group statistics (chunked two-pass) and normalize in cache; "
+    description = ("our Numba CPU kernel: per-group statistics (chunked, one centred pass or two) and normalize in cache; "
                    "deterministic backward")
 
     def availability(self, device):

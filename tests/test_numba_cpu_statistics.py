@@ -1,7 +1,8 @@
 """numba-cpu's forward saves each group's (mean, rstd) for its backward, which no longer
 recomputes them: on every forward path they must be the float64 truth to float32
 accuracy, and a float16 forward compiled without F16C (scalar conversions) must give the
-bits of the F16C path."""
+bits of the F16C path. A chunk's moments come from one pass where its centre is close to
+its mean, else from two: both paths must be as accurate as the two-pass method."""
 
 import json
 import os
@@ -42,6 +43,46 @@ def test_saved_statistics_are_the_float64_truth_to_float32_accuracy(path):
     assert stats.shape == (shape[0] * groups, 2) and stats.dtype == np.float64
     assert np.all(np.abs(stats[:, 0] - mean) <= 1e-6 * np.abs(mean) + 1e-5 / rstd), (stats[:, 0], mean)
     np.testing.assert_allclose(stats[:, 1], rstd, rtol=1e-5)
+
+
+def _chunk(kind, dtype, rng):
+    """4096 values of ``dtype`` around 1000 (sd 0.01 .. 10); ``kind`` names what the
+    first elements, which centre the one-pass sums, look like."""
+    sd = 10.0 ** rng.uniform(-2, 1)
+    values = rng.standard_normal(4096) * sd + 1000
+    if kind == "head-off-the-mean":
+        values[:16] += 4 * sd
+    elif kind == "step":
+        values[2048:] += 50 * sd
+    elif kind == "nan":
+        values[3000] = np.nan
+    elif kind == "inf":
+        values[5] = np.inf
+    return values.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind, one_pass", [("normal", True), ("head-off-the-mean", False), ("step", False),
+                                            ("nan", False), ("inf", False)])
+def test_chunk_moments_take_one_pass_only_where_it_is_as_accurate(kind, one_pass, dtype):
+    require("numba-cpu")
+    from backends import _numba_cpu_kernels as kernels
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        chunk = _chunk(kind, dtype, rng)
+        accepted = kernels.one_pass_moments(chunk)[0]
+        assert accepted == one_pass, kind
+        n, mean, m2 = kernels.chunk_moments(chunk, 0, chunk.size)
+        assert n == chunk.size
+        if kind in ("nan", "inf"):
+            assert np.isnan(m2) or np.isnan(mean), (mean, m2)  # the group's statistics stay non-finite
+            continue
+        exact = chunk.astype(np.float64)
+        _, _, two_pass_m2 = kernels._two_pass(chunk, chunk[0] - chunk[0])
+        error, two_pass_error = abs(m2 - exact.var() * n) / (exact.var() * n), abs(two_pass_m2 - exact.var() * n) / (exact.var() * n)
+        assert abs(mean - exact.mean()) <= 4 * np.finfo(dtype).eps * abs(exact.mean()), kind
+        assert error <= max(2 * two_pass_error, 16 * np.finfo(dtype).eps), (kind, error, two_pass_error)
 
 
 _SCRIPT = """
