@@ -22,7 +22,7 @@ for x near the mean and a large offset is harmless.
 import numba
 import numpy as np
 
-from ._numba_halves import F16C, affine_narrow, narrow_bfloat8, narrow_f16c, widen_bfloat8, widen_f16c
+from ._numba_halves import F16C, affine_bits, narrow_bfloat8, narrow_f16c, widen_bfloat8, widen_f16c
 
 CHUNK = 1 << 12
 
@@ -349,19 +349,20 @@ def _narrow_chunk(values, target, first, count, bfloat):
 
 
 @numba.njit(cache=True)
-def _affine_narrow_planes(source, target, scale, shift, positions, offset, bfloat):
-    """target = 16-bit (source * scale[j] + shift[j]), j = (offset + i) // positions: a
-    span of a group row starting at element ``offset``, plane by plane, as :func:`_scale_shift`."""
+def _affine_bits_planes(source, target, scale, shift, positions, offset, bfloat):
+    """target = 16-bit (widen(source) * scale[j] + shift[j]), j = (offset + i) // positions,
+    plane by plane as :func:`_scale_shift`, from 16-bit bits to 16-bit bits in one 8-lane
+    pass (:func:`_numba_halves.affine_bits`)."""
     count = source.size
     i = 0
     while i < count:
         j = (offset + i) // positions
         stop = min(count, (j + 1) * positions - offset)
-        affine_narrow(source[i:stop], target[i:stop], scale[j], shift[j], bfloat)
+        affine_bits(source[i:stop], target[i:stop], scale[j], shift[j], bfloat)
         i = stop
 
 
-HALF_KEEP = 1 << 18  # a 16-bit group up to this many elements stays widened (1 MiB of float32) between passes
+HALF_KEEP = 1 << 18  # without vector conversions, a 16-bit group up to this many elements stays widened (1 MiB of float32) between passes
 
 
 @numba.njit(fastmath={"reassoc", "contract"}, cache=True)
@@ -379,15 +380,17 @@ def _half_group_moments(row, size, scratch, values, table, bfloat, keep):
 
 
 @numba.njit(cache=True)
-def _half_normalize(row, target, positions, scale, shift, scratch, values, table, bfloat, keep):
-    """target = 16-bit (row * a + c), chunk by chunk: widened again unless ``keep``. With
-    vector narrowing (bfloat16, or float16 with F16C) and planes of a multiple of 8
-    elements, the affine step and the narrowing are one 8-lane pass
-    (:func:`_numba_halves.affine_narrow`: 1.3-1.4x faster for bfloat16); otherwise the
-    affine result goes to a separate L1 scratch (written in place, LLVM's runtime alias
-    check fails and the loop runs scalar) and is narrowed from there. Same bits either way."""
+def _half_normalize(row, target, positions, scale, shift, scratch, values, table, bfloat, fused, keep):
+    """target = 16-bit (row * a + c). ``fused`` (vector conversions: bfloat16, or float16
+    with F16C; planes of a multiple of 8 elements): bits to bits in one 8-lane pass, read
+    from L2 where the statistics pass left them. Otherwise chunk by chunk, widened again
+    unless ``keep``, the affine result in a separate L1 scratch (written in place, LLVM's
+    runtime alias check fails and the loop runs scalar), narrowed from there. Same bits
+    either way."""
     size = row.size
-    fused = (bfloat or F16C) and positions % 8 == 0
+    if fused:
+        _affine_bits_planes(row, target, scale, shift, positions, 0, bfloat)
+        return
     scaled = np.empty(min(CHUNK, size), np.float32)
     for first in range(0, size, CHUNK):
         n = min(CHUNK, size - first)
@@ -395,11 +398,8 @@ def _half_normalize(row, target, positions, scale, shift, scratch, values, table
         place = values[at:at + n]
         if not keep:
             _widen_chunk(row, first, n, scratch[at:at + n], place, table, bfloat)
-        if fused:
-            _affine_narrow_planes(place, target[first:first + n], scale, shift, positions, first, bfloat)
-        else:
-            _scale_shift(place, scaled[:n], scale, shift, positions, first)
-            _narrow_chunk(scaled[:n], target, first, n, bfloat)
+        _scale_shift(place, scaled[:n], scale, shift, positions, first)
+        _narrow_chunk(scaled[:n], target, first, n, bfloat)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -407,13 +407,15 @@ def group_norm_half_by_group(bits, num_groups, weight, bias, eps, table, bfloat)
     """float16 (``table``: float32 of every float16 bit pattern, used without F16C) or
     bfloat16 (``bfloat``) GroupNorm on raw bits ``bits`` (N * G, group size) of uint16,
     parallel over (sample, group): the fused form of widen + :func:`group_norm_by_group` +
-    narrow, same results. A group of up to :data:`HALF_KEEP` elements is widened once and
-    kept (in L2 or L3) for the normalize pass; a larger one is widened again chunk by chunk.
+    narrow, same results. The statistics widen each chunk into an L1 scratch; the normalize
+    reads the bits again (see :func:`_half_normalize`). Without vector conversions a group
+    of up to :data:`HALF_KEEP` elements is widened once and kept (in L2 or L3) instead.
     Returns y's bits and (mean, rstd) per group, as :func:`group_norm_by_group`."""
     total, size = bits.shape
     cpg = weight.shape[0] // num_groups
     positions = size // cpg
-    keep = size <= HALF_KEEP
+    fused = (bfloat or F16C) and positions % 8 == 0
+    keep = not fused and size <= HALF_KEEP
     out = np.empty_like(bits)
     stats = np.empty((total, 2), np.float64)
     for g in numba.prange(total):
@@ -423,7 +425,7 @@ def group_norm_half_by_group(bits, num_groups, weight, bias, eps, table, bfloat)
         stats[g, 0] = mean
         stats[g, 1] = rstd_of(count, m2, eps)
         scale, shift = coefficients(weight, bias, (g % num_groups) * cpg, cpg, mean, stats[g, 1], values)
-        _half_normalize(bits[g], out[g], positions, scale, shift, scratch, values, table, bfloat, keep)
+        _half_normalize(bits[g], out[g], positions, scale, shift, scratch, values, table, bfloat, fused, keep)
     return out, stats
 
 

@@ -15,9 +15,9 @@ intrinsic``) on 8-lane vectors, which the kernels call in ordinary loops and LLV
   float32 bits in 8-lane integer arithmetic with a select for NaN (any CPU: plain vector
   integer IR). The scalar loop it replaces was vectorized only in part (0.78 against
   0.53 us per 4096 values here).
-* :func:`affine_narrow`: ``x * a + c`` and the narrowing in one 8-lane step, so the
-  normalize's result goes from registers straight to 16-bit bits (same bits as the two
-  steps apart).
+* :func:`affine_bits`: widening, ``x * a + c`` and the narrowing in one 8-lane step,
+  16-bit bits in and out, so the normalize reads the input's bits and writes the
+  output's with nothing wider in memory (same bits as the three steps apart).
 
 The tests check every path bit for bit against NumPy / ml_dtypes
 (``tests/test_numba_cpu_halves.py``).
@@ -69,11 +69,8 @@ def _widening(convert):
     @intrinsic
     def widen8(typingctx, bits, at, values, to):
         def codegen(context, builder, signature, args):
-            source = context.make_array(signature.args[0])(context, builder, args[0])
             target = context.make_array(signature.args[2])(context, builder, args[2])
-            halves = ir.VectorType(ir.IntType(16), 8)
-            raw = builder.load(builder.bitcast(builder.gep(source.data, [args[1]]), halves.as_pointer()), align=2)
-            wide = convert(builder, raw)
+            wide = convert(builder, _load_bits(context, builder, signature.args[0], args[0], args[1]))
             builder.store(wide, builder.bitcast(builder.gep(target.data, [args[3]]), wide.type.as_pointer()), align=4)
             return context.get_dummy_value()
 
@@ -107,6 +104,12 @@ def _broadcast(builder, vector, scalar):
     return builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), vector.count), [0] * vector.count))
 
 
+def _load_bits(context, builder, array_type, array, at):
+    source = context.make_array(array_type)(context, builder, array)
+    halves = ir.VectorType(ir.IntType(16), 8)
+    return builder.load(builder.bitcast(builder.gep(source.data, [at]), halves.as_pointer()), align=2)
+
+
 def _load_floats(context, builder, array_type, array, at):
     source = context.make_array(array_type)(context, builder, array)
     floats = ir.VectorType(ir.FloatType(), 8)
@@ -134,22 +137,23 @@ def _narrowing(convert):
     return narrow8
 
 
-def _affine_narrowing(convert):
-    """An intrinsic ``(values, at, bits, to, a, c)``: bits[to:to + 8] = ``convert`` of
-    ``values[at:at + 8] * a + c`` (float32; multiply and add marked ``contract``, so an FMA
-    where the CPU has one, as the kernels' fastmath={"contract"} affine loops)."""
+def _affine_bits(widen, narrow):
+    """An intrinsic ``(source, at, bits, to, a, c)``: bits[to:to + 8] = ``narrow`` of
+    ``widen(source[at:at + 8]) * a + c`` (16-bit bits in and out, float32 between; the
+    multiply and add marked ``contract``, so an FMA where the CPU has one, as the kernels'
+    fastmath={"contract"} affine loops)."""
 
     @intrinsic
-    def affine8(typingctx, values, at, bits, to, a, c):
+    def affine8(typingctx, source, at, bits, to, a, c):
         def codegen(context, builder, signature, args):
-            wide = _load_floats(context, builder, signature.args[0], args[0], args[1])
+            wide = widen(builder, _load_bits(context, builder, signature.args[0], args[0], args[1]))
             scale = _broadcast(builder, wide.type, args[4])
             shift = _broadcast(builder, wide.type, args[5])
             y = builder.fadd(builder.fmul(wide, scale, flags=["contract"]), shift, flags=["contract"])
-            _store_bits(context, builder, signature.args[2], args[2], args[3], convert(builder, y))
+            _store_bits(context, builder, signature.args[2], args[2], args[3], narrow(builder, y))
             return context.get_dummy_value()
 
-        return types.void(values, at, bits, to, types.float32, types.float32), codegen
+        return types.void(source, at, bits, to, types.float32, types.float32), codegen
 
     return affine8
 
@@ -158,8 +162,8 @@ _widen8 = _widening(_from_half)
 _widen_bfloat8 = _widening(_from_bfloat)
 _narrow8 = _narrowing(_to_half)
 _narrow_bfloat8 = _narrowing(_to_bfloat)
-_affine_half8 = _affine_narrowing(_to_half)
-_affine_bfloat8 = _affine_narrowing(_to_bfloat)
+_affine_half_bits8 = _affine_bits(_from_half, _to_half)
+_affine_bfloat_bits8 = _affine_bits(_from_bfloat, _to_bfloat)
 
 
 @numba.njit(cache=True)
@@ -224,30 +228,30 @@ def widen_bfloat8(bits, values):
 
 
 @numba.njit(cache=True)
-def affine_narrow(values, bits, a, c, bfloat):
-    """bits[:n] = 16-bit (bfloat16 if ``bfloat``, else float16) of ``values[:n] * a + c``
-    in float32 (n = values.size, both contiguous), rounded to nearest even: the affine
-    step and the narrowing in one 8-lane pass, so the affine result never goes to memory.
-    The same bits as the affine loop followed by :func:`narrow_bfloat8` / :func:`narrow_f16c`.
-    float16 only where :data:`F16C` (ValueError otherwise); the tail through a padded copy."""
+def affine_bits(source, bits, a, c, bfloat):
+    """bits[:n] = 16-bit of ``widen(source[:n]) * a + c`` in float32, ``source`` 16-bit
+    bits of the same kind (n = source.size, both contiguous): widening, the affine step
+    and the narrowing in one 8-lane pass from bits to bits, so nothing wider than the
+    input goes to memory. The same bits as widening, the affine loop, narrowing. float16
+    only where :data:`F16C` (ValueError otherwise); the tail through a padded copy."""
     if not bfloat and not F16C:
-        raise ValueError("affine_narrow: float16 needs F16C; without it, the affine loop then narrow_half_scalar")
-    count = values.size
+        raise ValueError("affine_bits: float16 needs F16C; without it, widen_half_scalar then the affine loop")
+    count = source.size
     whole = count - count % 8
     scale = np.float32(a)
     shift = np.float32(c)
     if bfloat:
         for i in range(0, whole, 8):
-            _affine_bfloat8(values, i, bits, i, scale, shift)
+            _affine_bfloat_bits8(source, i, bits, i, scale, shift)
     elif F16C:
         for i in range(0, whole, 8):
-            _affine_half8(values, i, bits, i, scale, shift)
+            _affine_half_bits8(source, i, bits, i, scale, shift)
     if whole < count:
-        pad = np.zeros(8, np.float32)
+        pad = np.zeros(8, np.uint16)
         narrow = np.empty(8, np.uint16)
-        pad[:count - whole] = values[whole:]
+        pad[:count - whole] = source[whole:]
         if bfloat:
-            _affine_bfloat8(pad, 0, narrow, 0, scale, shift)
+            _affine_bfloat_bits8(pad, 0, narrow, 0, scale, shift)
         elif F16C:
-            _affine_half8(pad, 0, narrow, 0, scale, shift)
+            _affine_half_bits8(pad, 0, narrow, 0, scale, shift)
         bits[whole:count] = narrow[:count - whole]

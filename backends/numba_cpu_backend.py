@@ -18,15 +18,16 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
 * Normalize: ``y = x * a + c`` per channel, ``a = rstd * w``, ``c = b - mean * a``, in the
   input's precision, each output element written once into a fresh array.
 * float32 and float64 natively; float16 and bfloat16 as their raw bits (Numba has no
-  16-bit float type on the CPU), fused: each chunk of a group widened into a float32
-  scratch (float16 by F16C's ``vcvtph2ps`` where the CPU has it, else NumPy's exact
-  65536-entry table; bfloat16 by a shift), and the result narrowed from it with
-  round-to-nearest-even (``vcvtps2ph``, else scalar code; bfloat16 by 8-lane integer
-  vector code), the affine step and the narrowing in one 8-lane pass where a channel's
-  plane is a multiple of 8 elements, so no full-size float32 temporary exists; a group of
-  up to 2^18 elements stays widened between the two passes. (With
-  fewer groups than threads: widen everything, the float32 kernel, narrow everything,
-  each pass parallel; the same bits.)
+  16-bit float type on the CPU), fused: for the statistics each chunk of a group is
+  widened into an L1 scratch (float16 by F16C's ``vcvtph2ps`` where the CPU has it, else
+  NumPy's exact 65536-entry table; bfloat16 by a shift); the normalize reads the bits
+  again (from L2) and widens, applies ``x * a + c`` and narrows with round-to-nearest-even
+  (``vcvtps2ph``; bfloat16 by 8-lane integer vector code) in one 8-lane pass, so nothing
+  wider than the input goes to memory. Without those vector conversions, or where a
+  channel's plane is not a multiple of 8 elements: the affine loop then the narrowing
+  (scalar float16 code without F16C), a group of up to 2^18 elements kept widened
+  between the passes. (With fewer groups than threads: widen everything, the float32
+  kernel, narrow everything, each pass parallel; the same bits.)
 * Channels-last input (float32/float64) is read in place as (N, positions, C): blocks of
   positions gathered per group for the statistics, then ``y = x * a + c`` along the
   channels; y keeps the layout. Other non-contiguous inputs are copied to contiguous

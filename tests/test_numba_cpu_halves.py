@@ -159,19 +159,23 @@ def test_narrowing_rounds_to_nearest_even_like_numpy(kernels, conversion):
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-@pytest.mark.parametrize("a, c", [(1.0, 0.0), (1.5, -0.25)], ids=["identity", "affine"])
+@pytest.mark.parametrize("a, c", [(1.0, 0.0), (1.5, -0.25), (3.0e-3, 7.0)], ids=["identity", "affine", "shrink"])
 @pytest.mark.parametrize("tail", [0, 5], ids=["whole-vectors", "padded-tail"])
-def test_affine_narrow_gives_the_affine_loop_then_narrowing_bits(kernels, dtype, a, c, tail):
-    """_numba_halves.affine_narrow (x * a + c and the narrowing in one 8-lane step, the
-    tail padded) against the kernels' affine loop followed by the 8-lane narrowing: the
-    same bits. With a = 1, c = 0 the values are the narrowing inputs themselves (every
-    16-bit value, the ties and a float32 ulp either side, overflow, NaN, Inf)."""
+def test_affine_bits_gives_widening_the_affine_loop_then_narrowing_bits(kernels, dtype, a, c, tail):
+    """_numba_halves.affine_bits (widening, x * a + c and the narrowing in one 8-lane step,
+    16-bit bits in and out, the tail padded) against the kernels' widening, affine loop
+    and 8-lane narrowing apart: the same bits, on every 16-bit pattern (NaN, Inf,
+    subnormals) and half a million random ones; the scales take values to overflow,
+    to subnormals and through ties."""
     from backends import _numba_halves
 
     if dtype == "float16" and not _numba_halves.F16C:
         pytest.skip("this CPU has no F16C: the fused float16 step is not used")
-    inputs = _narrowing_inputs()
-    values = inputs[:inputs.size - inputs.size % 8 - 8 + tail]
+    every = np.arange(1 << 16, dtype=np.uint16)
+    random = np.random.default_rng(1).integers(0, 1 << 16, every.size * 8, dtype=np.uint64).astype(np.uint16)
+    bits = np.concatenate([every, random])
+    bits = bits[:bits.size - bits.size % 8 - 8 + tail]
+    values = _widen(kernels, bits, dtype, "default")
     scaled = np.empty(values.size, np.float32)
     kernels._scale_shift(values, scaled, np.array([a], np.float32), np.array([c], np.float32), values.size, 0)
     expected = np.empty(values.size, np.uint16)
@@ -180,7 +184,7 @@ def test_affine_narrow_gives_the_affine_loop_then_narrowing_bits(kernels, dtype,
         _numba_halves.narrow_bfloat8(scaled, expected)
     else:
         _numba_halves.narrow_f16c(scaled, expected)
-    _numba_halves.affine_narrow(values, got, a, c, dtype == "bfloat16")
+    _numba_halves.affine_bits(bits, got, a, c, dtype == "bfloat16")
     np.testing.assert_array_equal(got, expected)
 
 
@@ -216,15 +220,16 @@ def _unfused(kernels, x, num_groups, weight, bias, eps):
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("shape, groups", [((2, 64, 9, 7), 8), ((2, 32, 70, 70), 4), ((1, 8, 3), 2),
                                            ((4, 16, 1), 16), ((2, 64, 16, 8), 8), ((2, 32, 72, 72), 4),
-                                           ((1, 4, 300, 300), 1)],
+                                           ((1, 4, 301, 301), 1), ((1, 4, 304, 304), 1)],
                          ids=["small", "multi-chunk", "1d", "one-element", "planes-of-8n",
-                              "planes-of-8n-multi-chunk", "group-beyond-keep"])
+                              "planes-of-8n-multi-chunk", "group-beyond-keep", "planes-of-8n-beyond-keep"])
 def test_fused_16_bit_kernel_gives_the_separate_passes_bits(kernels, dtype, shape, groups):
     """group_norm_half_by_group (widen and narrow per chunk, in cache) against the
     separate widen / float32 kernel / narrow passes: the same bits, NaN and Inf included,
-    for groups of one chunk, many chunks, one element, and beyond HALF_KEEP (widened twice);
-    planes of a multiple of 8 elements take the fused affine-and-narrow step, the others
-    the affine loop then the narrowing (planes across chunk boundaries included)."""
+    for groups of one chunk, many chunks, one element, and beyond HALF_KEEP. Planes of a
+    multiple of 8 elements take the bits-to-bits step; the others the affine loop then
+    the narrowing (planes across chunk boundaries included), kept widened up to HALF_KEEP
+    and widened twice beyond it."""
     from backends.numba_cpu_backend import _half_table
 
     np_dtype = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
@@ -236,7 +241,7 @@ def test_fused_16_bit_kernel_gives_the_separate_passes_bits(kernels, dtype, shap
     flat[7] = -np.inf
     weight, bias = rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
     bits = x.view(np.uint16).reshape(shape[0] * groups, -1)
-    if shape == (1, 4, 300, 300):
+    if shape[2:] in ((301, 301), (304, 304)):
         assert bits.shape[1] > kernels.HALF_KEEP
     table = _half_table() if dtype == "float16" else np.empty(0, np.float32)
     fused, _ = kernels.group_norm_half_by_group(bits, groups, weight, bias, 1e-5, table, dtype == "bfloat16")
