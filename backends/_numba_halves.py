@@ -21,6 +21,11 @@ intrinsic``) on 8-lane vectors, which the kernels call in ordinary loops and LLV
 
 The tests check every path bit for bit against NumPy / ml_dtypes
 (``tests/test_numba_cpu_halves.py``).
+
+Editing this file: Numba's on-disk cache (``cache=True``) keys each kernel on its own
+file, and these functions are inlined into ``_numba_cpu_kernels.py``'s, so touch that
+file too or its cached kernels keep the old conversions. (An installed release rewrites
+both; the backend's ``source_hash`` covers both.)
 """
 
 import os

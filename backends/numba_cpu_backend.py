@@ -60,6 +60,7 @@ from .base import GroupNormBackend, hash_files, missing_module
 from .dtypes import DTYPES
 
 KERNEL_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_numba_cpu_kernels.py")
+HALVES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_numba_halves.py")  # inlined into the kernels
 
 
 def _kernels():
@@ -185,7 +186,7 @@ class NumbaCpuBackend(GroupNormBackend):
         return numba.get_num_threads()
 
     def source_hash(self):
-        return hash_files([KERNEL_FILE, os.path.abspath(__file__)])  # the kernels and how they are called
+        return hash_files([KERNEL_FILE, HALVES_FILE, os.path.abspath(__file__)])  # the kernels and how they are called
 
     def version(self):
         import numba
