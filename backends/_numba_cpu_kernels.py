@@ -553,6 +553,19 @@ def _grad_plane(x, dy, out, w, a, rstd, beta, delta, mean):
         out[i] = r_x * (w_x * dy[i] - a_x) + b_x * (x[i] - m) + d_x
 
 
+@numba.njit(cache=True)
+def _dx_coefficients(sum_w1, sum_w2, size, mean, rstd, dtype_of):
+    """(A, beta, delta) of a group for :func:`_grad_plane` from its sum(w s1) and
+    sum(w s2); ``delta`` corrects for the mean rounded to ``dtype_of``'s dtype (the
+    precision _grad_plane centers in)."""
+    big_a = sum_w1 / size
+    big_b = rstd * sum_w2 / size
+    beta = -rstd * rstd * big_b
+    rounded = np.empty(1, dtype_of.dtype)
+    rounded[0] = mean
+    return big_a, beta, beta * (np.float64(rounded[0]) - mean)
+
+
 @numba.njit(parallel=True, cache=True)
 def group_norm_backward_by_group(rows, grads, num_groups, weight, stats):
     """(dx, dweight per (sample, channel), dbias per (sample, channel)) for ``rows`` and
@@ -579,12 +592,7 @@ def group_norm_backward_by_group(rows, grads, num_groups, weight, stats):
             dbias[n, c0 + j] = s1
             sum_w1 += weight[c0 + j] * s1
             sum_w2 += weight[c0 + j] * s2
-        big_a = sum_w1 / size
-        big_b = rstd * sum_w2 / size
-        beta = -rstd * rstd * big_b
-        rounded = np.empty(1, rows.dtype)
-        rounded[0] = mean  # _grad_plane centers on the mean in x's precision: correct for it
-        delta = beta * (np.float64(rounded[0]) - mean)
+        big_a, beta, delta = _dx_coefficients(sum_w1, sum_w2, size, mean, rstd, rows)
         for j in range(cpg):
             plane = slice(j * positions, (j + 1) * positions)
             _grad_plane(rows[g][plane], grads[g][plane], dx[g][plane], weight[c0 + j], big_a, rstd, beta, delta,
@@ -600,3 +608,48 @@ def sum_over_samples(partial):
         for c in range(partial.shape[1]):
             out[c] += partial[n, c]
     return out
+
+
+@numba.njit(parallel=True, cache=True)
+def group_norm_backward_half_by_group(xbits, gbits, num_groups, weight, stats, table, bfloat):
+    """16-bit form of :func:`group_norm_backward_by_group` on raw bits (N * G, group size)
+    of x and dy (float16 with ``table`` as in :func:`group_norm_half_by_group`, or
+    bfloat16): each channel plane of x and dy widened into float32 scratch (per task, in
+    L1/L2) for its sums, widened again for dx, and dx narrowed plane by plane, so no
+    full-size float32 temporary exists. Same bits as widening x and dy, the float32
+    kernel, and narrowing dx (the widening is exact, the sums and dx the same code).
+    Returns dx's bits, dweight and dbias per (sample, channel) in float64."""
+    total, size = xbits.shape
+    channels = weight.shape[0]
+    cpg = channels // num_groups
+    positions = size // cpg
+    samples = total // num_groups
+    dx = np.empty_like(xbits)
+    dweight = np.zeros((samples, channels), np.float64)
+    dbias = np.zeros((samples, channels), np.float64)
+    for g in numba.prange(total):
+        x_words = np.empty(positions, np.uint32)
+        dy_words = np.empty(positions, np.uint32)
+        x_plane = x_words.view(np.float32)
+        dy_plane = dy_words.view(np.float32)
+        out = np.empty(positions, np.float32)
+        mean = stats[g, 0]
+        rstd = stats[g, 1]
+        n = g // num_groups
+        c0 = (g % num_groups) * cpg
+        sum_w1, sum_w2 = 0.0, 0.0
+        for j in range(cpg):
+            _widen_chunk(xbits[g], j * positions, positions, x_words, x_plane, table, bfloat)
+            _widen_chunk(gbits[g], j * positions, positions, dy_words, dy_plane, table, bfloat)
+            s1, s2 = _channel_sums(x_plane, dy_plane, mean)
+            dweight[n, c0 + j] = rstd * s2
+            dbias[n, c0 + j] = s1
+            sum_w1 += weight[c0 + j] * s1
+            sum_w2 += weight[c0 + j] * s2
+        big_a, beta, delta = _dx_coefficients(sum_w1, sum_w2, size, mean, rstd, out)
+        for j in range(cpg):
+            _widen_chunk(xbits[g], j * positions, positions, x_words, x_plane, table, bfloat)
+            _widen_chunk(gbits[g], j * positions, positions, dy_words, dy_plane, table, bfloat)
+            _grad_plane(x_plane, dy_plane, out, weight[c0 + j], big_a, rstd, beta, delta, mean)
+            _narrow_chunk(out, dx[g], j * positions, positions, bfloat)
+    return dx, dweight, dbias

@@ -38,7 +38,8 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
   one pass over x and dy (chunks in the input's precision, merged in float64), then
   ``dx = rstd * (w * dy - A) - rstd^2 * B * (x - mean)`` with x and dy re-read from
   cache; dweight/dbias per (sample, channel) summed over samples in order: deterministic
-  bit for bit, no atomics. 16-bit x and dy are widened first and dx narrowed.
+  bit for bit, no atomics. 16-bit x and dy are widened per channel plane into float32
+  scratch (twice: for the sums and for dx) and dx is narrowed per plane.
 * Compiled on first use and cached on disk (``cache=True``), so a second process loads
   the machine code instead of compiling; the bench reports compile time apart.
 
@@ -141,7 +142,8 @@ class NumbaCpuBackend(GroupNormBackend):
         """One task per (sample, group): per-channel sums of dy and dy * (x - mean) in one
         pass over x and dy (centered on the forward's mean), then dx with x and dy read
         again from cache; dweight/dbias summed over samples in order (deterministic).
-        16-bit inputs are widened to float32 (in parallel) and dx narrowed back."""
+        16-bit x and dy are widened per channel plane into float32 scratch and dx narrowed
+        per plane (no full-size temporary)."""
         import numpy as np
 
         kernels = _kernels()
@@ -151,28 +153,20 @@ class NumbaCpuBackend(GroupNormBackend):
             zeros = np.zeros(channels)
             return (np.empty(x.shape, x.dtype), None if weight is None else zeros.astype(weight.dtype),
                     None if bias is None else zeros.astype(bias.dtype))
-        half = x.dtype.itemsize == 2
-        rows, grads = (self._compute(a, half) .reshape(n * num_groups, -1) for a in (x, grad_y))
         w = np.ones(channels) if weight is None else np.asarray(weight, np.float64)
-        dx, dweight, dbias = kernels.group_norm_backward_by_group(rows, grads, num_groups, w, stats)
-        if half:
-            dx = (kernels.narrow_half(dx.reshape(-1)) if x.dtype == np.float16
-                  else kernels.narrow_bfloat(dx.reshape(-1))).view(x.dtype)
+        if x.dtype.itemsize == 2:  # float16 / bfloat16: widened and narrowed plane by plane, in cache
+            bits = [np.ascontiguousarray(a).view(np.uint16).reshape(n * num_groups, -1) for a in (x, grad_y)]
+            bfloat = x.dtype != np.float16
+            table = np.empty(0, np.float32) if bfloat else _half_table()
+            dx, dweight, dbias = kernels.group_norm_backward_half_by_group(*bits, num_groups, w, stats, table, bfloat)
+            dx = dx.view(x.dtype)
+        else:
+            rows, grads = (np.ascontiguousarray(a, dtype=np.float64 if a.dtype == np.float64 else np.float32)
+                           .reshape(n * num_groups, -1) for a in (x, grad_y))
+            dx, dweight, dbias = kernels.group_norm_backward_by_group(rows, grads, num_groups, w, stats)
         grad_weight = None if weight is None else kernels.sum_over_samples(dweight).astype(weight.dtype)
         grad_bias = None if bias is None else kernels.sum_over_samples(dbias).astype(bias.dtype)
         return dx.reshape(x.shape), grad_weight, grad_bias
-
-    @staticmethod
-    def _compute(array, half):
-        """``array`` as a contiguous float32/float64 array: 16-bit widened from its bits."""
-        import numpy as np
-
-        kernels = _kernels()
-        if half:
-            bits = np.ascontiguousarray(array).view(np.uint16).reshape(-1)
-            wide = kernels.widen_half(bits, _half_table()) if array.dtype == np.float16 else kernels.widen_bfloat(bits)
-            return wide.reshape(array.shape)
-        return np.ascontiguousarray(array, dtype=np.float64 if array.dtype == np.float64 else np.float32)
 
     def from_numpy(self, array, device):
         return array.copy()

@@ -247,3 +247,36 @@ def test_fused_16_bit_kernel_gives_the_separate_passes_bits(kernels, dtype, shap
     fused, _ = kernels.group_norm_half_by_group(bits, groups, weight, bias, 1e-5, table, dtype == "bfloat16")
     _same_bits(fused.view(np_dtype).reshape(-1), _unfused(kernels, x, groups, weight, bias, 1e-5).view(np_dtype).reshape(-1))
 
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("shape, groups", [((2, 64, 9, 7), 8), ((2, 32, 70, 70), 4), ((4, 16, 1), 16),
+                                           ((1, 4, 301, 301), 1)],
+                         ids=["small", "planes-beyond-a-chunk", "one-element", "large-planes"])
+def test_16_bit_backward_gives_the_separate_passes_bits(kernels, dtype, shape, groups):
+    """group_norm_backward_half_by_group (x and dy widened per channel plane, dx narrowed
+    per plane) against widening x and dy whole, the float32 backward, narrowing dx: the
+    same dx bits and the same dweight/dbias, NaN and Inf included."""
+    from backends.numba_cpu_backend import _half_table
+
+    np_dtype = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(np_dtype)
+    dy = rng.standard_normal(shape).astype(np_dtype)
+    x.reshape(-1)[::89] = np.inf
+    dy.reshape(-1)[3] = np.nan
+    weight = rng.standard_normal(shape[1])
+    table = _half_table() if dtype == "float16" else np.empty(0, np.float32)
+    xbits, gbits = (a.view(np.uint16).reshape(shape[0] * groups, -1) for a in (x, dy))
+    _, stats = kernels.group_norm_half_by_group(xbits, groups, weight, np.zeros(shape[1]), 1e-5, table,
+                                                dtype == "bfloat16")
+    dx, dweight, dbias = kernels.group_norm_backward_half_by_group(xbits, gbits, groups, weight, stats, table,
+                                                                   dtype == "bfloat16")
+    widen = (lambda b: kernels.widen_half(b.reshape(-1), table)) if dtype == "float16" else (
+        lambda b: kernels.widen_bfloat(b.reshape(-1)))
+    rows, grads = (widen(b).reshape(b.shape) for b in (xbits, gbits))
+    wide_dx, wide_dweight, wide_dbias = kernels.group_norm_backward_by_group(rows, grads, groups, weight, stats)
+    narrow = kernels.narrow_half if dtype == "float16" else kernels.narrow_bfloat
+    _same_bits(dx.view(np_dtype).reshape(-1), narrow(wide_dx.reshape(-1)).view(np_dtype))
+    np.testing.assert_array_equal(dweight, wide_dweight)
+    np.testing.assert_array_equal(dbias, wide_dbias)
