@@ -514,27 +514,42 @@ def _affine_rows(source, target, scale, shift):
 
 
 @numba.njit(fastmath={"reassoc", "contract"}, cache=True)
+def _chunk_sums(xs, gs, m):
+    """(sum(dy), sum(dy * (x - m))) over one chunk, in dy's precision (vectorized), as
+    float64. The zero is taken from dy's first element (NaN for a NaN/Inf there: so are
+    the sums)."""
+    zero = gs[0] - gs[0]
+    a = zero
+    b = zero
+    for i in range(xs.size):
+        a += gs[i]
+        b += gs[i] * (xs[i] - m)
+    return np.float64(a), np.float64(b)
+
+
+@numba.njit(cache=True)
 def _channel_sums(x, dy, mean):
-    """(sum(dy), sum(dy * (x - mean))) over one channel plane, chunk by chunk."""
+    """(sum(dy), sum(dy * (x - mean))) over one channel plane: chunk by chunk
+    (:func:`_chunk_sums`, centred on the mean rounded to x's dtype), the chunks summed in
+    float64 in order."""
+    m = _rounded(mean, x)
     s1, s2 = 0.0, 0.0
-    center = np.empty(1, x.dtype)
-    center[0] = mean
-    m = center[0]
     size = x.size
     for first in range(0, size, CHUNK):
         stop = min(first + CHUNK, size)
-        xs = x[first:stop]
-        gs = dy[first:stop]
-        zero = gs[0] - gs[0]  # 0 in dy's dtype (NaN for a NaN/Inf first element: so are the sums)
-        a = zero
-        b = zero
-        for i in range(stop - first):
-            a += gs[i]
-            b += gs[i] * (xs[i] - m)
-        s1 += np.float64(a)
-        s2 += np.float64(b)
+        a, b = _chunk_sums(x[first:stop], dy[first:stop], m)
+        s1 += a
+        s2 += b
     # the centering used the rounded mean m: add back sum(dy) * (m - mean)
     return s1, s2 + s1 * (np.float64(m) - mean)
+
+
+@numba.njit(cache=True)
+def _rounded(value, dtype_of):
+    """``value`` rounded to the dtype of the array ``dtype_of``."""
+    scratch = np.empty(1, dtype_of.dtype)
+    scratch[0] = value
+    return scratch[0]
 
 
 @numba.njit(cache=True)
@@ -561,9 +576,7 @@ def _dx_coefficients(sum_w1, sum_w2, size, mean, rstd, dtype_of):
     big_a = sum_w1 / size
     big_b = rstd * sum_w2 / size
     beta = -rstd * rstd * big_b
-    rounded = np.empty(1, dtype_of.dtype)
-    rounded[0] = mean
-    return big_a, beta, beta * (np.float64(rounded[0]) - mean)
+    return big_a, beta, beta * (np.float64(_rounded(mean, dtype_of)) - mean)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -614,11 +627,11 @@ def sum_over_samples(partial):
 def group_norm_backward_half_by_group(xbits, gbits, num_groups, weight, stats, table, bfloat):
     """16-bit form of :func:`group_norm_backward_by_group` on raw bits (N * G, group size)
     of x and dy (float16 with ``table`` as in :func:`group_norm_half_by_group`, or
-    bfloat16): each channel plane of x and dy widened into float32 scratch (per task, in
-    L1/L2) for its sums, widened again for dx, and dx narrowed plane by plane, so no
-    full-size float32 temporary exists. Same bits as widening x and dy, the float32
-    kernel, and narrowing dx (the widening is exact, the sums and dx the same code).
-    Returns dx's bits, dweight and dbias per (sample, channel) in float64."""
+    bfloat16), chunk by chunk in L1: each chunk of x and dy widened into float32 scratch
+    for its sums, widened again for dx, and dx narrowed, so no full-size float32 temporary
+    exists. Same bits as widening x and dy, the float32 kernel and narrowing dx (the
+    widening is exact; the same chunks, sums and dx code). Returns dx's bits, dweight and
+    dbias per (sample, channel) in float64."""
     total, size = xbits.shape
     channels = weight.shape[0]
     cpg = channels // num_groups
@@ -627,29 +640,39 @@ def group_norm_backward_half_by_group(xbits, gbits, num_groups, weight, stats, t
     dx = np.empty_like(xbits)
     dweight = np.zeros((samples, channels), np.float64)
     dbias = np.zeros((samples, channels), np.float64)
+    width = min(CHUNK, positions)
     for g in numba.prange(total):
-        x_words = np.empty(positions, np.uint32)
-        dy_words = np.empty(positions, np.uint32)
-        x_plane = x_words.view(np.float32)
-        dy_plane = dy_words.view(np.float32)
-        out = np.empty(positions, np.float32)
+        x_words = np.empty(width, np.uint32)
+        dy_words = np.empty(width, np.uint32)
+        xs = x_words.view(np.float32)
+        gs = dy_words.view(np.float32)
+        out = np.empty(width, np.float32)
         mean = stats[g, 0]
         rstd = stats[g, 1]
+        m = _rounded(mean, out)
         n = g // num_groups
         c0 = (g % num_groups) * cpg
         sum_w1, sum_w2 = 0.0, 0.0
         for j in range(cpg):
-            _widen_chunk(xbits[g], j * positions, positions, x_words, x_plane, table, bfloat)
-            _widen_chunk(gbits[g], j * positions, positions, dy_words, dy_plane, table, bfloat)
-            s1, s2 = _channel_sums(x_plane, dy_plane, mean)
+            s1, s2 = 0.0, 0.0
+            for first in range(j * positions, (j + 1) * positions, CHUNK):
+                count = min(CHUNK, (j + 1) * positions - first)
+                _widen_chunk(xbits[g], first, count, x_words, xs, table, bfloat)
+                _widen_chunk(gbits[g], first, count, dy_words, gs, table, bfloat)
+                a, b = _chunk_sums(xs[:count], gs[:count], m)
+                s1 += a
+                s2 += b
+            s2 = s2 + s1 * (np.float64(m) - mean)  # as _channel_sums
             dweight[n, c0 + j] = rstd * s2
             dbias[n, c0 + j] = s1
             sum_w1 += weight[c0 + j] * s1
             sum_w2 += weight[c0 + j] * s2
         big_a, beta, delta = _dx_coefficients(sum_w1, sum_w2, size, mean, rstd, out)
         for j in range(cpg):
-            _widen_chunk(xbits[g], j * positions, positions, x_words, x_plane, table, bfloat)
-            _widen_chunk(gbits[g], j * positions, positions, dy_words, dy_plane, table, bfloat)
-            _grad_plane(x_plane, dy_plane, out, weight[c0 + j], big_a, rstd, beta, delta, mean)
-            _narrow_chunk(out, dx[g], j * positions, positions, bfloat)
+            for first in range(j * positions, (j + 1) * positions, CHUNK):
+                count = min(CHUNK, (j + 1) * positions - first)
+                _widen_chunk(xbits[g], first, count, x_words, xs, table, bfloat)
+                _widen_chunk(gbits[g], first, count, dy_words, gs, table, bfloat)
+                _grad_plane(xs[:count], gs[:count], out[:count], weight[c0 + j], big_a, rstd, beta, delta, mean)
+                _narrow_chunk(out, dx[g], first, count, bfloat)
     return dx, dweight, dbias

@@ -1,0 +1,104 @@
+"""Interleaved A/B of numba-cpu's kernels at a git commit against the working tree's, in
+one process (pinned allocator, 2 threads, medians). Run from the repo root:
+
+    python results/cpu-2026-12-04-numba16-part3/kernel_ab.py 232f890 [seconds per case]
+
+The commit's ``backends/_numba_cpu_kernels.py`` and ``_numba_halves.py`` are extracted
+into a temporary package and compiled beside the current ones. Each case calls the kernel
+as the backend does (forward: ``group_norm_by_group`` / ``group_norm_half_by_group`` on
+raw bits; 16-bit backward: ``group_norm_backward_half_by_group`` where it exists, else
+the separate passes the backend made before it: widen x and dy, the float32 backward,
+narrow dx). It also says whether both give the same bits."""
+
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+import ml_dtypes
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from backends import _numba_cpu_kernels as NEW  # noqa: E402
+from harness.timing import pin_allocator  # noqa: E402
+
+pin_allocator()
+ref = sys.argv[1] if len(sys.argv) > 1 else "HEAD"
+seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 3.0
+package = pathlib.Path(tempfile.mkdtemp()) / "kernels_at_ref"
+package.mkdir()
+(package / "__init__.py").write_text("")
+for name in ("_numba_cpu_kernels.py", "_numba_halves.py"):
+    (package / name).write_text(subprocess.run(["git", "show", f"{ref}:backends/{name}"], cwd=ROOT, check=True,
+                                               capture_output=True, text=True).stdout)
+sys.path.insert(0, str(package.parent))
+from kernels_at_ref import _numba_cpu_kernels as OLD  # noqa: E402
+
+TABLE = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+FORWARD = [((16, 64, 256, 256), 8, "float32"), ((1, 128, 512, 512), 32, "float32"), ((8, 512, 32, 32), 32, "float32"),
+           ((2, 320, 64, 64), 32, "float32"), ((1, 512, 128, 128), 32, "bfloat16"), ((2, 320, 64, 64), 32, "bfloat16"),
+           ((1, 512, 128, 128), 32, "float16"), ((2, 320, 64, 64), 32, "float16"), ((2, 1280, 32, 32), 32, "float16"),
+           ((1, 512, 256, 256), 32, "float16"), ((1, 512, 256, 256), 32, "bfloat16")]
+BACKWARD = [((2, 320, 64, 64), 32, "float16"), ((2, 320, 64, 64), 32, "bfloat16"), ((1, 512, 128, 128), 32, "bfloat16"),
+            ((2, 640, 32, 32), 32, "float16"), ((16, 64, 256, 256), 8, "bfloat16")]
+
+
+def _forward(k, x, groups, w, b):
+    if x.dtype == np.float32:
+        return k.group_norm_by_group(x.reshape(x.shape[0] * groups, -1), groups, w, b, 1e-5)
+    bits = x.view(np.uint16).reshape(x.shape[0] * groups, -1)
+    return k.group_norm_half_by_group(bits, groups, w, b, 1e-5, TABLE, x.dtype != np.float16)
+
+
+def _backward(k, x, dy, groups, w, stats):
+    bfloat = x.dtype != np.float16
+    xbits, gbits = (a.view(np.uint16).reshape(x.shape[0] * groups, -1) for a in (x, dy))
+    if hasattr(k, "group_norm_backward_half_by_group"):
+        return k.group_norm_backward_half_by_group(xbits, gbits, groups, w, stats, TABLE, bfloat)
+    widen = (lambda b: k.widen_bfloat(b.reshape(-1))) if bfloat else (lambda b: k.widen_half(b.reshape(-1), TABLE))
+    dx, dweight, dbias = k.group_norm_backward_by_group(widen(xbits).reshape(xbits.shape),
+                                                        widen(gbits).reshape(gbits.shape), groups, w, stats)
+    return (k.narrow_bfloat if bfloat else k.narrow_half)(dx.reshape(-1)), dweight, dbias
+
+
+def _same(a, b):
+    return all(np.array_equal(np.asarray(p).reshape(-1), np.asarray(q).reshape(-1)) for p, q in zip(a, b))
+
+
+def _race(calls):
+    """Median seconds of each call, the calls interleaved for ``seconds``."""
+    for call in calls.values():
+        call()
+    times = {name: [] for name in calls}
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}, len(times["old"])
+
+
+rng = np.random.default_rng(0)
+print(f"kernels at {ref} (old) against the working tree (new)")
+for shape, groups, dtype in FORWARD:
+    x = rng.standard_normal(shape, dtype=np.float32).astype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
+    w, b = rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
+    medians, samples = _race({"old": lambda: _forward(OLD, x, groups, w, b), "new": lambda: _forward(NEW, x, groups, w, b)})
+    same = _same(_forward(OLD, x, groups, w, b)[:1], _forward(NEW, x, groups, w, b)[:1])
+    print(f"forward  {'x'.join(map(str, shape)):>15}/{groups:<2} {dtype:9} old {medians['old'] * 1e3:8.3f} ms  "
+          f"new {medians['new'] * 1e3:8.3f} ms  new/old {medians['new'] / medians['old']:.3f}  ({samples} rounds, "
+          f"{'same' if same else 'different'} bits)")
+for shape, groups, dtype in BACKWARD:
+    half = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float16
+    x, dy = (rng.standard_normal(shape, dtype=np.float32).astype(half) for _ in range(2))
+    w = rng.standard_normal(shape[1])
+    stats = _forward(NEW, x, groups, w, np.zeros(shape[1]))[1]
+    medians, samples = _race({"old": lambda: _backward(OLD, x, dy, groups, w, stats),
+                              "new": lambda: _backward(NEW, x, dy, groups, w, stats)})
+    same = _same(_backward(OLD, x, dy, groups, w, stats), _backward(NEW, x, dy, groups, w, stats))
+    print(f"backward {'x'.join(map(str, shape)):>15}/{groups:<2} {dtype:9} old {medians['old'] * 1e3:8.3f} ms  "
+          f"new {medians['new'] * 1e3:8.3f} ms  new/old {medians['new'] / medians['old']:.3f}  ({samples} rounds, "
+          f"{'same' if same else 'different'} bits)")
