@@ -22,7 +22,7 @@ for x near the mean and a large offset is harmless.
 import numba
 import numpy as np
 
-from ._numba_halves import F16C, affine_bits, narrow_bfloat8, narrow_f16c, widen_bfloat8, widen_f16c
+from ._numba_halves import F16C, affine_bits, gradient_bits, narrow_bfloat8, narrow_f16c, widen_bfloat8, widen_f16c
 
 CHUNK = 1 << 12
 
@@ -669,6 +669,11 @@ def group_norm_backward_half_by_group(xbits, gbits, num_groups, weight, stats, t
             sum_w2 += weight[c0 + j] * s2
         big_a, beta, delta = _dx_coefficients(sum_w1, sum_w2, size, mean, rstd, out)
         for j in range(cpg):
+            if bfloat or F16C:  # bits to bits in one 8-lane pass
+                plane = slice(j * positions, (j + 1) * positions)
+                gradient_bits(xbits[g][plane], gbits[g][plane], dx[g][plane], rstd, weight[c0 + j], big_a, beta, mean,
+                              delta, bfloat)
+                continue
             for first in range(j * positions, (j + 1) * positions, CHUNK):
                 count = min(CHUNK, (j + 1) * positions - first)
                 _widen_chunk(xbits[g], first, count, x_words, xs, table, bfloat)

@@ -163,10 +163,34 @@ def _affine_bits(widen, narrow):
     return affine8
 
 
+def _gradient_bits(widen, narrow):
+    """An intrinsic ``(x, dy, at, bits, r, w, a, beta, m, delta)``: bits[at:at + 8] =
+    ``narrow`` of ``r * (w * widen(dy) - a) + beta * (widen(x) - m) + delta`` (16-bit
+    bits in and out, float32 between, the operations in that order and unfused: the
+    arithmetic of the kernels' ``_grad_plane``, so the same bits)."""
+
+    @intrinsic
+    def gradient8(typingctx, x, dy, at, bits, r, w, a, beta, m, delta):
+        def codegen(context, builder, signature, args):
+            xs = widen(builder, _load_bits(context, builder, signature.args[0], args[0], args[2]))
+            gs = widen(builder, _load_bits(context, builder, signature.args[1], args[1], args[2]))
+            r_, w_, a_, beta_, m_, delta_ = (_broadcast(builder, xs.type, value) for value in args[4:])
+            term = builder.fmul(r_, builder.fsub(builder.fmul(w_, gs), a_))
+            out = builder.fadd(builder.fadd(term, builder.fmul(beta_, builder.fsub(xs, m_))), delta_)
+            _store_bits(context, builder, signature.args[3], args[3], args[2], narrow(builder, out))
+            return context.get_dummy_value()
+
+        return types.void(x, dy, at, bits, *([types.float32] * 6)), codegen
+
+    return gradient8
+
+
 _widen8 = _widening(_from_half)
 _widen_bfloat8 = _widening(_from_bfloat)
 _narrow8 = _narrowing(_to_half)
 _narrow_bfloat8 = _narrowing(_to_bfloat)
+_gradient_half8 = _gradient_bits(_from_half, _to_half)
+_gradient_bfloat8 = _gradient_bits(_from_bfloat, _to_bfloat)
 _affine_half_bits8 = _affine_bits(_from_half, _to_half)
 _affine_bfloat_bits8 = _affine_bits(_from_bfloat, _to_bfloat)
 
@@ -259,4 +283,36 @@ def affine_bits(source, bits, a, c, bfloat):
             _affine_bfloat_bits8(pad, 0, narrow, 0, scale, shift)
         elif F16C:
             _affine_half_bits8(pad, 0, narrow, 0, scale, shift)
+        bits[whole:count] = narrow[:count - whole]
+
+
+@numba.njit(cache=True)
+def gradient_bits(x, dy, bits, r, w, a, beta, m, delta, bfloat):
+    """bits[:n] = 16-bit of ``r * (w * dy - a) + beta * (x - m) + delta`` for 16-bit bits
+    ``x`` and ``dy`` (n = x.size, all contiguous; the scalars float32): widening, the
+    backward's dx and the narrowing in one 8-lane pass, the same bits as widening, the
+    kernels' ``_grad_plane`` and narrowing. float16 only where :data:`F16C` (ValueError
+    otherwise); the tail through padded copies."""
+    if not bfloat and not F16C:
+        raise ValueError("gradient_bits: float16 needs F16C; without it, widen_half_scalar then _grad_plane")
+    count = x.size
+    whole = count - count % 8
+    scalars = np.array([r, w, a, beta, m, delta], np.float32)
+    r_, w_, a_, beta_, m_, delta_ = scalars[0], scalars[1], scalars[2], scalars[3], scalars[4], scalars[5]
+    if bfloat:
+        for i in range(0, whole, 8):
+            _gradient_bfloat8(x, dy, i, bits, r_, w_, a_, beta_, m_, delta_)
+    elif F16C:
+        for i in range(0, whole, 8):
+            _gradient_half8(x, dy, i, bits, r_, w_, a_, beta_, m_, delta_)
+    if whole < count:
+        x_pad = np.zeros(8, np.uint16)
+        dy_pad = np.zeros(8, np.uint16)
+        narrow = np.empty(8, np.uint16)
+        x_pad[:count - whole] = x[whole:]
+        dy_pad[:count - whole] = dy[whole:]
+        if bfloat:
+            _gradient_bfloat8(x_pad, dy_pad, 0, narrow, r_, w_, a_, beta_, m_, delta_)
+        elif F16C:
+            _gradient_half8(x_pad, dy_pad, 0, narrow, r_, w_, a_, beta_, m_, delta_)
         bits[whole:count] = narrow[:count - whole]

@@ -94,14 +94,20 @@ rng = np.random.default_rng(11)
 x = (rng.standard_normal((2, 8, 20, 31)) * 40).astype(np.float16)
 x.reshape(-1)[::101] = np.inf
 w, b = rng.standard_normal((2, 8)).astype(np.float32)
-y = backends.get("numba-cpu").group_norm(x, 4, w, b, 1e-5)
-print(json.dumps({"f16c": _numba_halves.F16C, "bits": y.view(np.uint16).tolist()}))
+backend = backends.get("numba-cpu")
+y = backend.group_norm(x, 4, w, b, 1e-5)
+_, saved = backend.forward_train(x, 4, w, b, 1e-5)
+dx, dw, db = backend.backward((rng.standard_normal(x.shape) * 3).astype(np.float16), saved)
+dx_bits = np.where(np.isnan(dx), np.uint16(0x7E00), dx.view(np.uint16))  # a NaN's sign is not defined
+print(json.dumps({"f16c": _numba_halves.F16C, "bits": y.view(np.uint16).tolist(), "dx": dx_bits.tolist(),
+                  "dw": dw.tolist(), "db": db.tolist()}))
 """
 
 
 def test_float16_without_f16c_gives_the_bits_of_the_f16c_path(tmp_path):
-    """The same float16 GroupNorm in a process whose Numba compiles for a CPU without F16C
-    (NUMBA_CPU_FEATURES without +f16c: the scalar conversions) and in one with it."""
+    """The same float16 GroupNorm, forward and backward, in a process whose Numba compiles
+    for a CPU without F16C (NUMBA_CPU_FEATURES without +f16c: the scalar conversions) and
+    in one with it."""
     require("numba-cpu")
     from backends import _numba_halves
 
@@ -119,4 +125,5 @@ def test_float16_without_f16c_gives_the_bits_of_the_f16c_path(tmp_path):
         assert run.returncode == 0, run.stderr[-3000:]
         outputs[name] = json.loads(run.stdout.strip().splitlines()[-1])
     assert outputs["with"]["f16c"] and not outputs["without"]["f16c"]
-    assert outputs["with"]["bits"] == outputs["without"]["bits"]
+    for output in ("bits", "dx", "dw", "db"):
+        assert outputs["with"][output] == outputs["without"][output], output
