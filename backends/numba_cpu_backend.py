@@ -38,8 +38,9 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
   one pass over x and dy (chunks in the input's precision, merged in float64), then
   ``dx = rstd * (w * dy - A) - rstd^2 * B * (x - mean)`` with x and dy re-read from
   cache; dweight/dbias per (sample, channel) summed over samples in order: deterministic
-  bit for bit, no atomics. 16-bit x and dy are widened per channel plane into float32
-  scratch (twice: for the sums and for dx) and dx is narrowed per plane.
+  bit for bit, no atomics. 16-bit x and dy are widened chunk by chunk into L1 scratch
+  for the sums, and dx is computed from their bits in one 8-lane pass (widen, dx,
+  narrow); without vector conversions (float16 without F16C), chunk by chunk.
 * Compiled on first use and cached on disk (``cache=True``), so a second process loads
   the machine code instead of compiling; the bench reports compile time apart.
 
@@ -142,8 +143,8 @@ class NumbaCpuBackend(GroupNormBackend):
         """One task per (sample, group): per-channel sums of dy and dy * (x - mean) in one
         pass over x and dy (centered on the forward's mean), then dx with x and dy read
         again from cache; dweight/dbias summed over samples in order (deterministic).
-        16-bit x and dy are widened per channel plane into float32 scratch and dx narrowed
-        per plane (no full-size temporary)."""
+        16-bit x and dy are widened chunk by chunk in cache, and dx narrowed as it is made
+        (no full-size temporary)."""
         import numpy as np
 
         kernels = _kernels()
@@ -154,7 +155,7 @@ class NumbaCpuBackend(GroupNormBackend):
             return (np.empty(x.shape, x.dtype), None if weight is None else zeros.astype(weight.dtype),
                     None if bias is None else zeros.astype(bias.dtype))
         w = np.ones(channels) if weight is None else np.asarray(weight, np.float64)
-        if x.dtype.itemsize == 2:  # float16 / bfloat16: widened and narrowed plane by plane, in cache
+        if x.dtype.itemsize == 2:  # float16 / bfloat16: widened and narrowed chunk by chunk, in cache
             bits = [np.ascontiguousarray(a).view(np.uint16).reshape(n * num_groups, -1) for a in (x, grad_y)]
             bfloat = x.dtype != np.float16
             table = np.empty(0, np.float32) if bfloat else _half_table()
