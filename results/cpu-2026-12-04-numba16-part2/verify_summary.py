@@ -1,13 +1,15 @@
 """The issue's accuracy checks on this folder's verification: pass counts per backend and
 pass, numba-cpu's worst error ratio per pass and dtype, its determinism, and every case
 where numba-cpu's ratio is above 0.5 and above a passing torch's (the issue's bar).
-Run from anywhere: python results/cpu-2026-12-04-numba16-part2/verify_summary.py"""
+Run from anywhere: python results/cpu-2026-12-04-numba16-part2/verify_summary.py [FOLDER]
+(FOLDER: another results folder with the same verification file; default this one)."""
 
 import pathlib
+import sys
 
 import pandas as pd
 
-here = pathlib.Path(__file__).parent
+here = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else pathlib.Path(__file__).parent
 rows = pd.read_parquet(here / "verify-default+adversarial-forward+backward+train.parquet")
 print(rows.groupby(["backend", "pass", "status"]).size().unstack(fill_value=0), "\n")
 numba = rows[rows.backend == "numba-cpu"]
