@@ -30,6 +30,14 @@ CHUNK = 1 << 12
 SMALL = 64  # a chunk of fewer elements is summed in float64: free at that size, and tiny groups stay exact
 
 
+@numba.njit(cache=True)
+def _rounded(value, dtype_of):
+    """``value`` rounded to the dtype of the array ``dtype_of``."""
+    scratch = np.empty(1, dtype_of.dtype)
+    scratch[0] = value
+    return scratch[0]
+
+
 @numba.njit(fastmath={"reassoc", "contract"}, cache=True)
 def _two_pass(chunk, zero):
     """(n, mean, M2) of ``chunk``: corrected two-pass, the sums in ``zero``'s precision;
@@ -39,9 +47,7 @@ def _two_pass(chunk, zero):
     total = zero
     for i in range(n):  # range(0, n): no negative-index wraparound check, so LLVM vectorizes
         total += chunk[i]
-    scratch = np.empty(1, chunk.dtype)
-    scratch[0] = total / n  # the chunk mean in the row's precision
-    mean = scratch[0]
+    mean = _rounded(total / n, chunk)  # the chunk mean in the row's precision
     deviations = zero
     squares = zero
     for i in range(n):
@@ -77,9 +83,7 @@ def one_pass_moments(chunk):
     head = 0.0
     for i in range(PIVOT):
         head += chunk[i]
-    scratch = np.empty(1, chunk.dtype)
-    scratch[0] = head / PIVOT
-    k = scratch[0]
+    k = _rounded(head / PIVOT, chunk)
     total, squares = _centred_sums(chunk, k)
     correction = np.float64(total) * np.float64(total) / chunk.size
     accepted = np.isfinite(squares) and correction * 4.0 <= squares
@@ -323,9 +327,9 @@ def narrow_bfloat(values):
 
 
 @numba.njit(cache=True)
-def _widen_chunk(row, first, count, scratch, values, table, bfloat):
-    """values[:count] = float32 of the 16-bit ``row[first:first + count]`` (``scratch``
-    is ``values``' uint32 view). Loops index 0-based slices: no wraparound checks."""
+def _widen_chunk(row, first, count, values, table, bfloat):
+    """values[:count] = float32 of the 16-bit ``row[first:first + count]``. Loops index
+    0-based slices: no wraparound checks."""
     source = row[first:first + count]
     if bfloat:
         widen_bfloat8(source, values[:count])
@@ -349,38 +353,34 @@ def _narrow_chunk(values, target, first, count, bfloat):
 
 
 @numba.njit(cache=True)
-def _affine_bits_planes(source, target, scale, shift, positions, offset, bfloat):
-    """target = 16-bit (widen(source) * scale[j] + shift[j]), j = (offset + i) // positions,
-    plane by plane as :func:`_scale_shift`, from 16-bit bits to 16-bit bits in one 8-lane
-    pass (:func:`_numba_halves.affine_bits`)."""
-    count = source.size
-    i = 0
-    while i < count:
-        j = (offset + i) // positions
-        stop = min(count, (j + 1) * positions - offset)
-        affine_bits(source[i:stop], target[i:stop], scale[j], shift[j], bfloat)
-        i = stop
+def _affine_bits_planes(source, target, scale, shift, positions, bfloat):
+    """target = 16-bit (widen(source) * scale[j] + shift[j]) for plane j (``positions``
+    elements each) of a group row, from 16-bit bits to 16-bit bits in one 8-lane pass per
+    plane (:func:`_numba_halves.affine_bits`)."""
+    for j in range(source.size // positions):
+        plane = slice(j * positions, (j + 1) * positions)
+        affine_bits(source[plane], target[plane], scale[j], shift[j], bfloat)
 
 
 HALF_KEEP = 1 << 18  # without vector conversions, a 16-bit group up to this many elements stays widened (1 MiB of float32) between passes
 
 
 @numba.njit(fastmath={"reassoc", "contract"}, cache=True)
-def _half_group_moments(row, size, scratch, values, table, bfloat, keep):
+def _half_group_moments(row, size, values, table, bfloat, keep):
     """(count, mean, M2) of a 16-bit group, chunk by chunk; with ``keep`` each chunk is
     widened into its own place of ``values`` (the whole group) for the normalize pass."""
     count, mean, m2 = 0, 0.0, 0.0
     for first in range(0, size, CHUNK):
         n = min(CHUNK, size - first)
         at = first if keep else 0
-        _widen_chunk(row, first, n, scratch[at:at + n], values[at:at + n], table, bfloat)
+        _widen_chunk(row, first, n, values[at:at + n], table, bfloat)
         chunk_n, chunk_mean, chunk_m2 = chunk_moments(values[at:at + n], 0, n)
         count, mean, m2 = merge(count, mean, m2, chunk_n, chunk_mean, chunk_m2)
     return count, mean, m2
 
 
 @numba.njit(cache=True)
-def _half_normalize(row, target, positions, scale, shift, scratch, values, table, bfloat, fused, keep):
+def _half_normalize(row, target, positions, scale, shift, values, table, bfloat, fused, keep):
     """target = 16-bit (row * a + c). ``fused`` (vector conversions: bfloat16, or float16
     with F16C; planes of a multiple of 8 elements): bits to bits in one 8-lane pass, read
     from L2 where the statistics pass left them. Otherwise chunk by chunk, widened again
@@ -389,7 +389,7 @@ def _half_normalize(row, target, positions, scale, shift, scratch, values, table
     either way."""
     size = row.size
     if fused:
-        _affine_bits_planes(row, target, scale, shift, positions, 0, bfloat)
+        _affine_bits_planes(row, target, scale, shift, positions, bfloat)
         return
     scaled = np.empty(min(CHUNK, size), np.float32)
     for first in range(0, size, CHUNK):
@@ -397,7 +397,7 @@ def _half_normalize(row, target, positions, scale, shift, scratch, values, table
         at = first if keep else 0
         place = values[at:at + n]
         if not keep:
-            _widen_chunk(row, first, n, scratch[at:at + n], place, table, bfloat)
+            _widen_chunk(row, first, n, place, table, bfloat)
         _scale_shift(place, scaled[:n], scale, shift, positions, first)
         _narrow_chunk(scaled[:n], target, first, n, bfloat)
 
@@ -419,13 +419,12 @@ def group_norm_half_by_group(bits, num_groups, weight, bias, eps, table, bfloat)
     out = np.empty_like(bits)
     stats = np.empty((total, 2), np.float64)
     for g in numba.prange(total):
-        scratch = np.empty(size if keep else CHUNK, np.uint32)
-        values = scratch.view(np.float32)
-        count, mean, m2 = _half_group_moments(bits[g], size, scratch, values, table, bfloat, keep)
+        values = np.empty(size if keep else CHUNK, np.float32)
+        count, mean, m2 = _half_group_moments(bits[g], size, values, table, bfloat, keep)
         stats[g, 0] = mean
         stats[g, 1] = rstd_of(count, m2, eps)
         scale, shift = coefficients(weight, bias, (g % num_groups) * cpg, cpg, mean, stats[g, 1], values)
-        _half_normalize(bits[g], out[g], positions, scale, shift, scratch, values, table, bfloat, fused, keep)
+        _half_normalize(bits[g], out[g], positions, scale, shift, values, table, bfloat, fused, keep)
     return out, stats
 
 
@@ -545,14 +544,6 @@ def _channel_sums(x, dy, mean):
 
 
 @numba.njit(cache=True)
-def _rounded(value, dtype_of):
-    """``value`` rounded to the dtype of the array ``dtype_of``."""
-    scratch = np.empty(1, dtype_of.dtype)
-    scratch[0] = value
-    return scratch[0]
-
-
-@numba.njit(cache=True)
 def _grad_plane(x, dy, out, w, a, rstd, beta, delta, mean):
     """out = rstd * (w * dy - a) + beta * (x - mean) + delta in x's precision, no fused
     multiply-add: a one-element group's w * dy - a is then exactly 0, as its gradient."""
@@ -642,10 +633,8 @@ def group_norm_backward_half_by_group(xbits, gbits, num_groups, weight, stats, t
     dbias = np.zeros((samples, channels), np.float64)
     width = min(CHUNK, positions)
     for g in numba.prange(total):
-        x_words = np.empty(width, np.uint32)
-        dy_words = np.empty(width, np.uint32)
-        xs = x_words.view(np.float32)
-        gs = dy_words.view(np.float32)
+        xs = np.empty(width, np.float32)
+        gs = np.empty(width, np.float32)
         out = np.empty(width, np.float32)
         mean = stats[g, 0]
         rstd = stats[g, 1]
@@ -657,8 +646,8 @@ def group_norm_backward_half_by_group(xbits, gbits, num_groups, weight, stats, t
             s1, s2 = 0.0, 0.0
             for first in range(j * positions, (j + 1) * positions, CHUNK):
                 count = min(CHUNK, (j + 1) * positions - first)
-                _widen_chunk(xbits[g], first, count, x_words, xs, table, bfloat)
-                _widen_chunk(gbits[g], first, count, dy_words, gs, table, bfloat)
+                _widen_chunk(xbits[g], first, count, xs, table, bfloat)
+                _widen_chunk(gbits[g], first, count, gs, table, bfloat)
                 a, b = _chunk_sums(xs[:count], gs[:count], m)
                 s1 += a
                 s2 += b
@@ -676,8 +665,8 @@ def group_norm_backward_half_by_group(xbits, gbits, num_groups, weight, stats, t
                 continue
             for first in range(j * positions, (j + 1) * positions, CHUNK):
                 count = min(CHUNK, (j + 1) * positions - first)
-                _widen_chunk(xbits[g], first, count, x_words, xs, table, bfloat)
-                _widen_chunk(gbits[g], first, count, dy_words, gs, table, bfloat)
+                _widen_chunk(xbits[g], first, count, xs, table, bfloat)
+                _widen_chunk(gbits[g], first, count, gs, table, bfloat)
                 _grad_plane(xs[:count], gs[:count], out[:count], weight[c0 + j], big_a, rstd, beta, delta, mean)
                 _narrow_chunk(out, dx[g], first, count, bfloat)
     return dx, dweight, dbias

@@ -18,6 +18,8 @@ intrinsic``) on 8-lane vectors, which the kernels call in ordinary loops and LLV
 * :func:`affine_bits`: widening, ``x * a + c`` and the narrowing in one 8-lane step,
   16-bit bits in and out, so the normalize reads the input's bits and writes the
   output's with nothing wider in memory (same bits as the three steps apart).
+* :func:`gradient_bits`: the backward's dx the same way, from x's and dy's bits to dx's
+  (widening, the kernels' ``_grad_plane`` arithmetic in its order, narrowing).
 
 The tests check every path bit for bit against NumPy / ml_dtypes
 (``tests/test_numba_cpu_halves.py``).

@@ -44,13 +44,15 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
 * Compiled on first use and cached on disk (``cache=True``), so a second process loads
   the machine code instead of compiling; the bench reports compile time apart.
 
-Measured on this project's 2-core CPU (results/cpu-2026-12-04-numba16-part2, four runs,
-interleaved with torch, pinned allocator): float32 contiguous 0.77-1.08x torch on the two
-large shapes (at parity on a quiet host; x is read twice and y written once, in separate
-phases: 60-78% of the copy roofline), 0.91-1.50x on (8,512,32,32) and (2,320,64,64);
-float16 1.04-3.79x torch (F16C, affine and narrowing fused); bfloat16 0.82-1.09x;
-channels-last float32 0.95-1.91x; backward float32 1.03-1.60x, a training step
-1.05-1.41x.
+Measured on this project's 2-core CPU, interleaved with torch, pinned allocator: with the
+kernels of results/cpu-2026-12-04-numba16-part2 (four runs, a quiet and a busy host),
+float32 contiguous 0.77-1.08x torch on the two large shapes (at parity on the quiet host;
+x is read twice and y written once, in separate phases: 60-78% of the copy roofline),
+0.91-1.50x on (8,512,32,32) and (2,320,64,64); float16 1.04-3.79x; bfloat16 0.82-1.09x;
+channels-last float32 0.95-1.91x; backward float32 1.03-1.60x. The kernels of
+results/cpu-2026-12-04-numba16-part3 are 4-16% faster on the float32 forward, 3-26% on the
+16-bit forward and 1.9-2.6x on the 16-bit backward (interleaved kernel A/B); against torch
+on a busy host there, float16 backward 3.20x, bfloat16 backward 0.59-0.79x.
 """
 
 from __future__ import annotations
