@@ -22,7 +22,8 @@ for x near the mean and a large offset is harmless.
 import numba
 import numpy as np
 
-from ._numba_halves import F16C, affine_bits, gradient_bits, narrow_bfloat8, narrow_f16c, widen_bfloat8, widen_f16c
+from ._numba_halves import (F16C, affine_bits, bfloat_value, gradient_bits, half_value, narrow_bfloat8, narrow_f16c,
+                            widen_bfloat8, widen_f16c)
 
 CHUNK = 1 << 12
 
@@ -85,9 +86,16 @@ def one_pass_moments(chunk):
         head += chunk[i]
     k = _rounded(head / PIVOT, chunk)
     total, squares = _centred_sums(chunk, k)
-    correction = np.float64(total) * np.float64(total) / chunk.size
+    return _judged(k, total, squares, chunk.size)
+
+
+@numba.njit(cache=True)
+def _judged(k, total, squares, n):
+    """(accepted, mean, M2) of a chunk of ``n`` from its one-pass sums about ``k``:
+    accepted when ``sum(d)^2/n <= sum(d^2)/4`` and the sums are finite (module text)."""
+    correction = np.float64(total) * np.float64(total) / n
     accepted = np.isfinite(squares) and correction * 4.0 <= squares
-    return accepted, np.float64(k) + np.float64(total) / chunk.size, np.float64(squares) - correction
+    return accepted, np.float64(k) + np.float64(total) / n, np.float64(squares) - correction
 
 
 @numba.njit(cache=True)
@@ -321,9 +329,12 @@ def narrow_bfloat(values):
 
 
 # Fused 16-bit path: one pass over a group's bits for its statistics and one to normalize,
-# each chunk widened into a float32 scratch of CHUNK elements (L1-resident) and the result
-# narrowed from it, so no full-size float32 temporary exists. The arithmetic is that of
-# the widen / float32 kernel / narrow path above, so the outputs are the same bits.
+# widened in registers (the one-pass sums, the bits-to-bits normalize) or, where that
+# cannot be (the two-pass method, no vector conversions), chunk by chunk into a float32
+# scratch of CHUNK elements (L1-resident), so no full-size float32 temporary exists. The
+# arithmetic is that of the widen / float32 kernel / narrow path above, in the same order
+# (LLVM vectorizes the sums over bits as it does those over float32), so the outputs are
+# the same bits, which the tests check.
 
 
 @numba.njit(cache=True)
@@ -366,15 +377,59 @@ HALF_KEEP = 1 << 18  # without vector conversions, a 16-bit group up to this man
 
 
 @numba.njit(fastmath={"reassoc", "contract"}, cache=True)
+def _centred_sums_bits(bits, k, bfloat):
+    """:func:`_centred_sums` of the float32 values of 16-bit ``bits`` (bfloat16, or
+    float16 where :data:`F16C`), widened in registers as the loop reads them."""
+    total = np.float32(0.0)
+    squares = np.float32(0.0)
+    if bfloat:
+        for i in range(bits.size):
+            d = bfloat_value(bits[i]) - k
+            total += d
+            squares += d * d
+    elif F16C:
+        for i in range(bits.size):
+            d = half_value(bits[i]) - k
+            total += d
+            squares += d * d
+    return total, squares
+
+
+@numba.njit(cache=True)
+def _half_chunk_moments(row, first, n, values, table, bfloat):
+    """(n, mean, M2) of the 16-bit ``row[first:first + n]``, as :func:`chunk_moments` of
+    its float32 values. With vector conversions (bfloat16, or float16 with F16C) the
+    one-pass sums read the bits themselves; ``values`` (L1 scratch) is filled only for the
+    two-pass method, where the one-pass result is not accepted or the chunk is small."""
+    if (bfloat or F16C) and n >= SMALL:
+        bits = row[first:first + n]
+        head = 0.0
+        for i in range(PIVOT):
+            if bfloat:
+                head += bfloat_value(bits[i])
+            elif F16C:
+                head += half_value(bits[i])
+        k = np.float32(head / PIVOT)
+        accepted, mean, m2 = _judged(k, *_centred_sums_bits(bits, k, bfloat), n)
+        if accepted:
+            return n, mean, m2
+    _widen_chunk(row, first, n, values, table, bfloat)
+    return chunk_moments(values, 0, n)
+
+
+@numba.njit(cache=True)
 def _half_group_moments(row, size, values, table, bfloat, keep):
-    """(count, mean, M2) of a 16-bit group, chunk by chunk; with ``keep`` each chunk is
-    widened into its own place of ``values`` (the whole group) for the normalize pass."""
+    """(count, mean, M2) of a 16-bit group, chunk by chunk (:func:`_half_chunk_moments`);
+    with ``keep`` each chunk is widened into its own place of ``values`` (the whole
+    group) for the normalize pass."""
     count, mean, m2 = 0, 0.0, 0.0
     for first in range(0, size, CHUNK):
         n = min(CHUNK, size - first)
-        at = first if keep else 0
-        _widen_chunk(row, first, n, values[at:at + n], table, bfloat)
-        chunk_n, chunk_mean, chunk_m2 = chunk_moments(values[at:at + n], 0, n)
+        if keep:
+            _widen_chunk(row, first, n, values[first:first + n], table, bfloat)
+            chunk_n, chunk_mean, chunk_m2 = chunk_moments(values[first:first + n], 0, n)
+        else:
+            chunk_n, chunk_mean, chunk_m2 = _half_chunk_moments(row, first, n, values, table, bfloat)
         count, mean, m2 = merge(count, mean, m2, chunk_n, chunk_mean, chunk_m2)
     return count, mean, m2
 
@@ -407,9 +462,11 @@ def group_norm_half_by_group(bits, num_groups, weight, bias, eps, table, bfloat)
     """float16 (``table``: float32 of every float16 bit pattern, used without F16C) or
     bfloat16 (``bfloat``) GroupNorm on raw bits ``bits`` (N * G, group size) of uint16,
     parallel over (sample, group): the fused form of widen + :func:`group_norm_by_group` +
-    narrow, same results. The statistics widen each chunk into an L1 scratch; the normalize
-    reads the bits again (see :func:`_half_normalize`). Without vector conversions a group
-    of up to :data:`HALF_KEEP` elements is widened once and kept (in L2 or L3) instead.
+    narrow, same results. The statistics' one-pass sums read the bits, widened in
+    registers (:func:`_half_chunk_moments`; a chunk goes to an L1 scratch only for the
+    two-pass method); the normalize reads the bits again (see :func:`_half_normalize`).
+    Without vector conversions a group of up to :data:`HALF_KEEP` elements is widened
+    once and kept (in L2 or L3) instead.
     Returns y's bits and (mean, rstd) per group, as :func:`group_norm_by_group`."""
     total, size = bits.shape
     cpg = weight.shape[0] // num_groups
@@ -526,6 +583,33 @@ def _chunk_sums(xs, gs, m):
     return np.float64(a), np.float64(b)
 
 
+@numba.njit(fastmath={"reassoc", "contract"}, cache=True)
+def _chunk_sums_bits(xbits, gbits, m, bfloat):
+    """:func:`_chunk_sums` of the float32 values of 16-bit ``xbits`` and ``gbits``
+    (bfloat16, or float16 where :data:`F16C`), widened in registers as the loop reads
+    them: the same sums, with no widened copy."""
+    zero = np.float32(0.0)
+    a = zero
+    b = zero
+    if bfloat:
+        zero = bfloat_value(gbits[0]) - bfloat_value(gbits[0])
+        a = zero
+        b = zero
+        for i in range(xbits.size):
+            g = bfloat_value(gbits[i])
+            a += g
+            b += g * (bfloat_value(xbits[i]) - m)
+    elif F16C:
+        zero = half_value(gbits[0]) - half_value(gbits[0])
+        a = zero
+        b = zero
+        for i in range(xbits.size):
+            g = half_value(gbits[i])
+            a += g
+            b += g * (half_value(xbits[i]) - m)
+    return np.float64(a), np.float64(b)
+
+
 @numba.njit(cache=True)
 def _channel_sums(x, dy, mean):
     """(sum(dy), sum(dy * (x - mean))) over one channel plane: chunk by chunk
@@ -618,9 +702,10 @@ def sum_over_samples(partial):
 def group_norm_backward_half_by_group(xbits, gbits, num_groups, weight, stats, table, bfloat):
     """16-bit form of :func:`group_norm_backward_by_group` on raw bits (N * G, group size)
     of x and dy (float16 with ``table`` as in :func:`group_norm_half_by_group`, or
-    bfloat16), chunk by chunk in L1: each chunk of x and dy widened into float32 scratch
-    for its sums, widened again for dx, and dx narrowed, so no full-size float32 temporary
-    exists. Same bits as widening x and dy, the float32 kernel and narrowing dx (the
+    bfloat16), chunk by chunk in cache: the sums read x's and dy's bits, widened in
+    registers (:func:`_chunk_sums_bits`), and dx comes from the bits in one 8-lane pass
+    (without vector conversions: each chunk widened into float32 scratch, dx narrowed
+    from scratch), so no full-size float32 temporary exists. Same bits as widening x and dy, the float32 kernel and narrowing dx (the
     widening is exact; the same chunks, sums and dx code). Returns dx's bits, dweight and
     dbias per (sample, channel) in float64."""
     total, size = xbits.shape
@@ -646,9 +731,12 @@ def group_norm_backward_half_by_group(xbits, gbits, num_groups, weight, stats, t
             s1, s2 = 0.0, 0.0
             for first in range(j * positions, (j + 1) * positions, CHUNK):
                 count = min(CHUNK, (j + 1) * positions - first)
-                _widen_chunk(xbits[g], first, count, xs, table, bfloat)
-                _widen_chunk(gbits[g], first, count, gs, table, bfloat)
-                a, b = _chunk_sums(xs[:count], gs[:count], m)
+                if bfloat or F16C:  # widened in registers
+                    a, b = _chunk_sums_bits(xbits[g][first:first + count], gbits[g][first:first + count], m, bfloat)
+                else:
+                    _widen_chunk(xbits[g], first, count, xs, table, bfloat)
+                    _widen_chunk(gbits[g], first, count, gs, table, bfloat)
+                    a, b = _chunk_sums(xs[:count], gs[:count], m)
                 s1 += a
                 s2 += b
             s2 = s2 + s1 * (np.float64(m) - mean)  # as _channel_sums

@@ -20,6 +20,10 @@ intrinsic``) on 8-lane vectors, which the kernels call in ordinary loops and LLV
   output's with nothing wider in memory (same bits as the three steps apart).
 * :func:`gradient_bits`: the backward's dx the same way, from x's and dy's bits to dx's
   (widening, the kernels' ``_grad_plane`` arithmetic in its order, narrowing).
+* :func:`bfloat_value` / :func:`half_value`: one element's widening as a scalar, for
+  reductions: a loop that sums them is vectorized by LLVM like a float32 loop (16 lanes,
+  the accumulators in registers), so the chunk sums read the 16-bit bits once and no
+  widened copy is written (an 8-lane intrinsic could not carry the sums between calls).
 
 The tests check every path bit for bit against NumPy / ml_dtypes
 (``tests/test_numba_cpu_halves.py``).
@@ -185,6 +189,29 @@ def _gradient_bits(widen, narrow):
         return types.void(x, dy, at, bits, *([types.float32] * 6)), codegen
 
     return gradient8
+
+
+@intrinsic
+def bfloat_value(typingctx, bits):
+    """float32 of one bfloat16 ``bits`` (uint16): a shift, exact. Scalar, so LLVM
+    vectorizes the loops that call it with their accumulators in vector registers (the
+    chunk sums read 16-bit bits straight, no widened copy)."""
+    def codegen(context, builder, signature, args):
+        word = builder.shl(builder.zext(args[0], ir.IntType(32)), ir.Constant(ir.IntType(32), 16))
+        return builder.bitcast(word, ir.FloatType())
+
+    return types.float32(types.uint16), codegen
+
+
+@intrinsic
+def half_value(typingctx, bits):
+    """float32 of one float16 ``bits`` (uint16): ``fpext``, exact (``vcvtph2ps``, 16 a time
+    where LLVM vectorizes the loop). Only where :data:`F16C`: without it LLVM would call a
+    runtime helper the JIT may not have."""
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return types.float32(types.uint16), codegen
 
 
 _widen8 = _widening(_from_half)

@@ -18,9 +18,10 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
 * Normalize: ``y = x * a + c`` per channel, ``a = rstd * w``, ``c = b - mean * a``, in the
   input's precision, each output element written once into a fresh array.
 * float32 and float64 natively; float16 and bfloat16 as their raw bits (Numba has no
-  16-bit float type on the CPU), fused: for the statistics each chunk of a group is
-  widened into an L1 scratch (float16 by F16C's ``vcvtph2ps`` where the CPU has it, else
-  NumPy's exact 65536-entry table; bfloat16 by a shift); the normalize reads the bits
+  16-bit float type on the CPU), fused: the statistics' sums read the bits and widen
+  them in registers (float16 by F16C's ``vcvtph2ps`` where the CPU has it; bfloat16 by a
+  shift), a chunk widened into an L1 scratch only for the two-pass method (and, without
+  F16C, by NumPy's exact 65536-entry table); the normalize reads the bits
   again (from L2) and widens, applies ``x * a + c`` and narrows with round-to-nearest-even
   (``vcvtps2ph``; bfloat16 by 8-lane integer vector code) in one 8-lane pass, so nothing
   wider than the input goes to memory. Without those vector conversions, or where a
@@ -38,9 +39,9 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
   one pass over x and dy (chunks in the input's precision, merged in float64), then
   ``dx = rstd * (w * dy - A) - rstd^2 * B * (x - mean)`` with x and dy re-read from
   cache; dweight/dbias per (sample, channel) summed over samples in order: deterministic
-  bit for bit, no atomics. 16-bit x and dy are widened chunk by chunk into L1 scratch
-  for the sums, and dx is computed from their bits in one 8-lane pass (widen, dx,
-  narrow); without vector conversions (float16 without F16C), chunk by chunk.
+  bit for bit, no atomics. For 16-bit x and dy the sums read their bits, widened in
+  registers, and dx is computed from their bits in one 8-lane pass (widen, dx, narrow);
+  without vector conversions (float16 without F16C), chunk by chunk through L1 scratch.
 * Compiled on first use and cached on disk (``cache=True``), so a second process loads
   the machine code instead of compiling; the bench reports compile time apart.
 

@@ -226,28 +226,35 @@ def _unfused(kernels, x, num_groups, weight, bias, eps):
                                            ((1, 4, 301, 301), 1), ((1, 4, 304, 304), 1)],
                          ids=["small", "multi-chunk", "1d", "one-element", "planes-of-8n",
                               "planes-of-8n-multi-chunk", "group-beyond-keep", "planes-of-8n-beyond-keep"])
-def test_fused_16_bit_kernel_gives_the_separate_passes_bits(kernels, dtype, shape, groups):
+@pytest.mark.parametrize("values", ["specials", "finite"])
+def test_fused_16_bit_kernel_gives_the_separate_passes_bits(kernels, dtype, shape, groups, values):
     """group_norm_half_by_group (widen and narrow per chunk, in cache) against the
-    separate widen / float32 kernel / narrow passes: the same bits, NaN and Inf included,
-    for groups of one chunk, many chunks, one element, and beyond HALF_KEEP. Planes of a
-    multiple of 8 elements take the bits-to-bits step; the others the affine loop then
-    the narrowing (planes across chunk boundaries included), kept widened up to HALF_KEEP
-    and widened twice beyond it."""
+    separate widen / float32 kernel / narrow passes: the same bits and statistics, NaN
+    and Inf included, for groups of one chunk, many chunks, one element, and beyond
+    HALF_KEEP. Planes of a multiple of 8 elements take the bits-to-bits step; the others
+    the affine loop then the narrowing (planes across chunk boundaries included), kept
+    widened up to HALF_KEEP and widened twice beyond it. With ``specials`` every chunk
+    holds an Inf, so the statistics take the two-pass method on widened chunks; with
+    ``finite`` (an offset of 8 std) the one-pass sums, which read the bits directly."""
     from backends.numba_cpu_backend import _half_table
 
     np_dtype = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
     rng = np.random.default_rng(3)
-    x = (rng.standard_normal(shape) * 3 + 1).astype(np_dtype)
+    x = (rng.standard_normal(shape) * 3 + (1 if values == "specials" else 24)).astype(np_dtype)
     flat = x.reshape(-1)
-    flat[::97] = np.inf
-    flat[5] = np.nan
-    flat[7] = -np.inf
+    if values == "specials":
+        flat[::97] = np.inf
+        flat[5] = np.nan
+        flat[7] = -np.inf
     weight, bias = rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
     bits = x.view(np.uint16).reshape(shape[0] * groups, -1)
     if shape[2:] in ((301, 301), (304, 304)):
         assert bits.shape[1] > kernels.HALF_KEEP
     table = _half_table() if dtype == "float16" else np.empty(0, np.float32)
-    fused, _ = kernels.group_norm_half_by_group(bits, groups, weight, bias, 1e-5, table, dtype == "bfloat16")
+    fused, stats = kernels.group_norm_half_by_group(bits, groups, weight, bias, 1e-5, table, dtype == "bfloat16")
+    wide = kernels.widen_half(bits.reshape(-1), table) if dtype == "float16" else kernels.widen_bfloat(bits.reshape(-1))
+    _, wide_stats = kernels.group_norm_by_group(wide.reshape(bits.shape), groups, weight, bias, 1e-5)
+    np.testing.assert_array_equal(stats, wide_stats)
     _same_bits(fused.view(np_dtype).reshape(-1), _unfused(kernels, x, groups, weight, bias, 1e-5).view(np_dtype).reshape(-1))
 
 
@@ -256,19 +263,25 @@ def test_fused_16_bit_kernel_gives_the_separate_passes_bits(kernels, dtype, shap
 @pytest.mark.parametrize("shape, groups", [((2, 64, 9, 7), 8), ((2, 32, 70, 70), 4), ((4, 16, 1), 16),
                                            ((1, 4, 301, 301), 1)],
                          ids=["small", "planes-beyond-a-chunk", "one-element", "large-planes"])
-def test_16_bit_backward_gives_the_separate_passes_bits(kernels, dtype, shape, groups):
-    """group_norm_backward_half_by_group (x and dy widened chunk by chunk for the sums; dx
-    from the bits in one 8-lane pass, or chunk by chunk without vector conversions)
-    against widening x and dy whole, the float32 backward, narrowing dx: the same dx bits
-    (NaN where it has NaN) and the same dweight/dbias, NaN and Inf included."""
+@pytest.mark.parametrize("values", ["specials", "finite", "inf-first"])
+def test_16_bit_backward_gives_the_separate_passes_bits(kernels, dtype, shape, groups, values):
+    """group_norm_backward_half_by_group (the sums read x's and dy's bits, widened in
+    registers, or widened chunk by chunk into scratch without vector conversions; dx from
+    the bits in one 8-lane pass, or chunk by chunk) against widening x and dy whole, the
+    float32 backward, narrowing dx: the same dx bits (NaN where it has NaN) and the same
+    dweight/dbias, finite, with NaN and Inf, and with dy's first element Inf (the sums'
+    zero is then NaN, as in the float32 kernel)."""
     from backends.numba_cpu_backend import _half_table
 
     np_dtype = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
     rng = np.random.default_rng(5)
     x = (rng.standard_normal(shape) * 3 + 1).astype(np_dtype)
     dy = rng.standard_normal(shape).astype(np_dtype)
-    x.reshape(-1)[::89] = np.inf
-    dy.reshape(-1)[3] = np.nan
+    if values == "specials":
+        x.reshape(-1)[::89] = np.inf
+        dy.reshape(-1)[3] = np.nan
+    if values == "inf-first":  # each channel's first chunk starts with Inf
+        dy.reshape(shape[0], shape[1], -1)[:, :, 0] = np.inf
     weight = rng.standard_normal(shape[1])
     table = _half_table() if dtype == "float16" else np.empty(0, np.float32)
     xbits, gbits = (a.view(np.uint16).reshape(shape[0] * groups, -1) for a in (x, dy))
