@@ -22,8 +22,8 @@ for x near the mean and a large offset is harmless.
 import numba
 import numpy as np
 
-from ._numba_halves import (F16C, affine_bits, bfloat_value, gradient_bits, half_value, narrow_bfloat8, narrow_f16c,
-                            widen_bfloat8, widen_f16c)
+from ._numba_halves import (F16C, affine_bits, bfloat_of, bfloat_value, gradient_bits, half_of, half_value,
+                            narrow_bfloat8, narrow_f16c, widen_bfloat8, widen_f16c)
 
 CHUNK = 1 << 12
 
@@ -499,34 +499,58 @@ def channels_last_block(positions, channels, cpg):
     return max(1, min(CHUNK // cpg, 32768 // channels, positions))
 
 
-@numba.njit(parallel=True, cache=True)
-def group_norm_channels_last(x, num_groups, weight, bias, eps):
-    """GroupNorm of ``x`` (N, P, C) C-contiguous (a channels-last tensor's memory);
-    returns y in the same layout and (mean, rstd) per (sample, group) in float64
-    (N * G, 2). weight/bias float64 of length C."""
-    samples, positions, channels = x.shape
-    cpg = channels // num_groups
-    block = channels_last_block(positions, channels, cpg)
-    blocks = -(-positions // block)
-    partial = np.zeros((samples * blocks, num_groups, 3), np.float64)
-    for task in numba.prange(samples * blocks):
-        n = task // blocks
-        p0 = (task % blocks) * block
-        p1 = min(p0 + block, positions)
-        width = (p1 - p0) * cpg
-        scratch = np.empty((num_groups, width), x.dtype)
-        for p in range(p0, p1):
-            at = (p - p0) * cpg
-            for g in range(num_groups):
-                for j in range(cpg):
-                    scratch[g, at + j] = x[n, p, g * cpg + j]
+@numba.njit(cache=True)
+def _channels_last_task(task, blocks, block, positions):
+    """(sample, first position, stop) of a task of blocks of positions."""
+    p0 = (task % blocks) * block
+    return task // blocks, p0, min(p0 + block, positions)
+
+
+@numba.njit(cache=True)
+def _gather_block(x, n, p0, p1, cpg, num_groups, scratch):
+    """scratch[g, (p - p0) * cpg + j] = x[n, p, g * cpg + j]: one streaming pass over the
+    block, each group's values in a row."""
+    for p in range(p0, p1):
+        at = (p - p0) * cpg
         for g in range(num_groups):
-            count, mean, m2 = chunk_moments(scratch[g], 0, width)
-            partial[task, g, 0] = count
-            partial[task, g, 1] = mean
-            partial[task, g, 2] = m2
-    scale = np.empty((samples, channels), x.dtype)
-    shift = np.empty((samples, channels), x.dtype)
+            for j in range(cpg):
+                scratch[g, at + j] = x[n, p, g * cpg + j]
+
+
+@numba.njit(cache=True)
+def _gather_block_bits(x, n, p0, p1, cpg, num_groups, scratch, table, bfloat):
+    """:func:`_gather_block` of 16-bit bits ``x``, widened to float32 as gathered (a shift
+    for bfloat16, F16C's conversion for float16, else ``table``)."""
+    for p in range(p0, p1):
+        at = (p - p0) * cpg
+        for g in range(num_groups):
+            for j in range(cpg):
+                bits = x[n, p, g * cpg + j]
+                if bfloat:
+                    scratch[g, at + j] = bfloat_value(bits)
+                elif F16C:
+                    scratch[g, at + j] = half_value(bits)
+                else:
+                    scratch[g, at + j] = table[bits]
+
+
+@numba.njit(cache=True)
+def _block_moments(scratch, width, partial, task):
+    for g in range(scratch.shape[0]):
+        count, mean, m2 = chunk_moments(scratch[g], 0, width)
+        partial[task, g, 0] = count
+        partial[task, g, 1] = mean
+        partial[task, g, 2] = m2
+
+
+@numba.njit(cache=True)
+def _channels_last_coefficients(partial, samples, blocks, num_groups, weight, bias, eps, dtype_of):
+    """Each group's blocks merged in block order: (scale, shift) per (sample, channel) in
+    the dtype of the array ``dtype_of`` and (mean, rstd) per (sample, group) in float64."""
+    channels = weight.shape[0]
+    cpg = channels // num_groups
+    scale = np.empty((samples, channels), dtype_of.dtype)
+    shift = np.empty((samples, channels), dtype_of.dtype)
     stats = np.empty((samples * num_groups, 2), np.float64)
     for n in range(samples):
         for g in range(num_groups):
@@ -541,11 +565,28 @@ def group_norm_channels_last(x, num_groups, weight, bias, eps):
                 a = rstd * weight[j]
                 scale[n, j] = a
                 shift[n, j] = bias[j] - mean * a
+    return scale, shift, stats
+
+
+@numba.njit(parallel=True, cache=True)
+def group_norm_channels_last(x, num_groups, weight, bias, eps):
+    """GroupNorm of ``x`` (N, P, C) C-contiguous (a channels-last tensor's memory);
+    returns y in the same layout and (mean, rstd) per (sample, group) in float64
+    (N * G, 2). weight/bias float64 of length C."""
+    samples, positions, channels = x.shape
+    cpg = channels // num_groups
+    block = channels_last_block(positions, channels, cpg)
+    blocks = -(-positions // block)
+    partial = np.zeros((samples * blocks, num_groups, 3), np.float64)
+    for task in numba.prange(samples * blocks):
+        n, p0, p1 = _channels_last_task(task, blocks, block, positions)
+        scratch = np.empty((num_groups, (p1 - p0) * cpg), x.dtype)
+        _gather_block(x, n, p0, p1, cpg, num_groups, scratch)
+        _block_moments(scratch, (p1 - p0) * cpg, partial, task)
+    scale, shift, stats = _channels_last_coefficients(partial, samples, blocks, num_groups, weight, bias, eps, x)
     out = np.empty_like(x)
     for task in numba.prange(samples * blocks):
-        n = task // blocks
-        p0 = (task % blocks) * block
-        p1 = min(p0 + block, positions)
+        n, p0, p1 = _channels_last_task(task, blocks, block, positions)
         _affine_rows(x[n][p0:p1], out[n][p0:p1], scale[n], shift[n])
     return out, stats
 
@@ -559,6 +600,53 @@ def _affine_rows(source, target, scale, shift):
         into = target[p]
         for j in range(channels):
             into[j] = row[j] * scale[j] + shift[j]
+
+
+@numba.njit(fastmath={"contract"}, cache=True)
+def _affine_rows_bits(source, target, scale, shift, table, bfloat, values):
+    """:func:`_affine_rows` from 16-bit bits to 16-bit bits, each element widened,
+    ``x * a + c`` in float32 and narrowed (round to nearest even) along the row; without
+    F16C (float16) through ``values`` (float32 scratch of a row) and the scalar narrowing.
+    The same bits as widening, :func:`_affine_rows` and narrowing."""
+    channels = scale.shape[0]
+    for p in range(source.shape[0]):
+        row = source[p]
+        into = target[p]
+        if bfloat:
+            for j in range(channels):
+                into[j] = bfloat_of(bfloat_value(row[j]) * scale[j] + shift[j])
+        elif F16C:
+            for j in range(channels):
+                into[j] = half_of(half_value(row[j]) * scale[j] + shift[j])
+        else:
+            for j in range(channels):
+                values[j] = table[row[j]] * scale[j] + shift[j]
+            narrow_half_scalar(values, into)
+
+
+@numba.njit(parallel=True, cache=True)
+def group_norm_half_channels_last(x, num_groups, weight, bias, eps, table, bfloat):
+    """:func:`group_norm_channels_last` of 16-bit bits ``x`` (N, P, C) uint16, float16
+    (``table`` as in :func:`group_norm_half_by_group`) or bfloat16 (``bfloat``), read in
+    place: each block widened as it is gathered, y narrowed as it is made along the rows.
+    Same bits as widening x, the float32 kernel, narrowing y; y's bits in x's layout."""
+    samples, positions, channels = x.shape
+    cpg = channels // num_groups
+    block = channels_last_block(positions, channels, cpg)
+    blocks = -(-positions // block)
+    partial = np.zeros((samples * blocks, num_groups, 3), np.float64)
+    for task in numba.prange(samples * blocks):
+        n, p0, p1 = _channels_last_task(task, blocks, block, positions)
+        scratch = np.empty((num_groups, (p1 - p0) * cpg), np.float32)
+        _gather_block_bits(x, n, p0, p1, cpg, num_groups, scratch, table, bfloat)
+        _block_moments(scratch, (p1 - p0) * cpg, partial, task)
+    scale, shift, stats = _channels_last_coefficients(partial, samples, blocks, num_groups, weight, bias, eps,
+                                                      np.empty(0, np.float32))
+    out = np.empty_like(x)
+    for task in numba.prange(samples * blocks):
+        n, p0, p1 = _channels_last_task(task, blocks, block, positions)
+        _affine_rows_bits(x[n][p0:p1], out[n][p0:p1], scale[n], shift[n], table, bfloat, np.empty(channels, np.float32))
+    return out, stats
 
 
 # Backward. Per (sample, group), in one task, with the forward's mean and rstd: per channel

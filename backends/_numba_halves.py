@@ -20,10 +20,11 @@ intrinsic``) on 8-lane vectors, which the kernels call in ordinary loops and LLV
   output's with nothing wider in memory (same bits as the three steps apart).
 * :func:`gradient_bits`: the backward's dx the same way, from x's and dy's bits to dx's
   (widening, the kernels' ``_grad_plane`` arithmetic in its order, narrowing).
-* :func:`bfloat_value` / :func:`half_value`: one element's widening as a scalar, for
-  reductions: a loop that sums them is vectorized by LLVM like a float32 loop (16 lanes,
-  the accumulators in registers), so the chunk sums read the 16-bit bits once and no
-  widened copy is written (an 8-lane intrinsic could not carry the sums between calls).
+* ``bfloat_value`` / ``half_value`` (and ``bfloat_of`` / ``half_of`` to narrow): one
+  element's conversion, the same IR on a scalar, for loops that LLVM vectorizes like a
+  float32 loop (16 lanes, accumulators in registers): the chunk sums read the 16-bit bits
+  once with no widened copy (an 8-lane intrinsic could not carry the sums between
+  calls), and the channels-last kernel converts along its rows of channels.
 
 The tests check every path bit for bit against NumPy / ml_dtypes
 (``tests/test_numba_cpu_halves.py``).
@@ -62,15 +63,25 @@ def _splat(vector, value):
     return ir.Constant(vector, [ir.Constant(vector.element, value)] * vector.count)
 
 
+def _shaped(like, element):
+    """The type ``element``, or a vector of it with as many lanes as the vector ``like``:
+    each conversion below works on one value or on 8 lanes alike."""
+    return ir.VectorType(element, like.count) if isinstance(like, ir.VectorType) else element
+
+
+def _constant(of_type, value):
+    return _splat(of_type, value) if isinstance(of_type, ir.VectorType) else ir.Constant(of_type, value)
+
+
 def _from_half(builder, raw):
-    """<8 x float> of <8 x i16> float16 bits (fpext: vcvtph2ps, exact)."""
-    return builder.fpext(builder.bitcast(raw, ir.VectorType(ir.HalfType(), 8)), ir.VectorType(ir.FloatType(), 8))
+    """float32 of float16 bits (i16, or <8 x i16>): fpext, exact (vcvtph2ps)."""
+    return builder.fpext(builder.bitcast(raw, _shaped(raw.type, ir.HalfType())), _shaped(raw.type, ir.FloatType()))
 
 
 def _from_bfloat(builder, raw):
-    """<8 x float> of <8 x i16> bfloat16 bits (the high half of the float32 bits: exact)."""
-    words = ir.VectorType(ir.IntType(32), 8)
-    return builder.bitcast(builder.shl(builder.zext(raw, words), _splat(words, 16)), ir.VectorType(ir.FloatType(), 8))
+    """float32 of bfloat16 bits (i16, or <8 x i16>): the high half of the float32 bits, exact."""
+    words = _shaped(raw.type, ir.IntType(32))
+    return builder.bitcast(builder.shl(builder.zext(raw, words), _constant(words, 16)), _shaped(raw.type, ir.FloatType()))
 
 
 def _widening(convert):
@@ -91,22 +102,23 @@ def _widening(convert):
 
 
 def _to_half(builder, floats):
-    """<8 x i16> float16 bits of <8 x float> (fptrunc: vcvtps2ph, round to nearest even)."""
-    return builder.bitcast(builder.fptrunc(floats, ir.VectorType(ir.HalfType(), 8)), ir.VectorType(ir.IntType(16), 8))
+    """float16 bits (i16, or <8 x i16>) of float32 (fptrunc: vcvtps2ph, round to nearest even)."""
+    return builder.bitcast(builder.fptrunc(floats, _shaped(floats.type, ir.HalfType())),
+                           _shaped(floats.type, ir.IntType(16)))
 
 
 def _to_bfloat(builder, floats):
-    """<8 x i16> bfloat16 bits of <8 x float>: round to nearest even (add 0x7FFF plus the
-    kept lowest bit, keep the high half); NaN stays a quiet NaN of the same sign (its high
-    half with the quiet bit set)."""
-    words = ir.VectorType(ir.IntType(32), 8)
+    """bfloat16 bits (i16, or <8 x i16>) of float32: round to nearest even (add 0x7FFF
+    plus the kept lowest bit, keep the high half); NaN stays a quiet NaN of the same sign
+    (its high half with the quiet bit set)."""
+    words = _shaped(floats.type, ir.IntType(32))
     f = builder.bitcast(floats, words)
-    nan = builder.icmp_unsigned(">", builder.and_(f, _splat(words, 0x7FFFFFFF)), _splat(words, 0x7F800000))
-    high = builder.lshr(f, _splat(words, 16))
-    odd = builder.and_(high, _splat(words, 1))
-    rounded = builder.lshr(builder.add(builder.add(f, _splat(words, 0x7FFF)), odd), _splat(words, 16))
-    quiet = builder.or_(high, _splat(words, 0x40))
-    return builder.trunc(builder.select(nan, quiet, rounded), ir.VectorType(ir.IntType(16), 8))
+    nan = builder.icmp_unsigned(">", builder.and_(f, _constant(words, 0x7FFFFFFF)), _constant(words, 0x7F800000))
+    high = builder.lshr(f, _constant(words, 16))
+    odd = builder.and_(high, _constant(words, 1))
+    rounded = builder.lshr(builder.add(builder.add(f, _constant(words, 0x7FFF)), odd), _constant(words, 16))
+    quiet = builder.or_(high, _constant(words, 0x40))
+    return builder.trunc(builder.select(nan, quiet, rounded), _shaped(floats.type, ir.IntType(16)))
 
 
 def _broadcast(builder, vector, scalar):
@@ -191,28 +203,26 @@ def _gradient_bits(widen, narrow):
     return gradient8
 
 
-@intrinsic
-def bfloat_value(typingctx, bits):
-    """float32 of one bfloat16 ``bits`` (uint16): a shift, exact. Scalar, so LLVM
-    vectorizes the loops that call it with their accumulators in vector registers (the
-    chunk sums read 16-bit bits straight, no widened copy)."""
-    def codegen(context, builder, signature, args):
-        word = builder.shl(builder.zext(args[0], ir.IntType(32)), ir.Constant(ir.IntType(32), 16))
-        return builder.bitcast(word, ir.FloatType())
+def _one(convert, result, argument):
+    """An intrinsic of one scalar: ``convert`` (the 8-lane conversions' own code) of it."""
 
-    return types.float32(types.uint16), codegen
+    @intrinsic
+    def one(typingctx, value):
+        def codegen(context, builder, signature, args):
+            return convert(builder, args[0])
+
+        return result(argument), codegen
+
+    return one
 
 
-@intrinsic
-def half_value(typingctx, bits):
-    """float32 of one float16 ``bits`` (uint16): ``fpext``, exact (``vcvtph2ps``, 16 a time
-    where LLVM vectorizes the loop). Only where :data:`F16C`: without it LLVM would call a
-    runtime helper the JIT may not have."""
-    def codegen(context, builder, signature, args):
-        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
-
-    return types.float32(types.uint16), codegen
-
+# One element at a time, for loops LLVM vectorizes itself (16 lanes here, accumulators in
+# registers): the chunk sums read 16-bit bits without a widened copy, the channels-last
+# normalize runs along a row of channels. half_value / half_of only where F16C.
+bfloat_value = _one(_from_bfloat, types.float32, types.uint16)  # float32 of bfloat16 bits (exact)
+half_value = _one(_from_half, types.float32, types.uint16)  # float32 of float16 bits (exact)
+bfloat_of = _one(_to_bfloat, types.uint16, types.float32)  # bfloat16 bits of a float32, as _to_bfloat
+half_of = _one(_to_half, types.uint16, types.float32)  # float16 bits of a float32, round to nearest even
 
 _widen8 = _widening(_from_half)
 _widen_bfloat8 = _widening(_from_bfloat)

@@ -156,6 +156,21 @@ class EventTimer:
         return self._elapsed_ms(self._start, self._stop) / 1e3
 
 
+def host_copy(array):
+    """A fresh NumPy array with ``array``'s values and exactly its strides (channels-last
+    and strided views included; a negative stride's copy is C-contiguous): the
+    ``from_numpy`` of NumPy-based backends. (``ndarray.copy()`` would make it C-contiguous,
+    and the layout a case asks for would never reach the backend.)"""
+    import numpy as np
+
+    if array.size == 0 or min(array.strides, default=0) < 0:
+        return array.copy()
+    span = sum((n - 1) * s for n, s in zip(array.shape, array.strides)) + array.itemsize
+    out = np.ndarray(array.shape, array.dtype, np.empty(span, np.uint8), 0, array.strides)
+    out[...] = array
+    return out
+
+
 def copy_pattern(nbytes: int):
     """The bytes a copy kernel copies: not constant, so a copy that did not happen shows."""
     import numpy as np

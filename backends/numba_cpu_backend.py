@@ -29,11 +29,12 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
   (scalar float16 code without F16C), a group of up to 2^18 elements kept widened
   between the passes. (With fewer groups than threads: widen everything, the float32
   kernel, narrow everything, each pass parallel; the same bits.)
-* Channels-last input (float32/float64) is read in place as (N, positions, C): blocks of
-  positions gathered per group for the statistics, then ``y = x * a + c`` along the
-  channels; y keeps the layout. Other non-contiguous inputs are copied to contiguous
-  first (one copy, counted in the timing). NaN and Inf propagate; a constant group gives
-  bias.
+* Channels-last input is read in place as (N, positions, C): blocks of positions
+  gathered per group for the statistics, then ``y = x * a + c`` along the channels; y
+  keeps the layout. 16-bit bits are widened as they are gathered and y narrowed as it is
+  made (the same bits as the float32 kernel on the widened input). Other non-contiguous
+  inputs are copied to contiguous first (one copy, counted in the timing). NaN and Inf
+  propagate; a constant group gives bias.
 * Backward (``forward_train`` keeps x and the forward's (mean, rstd) per group, float64):
   one task per (sample, group) takes per channel sum(dy) and sum(dy * (x - mean)) in
   one pass over x and dy (chunks in the input's precision, merged in float64), then
@@ -50,7 +51,8 @@ kernels of results/cpu-2026-12-04-numba16-part2 (four runs, a quiet and a busy h
 float32 contiguous 0.77-1.08x torch on the two large shapes (at parity on the quiet host;
 x is read twice and y written once, in separate phases: 60-78% of the copy roofline),
 0.91-1.50x on (8,512,32,32) and (2,320,64,64); float16 1.04-3.79x; bfloat16 0.82-1.09x;
-channels-last float32 0.95-1.91x; backward float32 1.03-1.60x. The kernels of
+backward float32 1.03-1.60x. (Their "channels-last" rows timed the contiguous kernel:
+``from_numpy`` made every input C-contiguous until results/cpu-2026-12-04-numba16-part4.) The kernels of
 results/cpu-2026-12-04-numba16-part3 are 4-16% faster on the float32 forward, 3-26% on the
 16-bit forward and 1.9-2.6x on the 16-bit backward (interleaved kernel A/B); against torch
 on a busy host there, float16 backward 3.20x, bfloat16 backward 0.59-0.79x.
@@ -61,7 +63,7 @@ from __future__ import annotations
 import functools
 import os
 
-from .base import GroupNormBackend, hash_files, missing_module
+from .base import GroupNormBackend, hash_files, host_copy, missing_module
 from .dtypes import DTYPES
 
 KERNEL_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_numba_cpu_kernels.py")
@@ -110,17 +112,23 @@ class NumbaCpuBackend(GroupNormBackend):
         threads = numba.get_num_threads()
         w = np.ones(channels) if weight is None else np.asarray(weight, np.float64)
         b = np.zeros(channels) if bias is None else np.asarray(bias, np.float64)
+        bfloat = half and x.dtype != np.float16
+        table = _half_table() if half and not bfloat else np.empty(0, np.float32)
+        last = np.moveaxis(x, 1, -1)
+        if x.ndim >= 3 and not x.flags.c_contiguous and last.flags.c_contiguous:
+            # channels-last memory, read in place; y keeps the layout
+            rows = last.reshape(n, -1, channels)
+            if half:
+                out, stats = kernels.group_norm_half_channels_last(rows.view(np.uint16), num_groups, w, b, float(eps),
+                                                                   table, bfloat)
+                out = out.view(x.dtype)
+            else:
+                out, stats = kernels.group_norm_channels_last(rows, num_groups, w, b, float(eps))
+            return np.moveaxis(out.reshape(last.shape), -1, 1), stats
         if half and n * num_groups >= threads:  # fused: chunks widened and narrowed in cache
             bits = np.ascontiguousarray(x).view(np.uint16).reshape(n * num_groups, -1)
-            bfloat = x.dtype != np.float16
-            table = _half_table() if not bfloat else np.empty(0, np.float32)
             out, stats = kernels.group_norm_half_by_group(bits, num_groups, w, b, float(eps), table, bfloat)
             return out.view(x.dtype).reshape(x.shape), stats
-        last = np.moveaxis(x, 1, -1)
-        if not half and x.ndim >= 3 and not x.flags.c_contiguous and last.flags.c_contiguous:
-            # channels-last memory, read in place; y keeps the layout
-            out, stats = kernels.group_norm_channels_last(last.reshape(n, -1, channels), num_groups, w, b, float(eps))
-            return np.moveaxis(out.reshape(last.shape), -1, 1), stats
         if half:
             bits = np.ascontiguousarray(x).view(np.uint16).reshape(-1)
             data = kernels.widen_half(bits, _half_table()) if x.dtype == np.float16 else kernels.widen_bfloat(bits)
@@ -173,7 +181,7 @@ class NumbaCpuBackend(GroupNormBackend):
         return dx.reshape(x.shape), grad_weight, grad_bias
 
     def from_numpy(self, array, device):
-        return array.copy()
+        return host_copy(array)  # the case's layout reaches the kernels (channels-last: read in place)
 
     def to_numpy(self, array):
         return array

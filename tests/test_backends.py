@@ -40,7 +40,7 @@ def test_numba_cpu_passes_the_adversarial_suite_on_its_hard_small_cases():
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "strided"])
-@pytest.mark.parametrize("name", ["torch", "numpy"])
+@pytest.mark.parametrize("name", ["torch", "numpy", "numba-cpu"])
 def test_from_numpy_keeps_the_layout(name, layout):
     backend = require(name)
     host = inputs.make(Case((2, 6, 4, 5), 3, "float32", layout)).x

@@ -51,3 +51,56 @@ def test_channels_last_input_is_read_in_place_and_keeps_its_layout(kernels, shap
     for output in (y, planar):
         assert np.max(np.abs(output - oracle.y) / allowed) <= 0.5
     assert np.max(np.abs(y - planar)) <= 16 * np.finfo(np.float32).eps * np.max(np.abs(oracle.y))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("shape, groups", [((2, 64, 9, 7), 8), ((2, 320, 20, 20), 32), ((1, 8, 3), 2),
+                                           ((2, 6, 5, 4, 3), 3), ((1, 64, 130, 130), 4)],
+                         ids=["2d", "sd-unet-like", "1d", "3d", "many-blocks"])
+@pytest.mark.parametrize("values", ["finite", "specials"])
+def test_16_bit_channels_last_is_read_in_place_with_the_float32_kernels_bits(kernels, dtype, shape, groups, values):
+    """float16/bfloat16 channels-last input: the backend runs the 16-bit channels-last
+    kernel on x's own memory (no copy), y comes back channels-last, and its bits are those
+    of widening x, the float32 channels-last kernel and narrowing y (the widening is
+    exact, the arithmetic the same), NaN and Inf included; so are the statistics."""
+    import backends
+    from backends.numba_cpu_backend import _half_table
+
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    np_dtype = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
+    rng = np.random.default_rng(6)
+    values_cl = (rng.standard_normal((shape[0], *shape[2:], shape[1])) * 3 + 20).astype(np_dtype)
+    if values == "specials":
+        flat = values_cl.reshape(-1)
+        flat[::101] = np.inf
+        flat[3] = np.nan
+        flat[11] = -np.inf
+    last = np.moveaxis(values_cl, -1, 1)  # channels-last memory, logical (N, C, *)
+    weight, bias = (rng.standard_normal(shape[1]).astype(np.float32) for _ in range(2))
+    calls = []
+    original = kernels.group_norm_half_channels_last
+
+    def spy(x, *args):
+        calls.append(x)
+        return original(x, *args)
+
+    kernels.group_norm_half_channels_last = spy
+    try:
+        y = backends.get("numba-cpu").group_norm(last, groups, weight, bias, 1e-5)
+    finally:
+        kernels.group_norm_half_channels_last = original
+    assert len(calls) == 1 and np.shares_memory(calls[0], last)
+    assert y.dtype == last.dtype and np.moveaxis(y, 1, -1).flags.c_contiguous
+    bits = values_cl.view(np.uint16).reshape(shape[0], -1, shape[1])
+    wide = (kernels.widen_half(bits.reshape(-1), _half_table()) if dtype == "float16"
+            else kernels.widen_bfloat(bits.reshape(-1))).reshape(bits.shape)
+    wide_y, wide_stats = kernels.group_norm_channels_last(wide, groups, weight, bias, 1e-5)
+    narrow = kernels.narrow_half if dtype == "float16" else kernels.narrow_bfloat
+    expected = narrow(wide_y.reshape(-1)).view(np_dtype)
+    got = np.moveaxis(y, 1, -1).reshape(-1)
+    nan = np.isnan(expected.astype(np.float32))
+    assert (np.isnan(got.astype(np.float32)) == nan).all()
+    np.testing.assert_array_equal(got.view(np.uint16)[~nan], expected.view(np.uint16)[~nan])
+    _, stats = original(bits, groups, weight, bias, 1e-5, _half_table() if dtype == "float16" else
+                        np.empty(0, np.float32), dtype == "bfloat16")
+    np.testing.assert_array_equal(stats, wide_stats)
