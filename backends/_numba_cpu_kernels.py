@@ -486,86 +486,152 @@ def group_norm_half_by_group(bits, num_groups, weight, bias, eps, table, bfloat)
 
 
 # Channels-last input read in place: x as (N, P, C), C-contiguous (P = spatial positions).
-# A group's elements are strided (cpg channels at every position), so the statistics come
-# from blocks of positions: one streaming pass over a block gathers each group's values
-# into a scratch row (L2-resident), whose chunk moments are merged per group in block
-# order (deterministic); then y = x * a + c, vectorized along the channels.
+# A block of positions is a contiguous (positions, C) span. Its statistics are taken per
+# channel, vectorized along the channels: each channel's sums in x's precision over ROWS
+# positions at a time, then float64, in one pass centred on the mean of the block's first
+# CENTRE_ROWS positions; a channel whose centre is too far from its mean (the test of
+# one_pass_moments) is summed again by the two-pass method, from cache. Then each group's
+# channels are combined and the blocks merged in order (deterministic). Samples go in
+# waves of about WAVE_BYTES, the statistics of a wave then its normalize, so the second
+# read of x comes from the cache where a wave fits; y = x * a + c along the channels.
+
+WAVE_BYTES = 8 << 20  # x per wave: its statistics pass leaves it in L3 (32 MiB here) for the normalize
+CENTRE_ROWS = 64  # positions whose mean centres a block's one-pass sums (its error: sigma / 8)
 
 
 @numba.njit(cache=True)
-def channels_last_block(positions, channels, cpg):
-    """Positions per block: each group's share at most CHUNK elements, the block itself
-    at most 32768 elements (128 KiB of float32: the gathered copy stays in L2)."""
-    return max(1, min(CHUNK // cpg, 32768 // channels, positions))
+def channels_last_block(positions, channels):
+    """Positions per block: at most 32768 elements (128 KiB of float32, so a channel
+    summed again is read from L2) and CHUNK positions, at least :data:`SMALL` positions
+    where there are so many (a channel's sums then in x's precision)."""
+    return max(1, min(positions, max(min(CHUNK, 32768 // channels), SMALL)))
+
+
+ROWS = 16  # positions a channel's running sums in x's precision span before they go to float64
+
+
+@numba.njit(fastmath={"reassoc", "contract"}, cache=True)
+def _sums_along_channels(block, k, s1, s2):
+    """s1[c], s2[c] = sum(d), sum(d^2) (float64) over the block's positions, d = x[p, c] -
+    k[c]: vectorized along the channels, each channel summed in x's precision over
+    :data:`ROWS` positions at a time (so a sum's rounding error stays within ROWS ulps,
+    as the chunk sums' lanes), those partial sums added in float64."""
+    positions, channels = block.shape
+    t1 = np.empty(channels, block.dtype)
+    t2 = np.empty(channels, block.dtype)
+    s1[:] = 0.0
+    s2[:] = 0.0
+    for first in range(0, positions, ROWS):
+        t1[:] = 0.0
+        t2[:] = 0.0
+        for p in range(first, min(first + ROWS, positions)):
+            row = block[p]
+            for c in range(channels):
+                d = row[c] - k[c]
+                t1[c] += d
+                t2[c] += d * d
+        for c in range(channels):
+            s1[c] += t1[c]
+            s2[c] += t2[c]
 
 
 @numba.njit(cache=True)
-def _channels_last_task(task, blocks, block, positions):
-    """(sample, first position, stop) of a task of blocks of positions."""
-    p0 = (task % blocks) * block
-    return task // blocks, p0, min(p0 + block, positions)
+def _channel_centres(block, k, rows):
+    """k[c] = the mean of block[:rows, c], summed and rounded in x's precision."""
+    k[:] = 0.0
+    for p in range(rows):
+        row = block[p]
+        for c in range(k.size):
+            k[c] += row[c]
+    for c in range(k.size):
+        k[c] = k[c] / rows
 
 
 @numba.njit(cache=True)
-def _gather_block(x, n, p0, p1, cpg, num_groups, scratch):
-    """scratch[g, (p - p0) * cpg + j] = x[n, p, g * cpg + j]: one streaming pass over the
-    block, each group's values in a row."""
-    for p in range(p0, p1):
-        at = (p - p0) * cpg
-        for g in range(num_groups):
-            for j in range(cpg):
-                scratch[g, at + j] = x[n, p, g * cpg + j]
+def _channel_moments(block, means, m2s):
+    """(mean, M2) per channel of a block of positions (positions, C) into ``means``/``m2s``
+    (float64). From :data:`SMALL` positions: one pass in x's precision about the mean of
+    the first :data:`CENTRE_ROWS` positions, vectorized along the channels; a channel whose
+    centre is too far from its mean or whose sums are not finite (the test of
+    :func:`_judged`) is summed again by :func:`_two_pass` (strided, from cache). Below
+    :data:`SMALL` positions, each channel two-pass in float64 (as :func:`chunk_moments`)."""
+    positions, channels = block.shape
+    k = np.empty(channels, block.dtype)
+    s1 = np.empty(channels, np.float64)
+    s2 = np.empty(channels, np.float64)
+    if positions >= SMALL:
+        _channel_centres(block, k, min(positions, CENTRE_ROWS))
+        _sums_along_channels(block, k, s1, s2)
+    for c in range(channels):
+        if positions < SMALL:
+            _, means[c], m2s[c] = _two_pass(block[:, c], np.float64(block[0, c]) - np.float64(block[0, c]))
+            continue
+        correction = np.float64(s1[c]) * np.float64(s1[c]) / positions
+        if np.isfinite(s2[c]) and correction * 4.0 <= s2[c]:
+            means[c] = np.float64(k[c]) + np.float64(s1[c]) / positions
+            m2s[c] = np.float64(s2[c]) - correction
+        else:
+            _, means[c], m2s[c] = _two_pass(block[:, c], block[0, c] - block[0, c])
 
 
 @numba.njit(cache=True)
-def _gather_block_bits(x, n, p0, p1, cpg, num_groups, scratch, table, bfloat):
-    """:func:`_gather_block` of 16-bit bits ``x``, widened to float32 as gathered (a shift
-    for bfloat16, F16C's conversion for float16, else ``table``)."""
-    for p in range(p0, p1):
-        at = (p - p0) * cpg
-        for g in range(num_groups):
-            for j in range(cpg):
-                bits = x[n, p, g * cpg + j]
-                if bfloat:
-                    scratch[g, at + j] = bfloat_value(bits)
-                elif F16C:
-                    scratch[g, at + j] = half_value(bits)
-                else:
-                    scratch[g, at + j] = table[bits]
+def _block_group_moments(block, num_groups, partial):
+    """partial[g] = (count, mean, M2) of group g over a block of positions (positions, C)
+    of float32/float64 values: :func:`_channel_moments`, then each group's channels
+    combined (equal counts: the mean of the channel means, and M2 the channels' M2 plus
+    ``positions * sum((mean_c - mean)^2)``, Chan's formula for equal parts)."""
+    positions, channels = block.shape
+    cpg = channels // num_groups
+    means = np.empty(channels, np.float64)
+    m2s = np.empty(channels, np.float64)
+    _channel_moments(block, means, m2s)
+    for g in range(num_groups):
+        mean = 0.0
+        for c in range(g * cpg, (g + 1) * cpg):
+            mean += means[c]
+        mean /= cpg
+        m2 = 0.0
+        spread = 0.0
+        for c in range(g * cpg, (g + 1) * cpg):
+            m2 += m2s[c]
+            spread += (means[c] - mean) * (means[c] - mean)
+        partial[g, 0] = positions * cpg
+        partial[g, 1] = mean
+        partial[g, 2] = m2 + positions * spread
 
 
 @numba.njit(cache=True)
-def _block_moments(scratch, width, partial, task):
-    for g in range(scratch.shape[0]):
-        count, mean, m2 = chunk_moments(scratch[g], 0, width)
-        partial[task, g, 0] = count
-        partial[task, g, 1] = mean
-        partial[task, g, 2] = m2
-
-
-@numba.njit(cache=True)
-def _channels_last_coefficients(partial, samples, blocks, num_groups, weight, bias, eps, dtype_of):
-    """Each group's blocks merged in block order: (scale, shift) per (sample, channel) in
-    the dtype of the array ``dtype_of`` and (mean, rstd) per (sample, group) in float64."""
+def _wave_coefficients(partial, first, count, blocks, num_groups, weight, bias, eps, stats, dtype_of):
+    """For samples first..first + count: each group's blocks merged in block order into
+    ``stats`` (mean, rstd per (sample, group)); returns (scale, shift) per (sample of the
+    wave, channel) in the dtype of the array ``dtype_of``."""
     channels = weight.shape[0]
     cpg = channels // num_groups
-    scale = np.empty((samples, channels), dtype_of.dtype)
-    shift = np.empty((samples, channels), dtype_of.dtype)
-    stats = np.empty((samples * num_groups, 2), np.float64)
-    for n in range(samples):
+    scale = np.empty((count, channels), dtype_of.dtype)
+    shift = np.empty((count, channels), dtype_of.dtype)
+    for i in range(count):
         for g in range(num_groups):
-            count, mean, m2 = 0, 0.0, 0.0
-            for k in range(blocks):
-                row = partial[n * blocks + k, g]
-                count, mean, m2 = merge(count, mean, m2, int(row[0]), row[1], row[2])
-            rstd = rstd_of(count, m2, eps)
-            stats[n * num_groups + g, 0] = mean
-            stats[n * num_groups + g, 1] = rstd
+            total, mean, m2 = 0, 0.0, 0.0
+            for b in range(blocks):
+                row = partial[i * blocks + b, g]
+                total, mean, m2 = merge(total, mean, m2, int(row[0]), row[1], row[2])
+            rstd = rstd_of(total, m2, eps)
+            stats[(first + i) * num_groups + g, 0] = mean
+            stats[(first + i) * num_groups + g, 1] = rstd
             for j in range(g * cpg, (g + 1) * cpg):
                 a = rstd * weight[j]
-                scale[n, j] = a
-                shift[n, j] = bias[j] - mean * a
-    return scale, shift, stats
+                scale[i, j] = a
+                shift[i, j] = bias[j] - mean * a
+    return scale, shift
+
+
+@numba.njit(cache=True)
+def _wave_plan(x):
+    """(positions per block, blocks per sample, samples per wave) of x (N, P, C)."""
+    samples, positions, channels = x.shape
+    block = channels_last_block(positions, channels)
+    per_sample = max(1, positions * channels * 4)
+    return block, -(-positions // block), max(1, min(samples, WAVE_BYTES // per_sample))
 
 
 @numba.njit(parallel=True, cache=True)
@@ -574,20 +640,20 @@ def group_norm_channels_last(x, num_groups, weight, bias, eps):
     returns y in the same layout and (mean, rstd) per (sample, group) in float64
     (N * G, 2). weight/bias float64 of length C."""
     samples, positions, channels = x.shape
-    cpg = channels // num_groups
-    block = channels_last_block(positions, channels, cpg)
-    blocks = -(-positions // block)
-    partial = np.zeros((samples * blocks, num_groups, 3), np.float64)
-    for task in numba.prange(samples * blocks):
-        n, p0, p1 = _channels_last_task(task, blocks, block, positions)
-        scratch = np.empty((num_groups, (p1 - p0) * cpg), x.dtype)
-        _gather_block(x, n, p0, p1, cpg, num_groups, scratch)
-        _block_moments(scratch, (p1 - p0) * cpg, partial, task)
-    scale, shift, stats = _channels_last_coefficients(partial, samples, blocks, num_groups, weight, bias, eps, x)
+    block, blocks, wave = _wave_plan(x)
+    partial = np.zeros((wave * blocks, num_groups, 3), np.float64)
+    stats = np.empty((samples * num_groups, 2), np.float64)
     out = np.empty_like(x)
-    for task in numba.prange(samples * blocks):
-        n, p0, p1 = _channels_last_task(task, blocks, block, positions)
-        _affine_rows(x[n][p0:p1], out[n][p0:p1], scale[n], shift[n])
+    for first in range(0, samples, wave):
+        count = min(wave, samples - first)
+        for task in numba.prange(count * blocks):
+            n, p0 = first + task // blocks, (task % blocks) * block
+            _block_group_moments(x[n][p0:min(p0 + block, positions)], num_groups, partial[task])
+        scale, shift = _wave_coefficients(partial, first, count, blocks, num_groups, weight, bias, eps, stats, x)
+        for task in numba.prange(count * blocks):
+            n, p0 = first + task // blocks, (task % blocks) * block
+            p1 = min(p0 + block, positions)
+            _affine_rows(x[n][p0:p1], out[n][p0:p1], scale[n - first], shift[n - first])
     return out, stats
 
 
@@ -628,24 +694,29 @@ def _affine_rows_bits(source, target, scale, shift, table, bfloat, values):
 def group_norm_half_channels_last(x, num_groups, weight, bias, eps, table, bfloat):
     """:func:`group_norm_channels_last` of 16-bit bits ``x`` (N, P, C) uint16, float16
     (``table`` as in :func:`group_norm_half_by_group`) or bfloat16 (``bfloat``), read in
-    place: each block widened as it is gathered, y narrowed as it is made along the rows.
-    Same bits as widening x, the float32 kernel, narrowing y; y's bits in x's layout."""
+    place: each block widened into an L2 scratch for its statistics, y narrowed as it is
+    made along the rows. Same bits as widening x, the float32 kernel, narrowing y; y's
+    bits in x's layout."""
     samples, positions, channels = x.shape
-    cpg = channels // num_groups
-    block = channels_last_block(positions, channels, cpg)
-    blocks = -(-positions // block)
-    partial = np.zeros((samples * blocks, num_groups, 3), np.float64)
-    for task in numba.prange(samples * blocks):
-        n, p0, p1 = _channels_last_task(task, blocks, block, positions)
-        scratch = np.empty((num_groups, (p1 - p0) * cpg), np.float32)
-        _gather_block_bits(x, n, p0, p1, cpg, num_groups, scratch, table, bfloat)
-        _block_moments(scratch, (p1 - p0) * cpg, partial, task)
-    scale, shift, stats = _channels_last_coefficients(partial, samples, blocks, num_groups, weight, bias, eps,
-                                                      np.empty(0, np.float32))
+    block, blocks, wave = _wave_plan(x)
+    partial = np.zeros((wave * blocks, num_groups, 3), np.float64)
+    stats = np.empty((samples * num_groups, 2), np.float64)
     out = np.empty_like(x)
-    for task in numba.prange(samples * blocks):
-        n, p0, p1 = _channels_last_task(task, blocks, block, positions)
-        _affine_rows_bits(x[n][p0:p1], out[n][p0:p1], scale[n], shift[n], table, bfloat, np.empty(channels, np.float32))
+    for first in range(0, samples, wave):
+        count = min(wave, samples - first)
+        for task in numba.prange(count * blocks):
+            n, p0 = first + task // blocks, (task % blocks) * block
+            p1 = min(p0 + block, positions)
+            values = np.empty((p1 - p0) * channels, np.float32)
+            _widen_chunk(x[n][p0:p1].reshape(-1), 0, values.size, values, table, bfloat)
+            _block_group_moments(values.reshape(p1 - p0, channels), num_groups, partial[task])
+        scale, shift = _wave_coefficients(partial, first, count, blocks, num_groups, weight, bias, eps, stats,
+                                          np.empty(0, np.float32))
+        for task in numba.prange(count * blocks):
+            n, p0 = first + task // blocks, (task % blocks) * block
+            p1 = min(p0 + block, positions)
+            _affine_rows_bits(x[n][p0:p1], out[n][p0:p1], scale[n - first], shift[n - first], table, bfloat,
+                              np.empty(channels, np.float32))
     return out, stats
 
 

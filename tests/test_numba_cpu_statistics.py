@@ -23,7 +23,10 @@ PATHS = {
     "by-chunk-float32": ((1, 8, 64, 70), 1, "float32", "contiguous"),  # fewer groups than threads
     "fused-float16": ((2, 8, 33, 5), 4, "float16", "contiguous"),
     "by-chunk-bfloat16": ((1, 4, 50, 90), 1, "bfloat16", "contiguous"),
-    "channels-last-float32": ((2, 12, 6, 5), 3, "float32", "channels_last"),
+    "channels-last-float32": ((2, 12, 6, 5), 3, "float32", "channels_last"),  # blocks below SMALL positions
+    "channels-last-one-pass-float32": ((2, 64, 20, 20), 8, "float32", "channels_last"),
+    "channels-last-many-blocks-float32": ((1, 512, 24, 24), 32, "float32", "channels_last"),
+    "channels-last-bfloat16": ((2, 32, 16, 16), 4, "bfloat16", "channels_last"),
 }
 
 
@@ -83,6 +86,45 @@ def test_chunk_moments_take_one_pass_only_where_it_is_as_accurate(kind, one_pass
         error, two_pass_error = abs(m2 - exact.var() * n) / (exact.var() * n), abs(two_pass_m2 - exact.var() * n) / (exact.var() * n)
         assert abs(mean - exact.mean()) <= 4 * np.finfo(dtype).eps * abs(exact.mean()), kind
         assert error <= max(2 * two_pass_error, 16 * np.finfo(dtype).eps), (kind, error, two_pass_error)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind", ["normal", "head-off-the-mean", "step", "nan", "inf"])
+def test_channels_last_blocks_take_two_passes_for_the_channels_that_need_them(kind, dtype):
+    """A channels-last block's per-channel moments (one pass along the channels, centred on
+    the first CENTRE_ROWS positions): channel 5 of 96 gets ``kind`` (a head off the mean, a
+    step, NaN, Inf), and every channel's mean and M2 must be as accurate as the two-pass
+    method (the odd channel summed again by it), NaN/Inf staying in channel 5 only."""
+    require("numba-cpu")
+    from backends import _numba_cpu_kernels as kernels
+
+    rng = np.random.default_rng(9)
+    positions, channels = 300, 96
+    sd = 10.0 ** rng.uniform(-2, 1, channels)
+    block = rng.standard_normal((positions, channels)) * sd + 1000
+    odd = block[:, 5]
+    if kind == "head-off-the-mean":
+        odd[:kernels.CENTRE_ROWS] += 4 * sd[5]
+    elif kind == "step":
+        odd[150:] += 50 * sd[5]
+    elif kind == "nan":
+        odd[200] = np.nan
+    elif kind == "inf":
+        odd[3] = np.inf
+    block = block.astype(dtype)
+    means, m2s = np.empty(channels), np.empty(channels)
+    kernels._channel_moments(block, means, m2s)
+    exact = block.astype(np.float64)
+    for c in range(channels):
+        if kind in ("nan", "inf") and c == 5:
+            assert np.isnan(means[c]) or np.isnan(m2s[c])
+            continue
+        column = np.ascontiguousarray(block[:, c])
+        _, _, two_pass_m2 = kernels._two_pass(column, column[0] - column[0])
+        m2 = exact[:, c].var() * positions
+        assert abs(means[c] - exact[:, c].mean()) <= 4 * np.finfo(dtype).eps * abs(exact[:, c].mean()), (kind, c)
+        error, two_pass_error = abs(m2s[c] - m2) / m2, abs(two_pass_m2 - m2) / m2
+        assert error <= max(2 * two_pass_error, 16 * np.finfo(dtype).eps), (kind, c, error, two_pass_error)
 
 
 _SCRIPT = """
