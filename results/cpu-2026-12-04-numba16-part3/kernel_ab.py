@@ -8,7 +8,8 @@ into a temporary package and compiled beside the current ones. Each case calls t
 as the backend does (forward: ``group_norm_by_group`` / ``group_norm_half_by_group`` on
 raw bits; 16-bit backward: ``group_norm_backward_half_by_group`` where it exists, else
 the separate passes the backend made before it: widen x and dy, the float32 backward,
-narrow dx). It also says whether both give the same bits."""
+narrow dx). It also says whether both give the same bits. Channels-last cases (added in part 4) run
+each commit's channels-last path, with torch's channels-last GroupNorm timed alongside."""
 
 import pathlib
 import subprocess
@@ -41,6 +42,9 @@ FORWARD = [((16, 64, 256, 256), 8, "float32"), ((1, 128, 512, 512), 32, "float32
            ((2, 320, 64, 64), 32, "float32"), ((1, 512, 128, 128), 32, "bfloat16"), ((2, 320, 64, 64), 32, "bfloat16"),
            ((1, 512, 128, 128), 32, "float16"), ((2, 320, 64, 64), 32, "float16"), ((2, 1280, 32, 32), 32, "float16"),
            ((1, 512, 256, 256), 32, "float16"), ((1, 512, 256, 256), 32, "bfloat16")]
+CHANNELS_LAST = [((16, 64, 256, 256), 8, "float32"), ((1, 128, 512, 512), 32, "float32"),
+                 ((8, 512, 32, 32), 32, "float32"), ((2, 320, 64, 64), 32, "float32"),
+                 ((1, 512, 128, 128), 32, "bfloat16"), ((2, 320, 64, 64), 32, "float16")]
 BACKWARD = [((2, 320, 64, 64), 32, "float16"), ((2, 320, 64, 64), 32, "bfloat16"), ((1, 512, 128, 128), 32, "bfloat16"),
             ((2, 640, 32, 32), 32, "float16"), ((16, 64, 256, 256), 8, "bfloat16")]
 
@@ -61,6 +65,19 @@ def _backward(k, x, dy, groups, w, stats):
     dx, dweight, dbias = k.group_norm_backward_by_group(widen(xbits).reshape(xbits.shape),
                                                         widen(gbits).reshape(gbits.shape), groups, w, stats)
     return (k.narrow_bfloat if bfloat else k.narrow_half)(dx.reshape(-1)), dweight, dbias
+
+
+def _channels_last(k, rows, groups, w, b):
+    """Channels-last memory (N, P, C) as the backend runs it at that commit: the float32
+    kernel, the 16-bit one where it exists, else (before it) a contiguous copy and the
+    fused 16-bit kernel."""
+    if rows.dtype == np.float32:
+        return k.group_norm_channels_last(rows, groups, w, b, 1e-5)
+    bits, bfloat = rows.view(np.uint16), rows.dtype != np.float16
+    if hasattr(k, "group_norm_half_channels_last"):
+        return k.group_norm_half_channels_last(bits, groups, w, b, 1e-5, TABLE, bfloat)
+    planar = np.ascontiguousarray(np.moveaxis(bits, -1, 1)).reshape(rows.shape[0] * groups, -1)
+    return k.group_norm_half_by_group(planar, groups, w, b, 1e-5, TABLE, bfloat)
 
 
 def _same(a, b):
@@ -102,3 +119,17 @@ for shape, groups, dtype in BACKWARD:
     print(f"backward {'x'.join(map(str, shape)):>15}/{groups:<2} {dtype:9} old {medians['old'] * 1e3:8.3f} ms  "
           f"new {medians['new'] * 1e3:8.3f} ms  new/old {medians['new'] / medians['old']:.3f}  ({samples} rounds, "
           f"{'same' if same else 'different'} bits)")
+for shape, groups, dtype in CHANNELS_LAST:  # torch's channels-last path alongside, for scale
+    import torch
+
+    torch.set_num_threads(2)
+    values = rng.standard_normal((shape[0], *shape[2:], shape[1]), dtype=np.float32)  # (N, *, C) memory
+    rows = values.astype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype).reshape(shape[0], -1, shape[1])
+    tensor = torch.from_numpy(np.moveaxis(values, -1, 1)).to(getattr(torch, dtype))  # keeps channels-last strides
+    w, b = rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
+    medians, samples = _race({"old": lambda: _channels_last(OLD, rows, groups, w, b),
+                              "new": lambda: _channels_last(NEW, rows, groups, w, b),
+                              "torch": lambda: torch.nn.functional.group_norm(tensor, groups)})
+    print(f"chlast   {'x'.join(map(str, shape)):>15}/{groups:<2} {dtype:9} old {medians['old'] * 1e3:8.3f} ms  "
+          f"new {medians['new'] * 1e3:8.3f} ms  new/old {medians['new'] / medians['old']:.3f}  ({samples} rounds; "
+          f"torch channels-last, no affine: {medians['torch'] * 1e3:.3f} ms)")
