@@ -22,6 +22,7 @@ for x near the mean and a large offset is harmless.
 import numba
 import numpy as np
 
+from ._numba_tiles import LANES, TILE_ROWS, tile_sums
 from ._numba_halves import (F16C, affine_bits, bfloat_of, bfloat_value, gradient_bits, half_of, half_value,
                             narrow_bfloat8, narrow_f16c, widen_bfloat8, widen_f16c)
 
@@ -502,9 +503,10 @@ CENTRE_ROWS = 64  # positions whose mean centres a block's one-pass sums (its er
 @numba.njit(cache=True)
 def channels_last_block(positions, channels):
     """Positions per block: at most 32768 elements (128 KiB of float32, so a channel
-    summed again is read from L2) and CHUNK positions, at least :data:`SMALL` positions
-    where there are so many (a channel's sums then in x's precision)."""
-    return max(1, min(positions, max(min(CHUNK, 32768 // channels), SMALL)))
+    summed again is read from L2) and CHUNK positions, a multiple of :data:`ROWS` (whole
+    register tiles), at least :data:`SMALL` positions where there are so many (a
+    channel's sums then in x's precision)."""
+    return max(1, min(positions, max(min(CHUNK, 32768 // channels) // ROWS * ROWS, SMALL)))
 
 
 ROWS = 16  # positions a channel's running sums in x's precision span before they go to float64
@@ -521,16 +523,23 @@ def _sums_along_channels(block, k, s1, s2):
     t2 = np.empty(channels, block.dtype)
     s1[:] = 0.0
     s2[:] = 0.0
+    tiled = channels - channels % LANES if ROWS == TILE_ROWS else 0
     for first in range(0, positions, ROWS):
+        stop = min(first + ROWS, positions)
+        start = 0
+        if stop - first == ROWS and tiled:  # 16 x 16 tiles, the sums in registers (_numba_tiles)
+            for c in range(0, tiled, LANES):
+                tile_sums(block, first * channels + c, channels, k, c, s1, s2)
+            start = tiled
         t1[:] = 0.0
         t2[:] = 0.0
-        for p in range(first, min(first + ROWS, positions)):
+        for p in range(first, stop):
             row = block[p]
-            for c in range(channels):
+            for c in range(start, channels):
                 d = row[c] - k[c]
                 t1[c] += d
                 t2[c] += d * d
-        for c in range(channels):
+        for c in range(start, channels):
             s1[c] += t1[c]
             s2[c] += t2[c]
 

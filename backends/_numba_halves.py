@@ -29,10 +29,13 @@ intrinsic``) on 8-lane vectors, which the kernels call in ordinary loops and LLV
 The tests check every path bit for bit against NumPy / ml_dtypes
 (``tests/test_numba_cpu_halves.py``).
 
-Editing this file: Numba's on-disk cache (``cache=True``) keys each kernel on its own
-file, and these functions are inlined into ``_numba_cpu_kernels.py``'s, so touch that
-file too or its cached kernels keep the old conversions. (An installed release rewrites
-both; the backend's ``source_hash`` covers both.)
+Editing this file: Numba's on-disk cache (``cache=True``) keys each kernel on the
+SHA-256 of its own file's contents (Numba 0.68), and these functions are inlined into
+``_numba_cpu_kernels.py``'s, so after editing only this file the cached kernels keep the
+old code (touching the kernels file does not help). Delete the cache
+(``rm backends/__pycache__/_numba_cpu_kernels.*.nb[ic]``) or run with ``NUMBA_CACHE_DIR``
+set to a fresh folder. (The backend's ``source_hash``, recorded in every result row,
+covers this file.)
 """
 
 import os

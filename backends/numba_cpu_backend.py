@@ -68,6 +68,7 @@ from .dtypes import DTYPES
 
 KERNEL_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_numba_cpu_kernels.py")
 HALVES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_numba_halves.py")  # inlined into the kernels
+TILES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_numba_tiles.py")  # inlined too
 
 
 def _kernels():
@@ -192,7 +193,7 @@ class NumbaCpuBackend(GroupNormBackend):
         return numba.get_num_threads()
 
     def source_hash(self):
-        return hash_files([KERNEL_FILE, HALVES_FILE, os.path.abspath(__file__)])  # the kernels and how they are called
+        return hash_files([KERNEL_FILE, HALVES_FILE, TILES_FILE, os.path.abspath(__file__)])  # the kernels and how they are called
 
     def version(self):
         import numba

@@ -127,6 +127,28 @@ def test_channels_last_blocks_take_two_passes_for_the_channels_that_need_them(ki
         assert error <= max(2 * two_pass_error, 16 * np.finfo(dtype).eps), (kind, c, error, two_pass_error)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("positions, channels", [(64, 16), (96, 320), (100, 37), (17, 2560), (5, 40)],
+                         ids=["one-tile-column", "tiles", "tiles-and-remainders", "wide", "rows-below-a-tile"])
+def test_sums_along_channels_are_the_sums_of_the_centred_values(positions, channels, dtype):
+    """_sums_along_channels (16 x 16 register tiles where whole, the loop elsewhere): per
+    channel sum(x - k) and sum((x - k)^2) within a few ulps of float64 sums, for blocks
+    of whole tiles, tiles with leftover channels and rows, and blocks too small to tile."""
+    require("numba-cpu")
+    from backends import _numba_cpu_kernels as kernels
+
+    rng = np.random.default_rng(12)
+    block = (rng.standard_normal((positions, channels)) * 3 + 10).astype(dtype)
+    k = block[: min(positions, 16)].mean(axis=0).astype(dtype)
+    s1, s2 = np.full(channels, np.nan), np.full(channels, np.nan)  # the kernel must set every element
+    kernels._sums_along_channels(block, k, s1, s2)
+    d = block.astype(np.float64) - k.astype(np.float64)
+    scale = np.abs(d).sum(axis=0)
+    eps = np.finfo(dtype).eps
+    assert np.all(np.abs(s1 - d.sum(axis=0)) <= 16 * eps * scale)
+    assert np.all(np.abs(s2 - (d * d).sum(axis=0)) <= 16 * eps * (d * d).sum(axis=0))
+
+
 _SCRIPT = """
 import json, sys
 import numpy as np

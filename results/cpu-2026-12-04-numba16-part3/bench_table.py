@@ -1,5 +1,6 @@
 """numba-cpu against torch per case of a bench run in this folder: ms, % of the roofline
-(or floor), vs torch, IQR. Run from anywhere: python results/cpu-2026-12-04-numba16-part3/bench_table.py bench-run6"""
+(or floor), vs torch, IQR. Run from anywhere: python results/cpu-2026-12-04-numba16-part3/bench_table.py bench-run6
+(a run in this folder) or a .parquet path (another folder's run)."""
 
 import pathlib
 import sys
@@ -7,7 +8,8 @@ import sys
 import pandas as pd
 
 here = pathlib.Path(__file__).parent
-rows = pd.read_parquet(here / f"{sys.argv[1] if len(sys.argv) > 1 else 'bench-run6'}.parquet")
+name = sys.argv[1] if len(sys.argv) > 1 else "bench-run6"
+rows = pd.read_parquet(name if name.endswith(".parquet") else here / f"{name}.parquet")
 rows = rows.assign(ms=rows.median_s * 1e3, iqr_pct=100 * rows.iqr_s / rows.median_s)
 table = rows.pivot_table(index="case_id", columns="backend", values=["ms", "roofline_pct", "iqr_pct"])
 out = pd.DataFrame({
