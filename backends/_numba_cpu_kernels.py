@@ -559,11 +559,12 @@ def _channel_centres(block, k, rows):
 @numba.njit(cache=True)
 def _channel_moments(block, means, m2s):
     """(mean, M2) per channel of a block of positions (positions, C) into ``means``/``m2s``
-    (float64). From :data:`SMALL` positions: one pass in x's precision about the mean of
-    the first :data:`CENTRE_ROWS` positions, vectorized along the channels; a channel whose
-    centre is too far from its mean or whose sums are not finite (the test of
-    :func:`_judged`) is summed again by :func:`_two_pass` (strided, from cache). Below
-    :data:`SMALL` positions, each channel two-pass in float64 (as :func:`chunk_moments`)."""
+    (float64). From :data:`SMALL` positions: one pass about the mean of the first
+    :data:`CENTRE_ROWS` positions, vectorized along the channels (:func:`_sums_along_channels`).
+    A channel whose centre is too far from its mean or whose sums are not finite (the test
+    of :func:`_judged`), and every channel of a block below :data:`SMALL` positions, is
+    summed by :func:`_two_pass` in float64 (its column is strided, so its sum is
+    sequential: float64 keeps it accurate; rare, and from cache)."""
     positions, channels = block.shape
     k = np.empty(channels, block.dtype)
     s1 = np.empty(channels, np.float64)
@@ -572,15 +573,13 @@ def _channel_moments(block, means, m2s):
         _channel_centres(block, k, min(positions, CENTRE_ROWS))
         _sums_along_channels(block, k, s1, s2)
     for c in range(channels):
-        if positions < SMALL:
-            _, means[c], m2s[c] = _two_pass(block[:, c], np.float64(block[0, c]) - np.float64(block[0, c]))
-            continue
-        correction = np.float64(s1[c]) * np.float64(s1[c]) / positions
-        if np.isfinite(s2[c]) and correction * 4.0 <= s2[c]:
-            means[c] = np.float64(k[c]) + np.float64(s1[c]) / positions
-            m2s[c] = np.float64(s2[c]) - correction
-        else:
-            _, means[c], m2s[c] = _two_pass(block[:, c], block[0, c] - block[0, c])
+        if positions >= SMALL:
+            correction = s1[c] * s1[c] / positions
+            if np.isfinite(s2[c]) and correction * 4.0 <= s2[c]:
+                means[c] = np.float64(k[c]) + s1[c] / positions
+                m2s[c] = s2[c] - correction
+                continue
+        _, means[c], m2s[c] = _two_pass(block[:, c], np.float64(block[0, c]) - np.float64(block[0, c]))
 
 
 @numba.njit(cache=True)

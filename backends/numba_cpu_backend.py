@@ -29,12 +29,15 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
   (scalar float16 code without F16C), a group of up to 2^18 elements kept widened
   between the passes. (With fewer groups than threads: widen everything, the float32
   kernel, narrow everything, each pass parallel; the same bits.)
-* Channels-last input is read in place as (N, positions, C): blocks of positions
-  gathered per group for the statistics, then ``y = x * a + c`` along the channels; y
-  keeps the layout. 16-bit bits are widened as they are gathered and y narrowed as it is
-  made (the same bits as the float32 kernel on the widened input). Other non-contiguous
-  inputs are copied to contiguous first (one copy, counted in the timing). NaN and Inf
-  propagate; a constant group gives bias.
+* Channels-last input is read in place as (N, positions, C): the statistics of a block of
+  positions per channel, vectorized along C (16 x 16 register tiles, one pass centred on
+  the block's first 64 positions, two passes for a channel that needs them), channels
+  combined per group, then ``y = x * a + c`` along the channels; samples in waves of about
+  8 MiB so the second read can come from L3; y keeps the layout. 16-bit blocks are
+  widened into an L2 scratch for the statistics and y narrowed along the rows (the same
+  bits as the float32 kernel on the widened input). Other non-contiguous inputs are
+  copied to contiguous first (one copy, counted in the timing). NaN and Inf propagate; a
+  constant group gives bias.
 * Backward (``forward_train`` keeps x and the forward's (mean, rstd) per group, float64):
   one task per (sample, group) takes per channel sum(dy) and sum(dy * (x - mean)) in
   one pass over x and dy (chunks in the input's precision, merged in float64), then
@@ -46,16 +49,14 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
 * Compiled on first use and cached on disk (``cache=True``), so a second process loads
   the machine code instead of compiling; the bench reports compile time apart.
 
-Measured on this project's 2-core CPU, interleaved with torch, pinned allocator: with the
-kernels of results/cpu-2026-12-04-numba16-part2 (four runs, a quiet and a busy host),
-float32 contiguous 0.77-1.08x torch on the two large shapes (at parity on the quiet host;
-x is read twice and y written once, in separate phases: 60-78% of the copy roofline),
-0.91-1.50x on (8,512,32,32) and (2,320,64,64); float16 1.04-3.79x; bfloat16 0.82-1.09x;
-backward float32 1.03-1.60x. (Their "channels-last" rows timed the contiguous kernel:
-``from_numpy`` made every input C-contiguous until results/cpu-2026-12-04-numba16-part4.) The kernels of
-results/cpu-2026-12-04-numba16-part3 are 4-16% faster on the float32 forward, 3-26% on the
-16-bit forward and 1.9-2.6x on the 16-bit backward (interleaved kernel A/B); against torch
-on a busy host there, float16 backward 3.20x, bfloat16 backward 0.59-0.79x.
+Measured on this project's 2-core CPU, interleaved with torch, pinned allocator
+(results/cpu-2026-12-04-numba16-part4, run 10, a quiet host): float32 contiguous 0.80x and
+0.95x torch on the two large shapes (65% and 74% of the copy roofline; x is read twice and
+y written once, in separate phases), 1.13-1.86x on (8,512,32,32) and (2,320,64,64);
+float16 1.16-4.23x; bfloat16 1.30-1.35x; channels-last float32 0.89-1.07x, 16-bit
+0.48-0.55x; backward float32 1.08-1.31x, float16 4.71x, bfloat16 0.99-1.08x. (Parts 2 and 3
+reported channels-last figures that timed the contiguous kernel: ``from_numpy`` made every
+input C-contiguous until part 4.)
 """
 
 from __future__ import annotations
