@@ -2,6 +2,8 @@
 (bfloat16): every float16 and bfloat16 pattern widened, and float32 values narrowed
 around every rounding boundary, overflow, subnormals, zeros, Inf and NaN."""
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -80,12 +82,48 @@ def test_decoding_knows_its_landmarks():
         assert _decode(np.array([pattern], np.uint16), dtype)[0] == value, (dtype, hex(pattern))
 
 
+@functools.cache
+def _one_at_a_time():
+    """Loops over the scalar conversions (bfloat_value, half_value, bfloat_of, half_of) that
+    the kernels' bit-reading sums and channels-last rows use: (widen, narrow)."""
+    import numba
+
+    from backends import _numba_halves as halves
+
+    f16c = halves.F16C  # a compile-time constant: without F16C the float16 branch is never compiled to a call
+
+    @numba.njit
+    def widen(bits, bfloat):
+        out = np.empty(bits.size, np.float32)
+        for i in range(bits.size):
+            if bfloat:
+                out[i] = halves.bfloat_value(bits[i])
+            elif f16c:
+                out[i] = halves.half_value(bits[i])
+        return out
+
+    @numba.njit
+    def narrow(values, bfloat):
+        out = np.empty(values.size, np.uint16)
+        for i in range(values.size):
+            if bfloat:
+                out[i] = halves.bfloat_of(values[i])
+            elif f16c:
+                out[i] = halves.half_of(values[i])
+        return out
+
+    return widen, narrow
+
+
 def _widen(kernels, bits, dtype, path):
     """float32 of 16-bit ``bits`` by one conversion path: the backend's own choice
-    (``default``: F16C where the CPU has it), or float16's F16C or scalar path forced."""
+    (``default``: F16C where the CPU has it), float16's F16C or scalar path forced, or
+    ``one``: the one-element conversions."""
     from backends import _numba_halves
     from backends.numba_cpu_backend import _half_table
 
+    if path == "one":
+        return _one_at_a_time()[0](bits, dtype == "bfloat16")
     if dtype == "bfloat16":
         return kernels.widen_bfloat(bits)
     if path == "default":
@@ -102,6 +140,8 @@ def _narrow(kernels, values, dtype, path):
     """16-bit bits of float32 ``values`` by one conversion path (as :func:`_widen`)."""
     from backends import _numba_halves
 
+    if path == "one":
+        return _one_at_a_time()[1](values, dtype == "bfloat16")
     if dtype == "bfloat16":
         return kernels.narrow_bfloat(values)
     if path == "default":
@@ -114,15 +154,17 @@ def _narrow(kernels, values, dtype, path):
     return bits
 
 
-# float16 has two conversion paths (F16C instructions, scalar code); both are checked
-CONVERSIONS = [("float16", "default"), ("float16", "f16c"), ("float16", "scalar"), ("bfloat16", "default")]
+# float16 has two conversion paths (F16C instructions, scalar code); both are checked, and
+# the one-element conversions (F16C's for float16) of both formats
+CONVERSIONS = [("float16", "default"), ("float16", "f16c"), ("float16", "scalar"), ("bfloat16", "default"),
+               ("float16", "one"), ("bfloat16", "one")]
 
 
 @pytest.fixture(params=CONVERSIONS, ids=["-".join(c) for c in CONVERSIONS])
 def conversion(request):
     from backends import _numba_halves
 
-    if request.param[1] == "f16c" and not _numba_halves.F16C:
+    if request.param in (("float16", "f16c"), ("float16", "one")) and not _numba_halves.F16C:
         pytest.skip("this CPU has no F16C: the scalar path is the one the kernels use here")
     return request.param
 
