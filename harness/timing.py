@@ -20,7 +20,8 @@ For a zero-argument callable ``fn`` (one GroupNorm call on prepared device array
    every device-time sample (``number`` is then 1), outside the timed region.
 
 What a CPU figure includes: the call as a user makes it, allocating its fresh output, on
-a warm heap. Workers pin glibc's allocator (:func:`pin_allocator`): by default glibc
+a warm heap. Workers, and the in-process runner, pin glibc's allocator
+(:func:`pin_allocator`): by default glibc
 returns freed blocks above a *dynamic* threshold to the OS, so whether a 10 MB output
 costs a few thousand page faults per call depended on what the process had allocated
 before (the same torch call measured 0.36 ms or 2.9 ms here with only

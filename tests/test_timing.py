@@ -92,6 +92,18 @@ def test_allocator_pinning_is_available_here():
     assert pin_allocator() is True
 
 
+def test_the_in_process_runner_pins_the_allocator_as_the_workers_do(monkeypatch):
+    """bench --in-process must time the call a worker times: with glibc's allocator
+    unpinned, each large fresh output is mapped and faulted in anew (5x slower here)."""
+    import harness.timing
+    from harness.workers import LocalRunner
+
+    calls = []
+    monkeypatch.setattr(harness.timing, "pin_allocator", lambda: calls.append(1) or True)
+    LocalRunner("numpy", "cpu")
+    assert calls == [1]
+
+
 @pytest.mark.parametrize("name, device", [("torch", "cpu"), ("numpy", "cpu"), ("jax", "cpu"), ("torch", "cuda"),
                                           ("jax", "cuda"), ("cupy", "cuda"), ("numba-cuda", "cuda")],
                          ids=lambda value: value)
