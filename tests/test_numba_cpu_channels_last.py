@@ -14,6 +14,27 @@ def kernels():
     return _numba_cpu_kernels
 
 
+def _group_norm_reading_in_place(kernels, kernel, x, groups, weight, bias):
+    """numba-cpu's group_norm of ``x``, asserting that it called ``kernel`` once, on x's
+    own memory (no copy)."""
+    import backends
+
+    calls = []
+    original = getattr(kernels, kernel)
+
+    def spy(memory, *args):
+        calls.append(memory)
+        return original(memory, *args)
+
+    setattr(kernels, kernel, spy)
+    try:
+        y = backends.get("numba-cpu").group_norm(x, groups, weight, bias, 1e-5)
+    finally:
+        setattr(kernels, kernel, original)
+    assert len(calls) == 1 and np.shares_memory(calls[0], x)
+    return y
+
+
 @pytest.mark.parametrize("shape, groups", [((2, 64, 9, 7), 8), ((2, 320, 20, 20), 32), ((1, 8, 3), 2),
                                            ((2, 6, 5, 4, 3), 3)], ids=["2d", "sd-unet-like", "1d", "3d"])
 def test_channels_last_input_is_read_in_place_and_keeps_its_layout(kernels, shape, groups):
@@ -30,19 +51,7 @@ def test_channels_last_input_is_read_in_place_and_keeps_its_layout(kernels, shap
     contiguous = (rng.standard_normal(shape) * 2 + 50).astype(np.float32)
     last = np.moveaxis(np.ascontiguousarray(np.moveaxis(contiguous, 1, -1)), -1, 1)
     weight, bias = rng.standard_normal(shape[1]).astype(np.float32), rng.standard_normal(shape[1]).astype(np.float32)
-    calls = []
-    original = kernels.group_norm_channels_last
-
-    def spy(x, *args):
-        calls.append(x)
-        return original(x, *args)
-
-    kernels.group_norm_channels_last = spy
-    try:
-        y = backends.get("numba-cpu").group_norm(last, groups, weight, bias, 1e-5)
-    finally:
-        kernels.group_norm_channels_last = original
-    assert len(calls) == 1 and np.shares_memory(calls[0], last)
+    y = _group_norm_reading_in_place(kernels, "group_norm_channels_last", last, groups, weight, bias)
     assert np.moveaxis(y, 1, -1).flags.c_contiguous
     planar = backends.get("numba-cpu").group_norm(contiguous, groups, weight, bias, 1e-5)
     oracle = group_norm_reference(contiguous, groups, weight, bias, 1e-5)
@@ -63,7 +72,6 @@ def test_16_bit_channels_last_is_read_in_place_with_the_float32_kernels_bits(ker
     kernel on x's own memory (no copy), y comes back channels-last, and its bits are those
     of widening x, the float32 channels-last kernel and narrowing y (the widening is
     exact, the arithmetic the same), NaN and Inf included; so are the statistics."""
-    import backends
     from backends.numba_cpu_backend import _half_table
 
     ml_dtypes = pytest.importorskip("ml_dtypes")
@@ -77,19 +85,8 @@ def test_16_bit_channels_last_is_read_in_place_with_the_float32_kernels_bits(ker
         flat[11] = -np.inf
     last = np.moveaxis(values_cl, -1, 1)  # channels-last memory, logical (N, C, *)
     weight, bias = (rng.standard_normal(shape[1]).astype(np.float32) for _ in range(2))
-    calls = []
+    y = _group_norm_reading_in_place(kernels, "group_norm_half_channels_last", last, groups, weight, bias)
     original = kernels.group_norm_half_channels_last
-
-    def spy(x, *args):
-        calls.append(x)
-        return original(x, *args)
-
-    kernels.group_norm_half_channels_last = spy
-    try:
-        y = backends.get("numba-cpu").group_norm(last, groups, weight, bias, 1e-5)
-    finally:
-        kernels.group_norm_half_channels_last = original
-    assert len(calls) == 1 and np.shares_memory(calls[0], last)
     assert y.dtype == last.dtype and np.moveaxis(y, 1, -1).flags.c_contiguous
     bits = values_cl.view(np.uint16).reshape(shape[0], -1, shape[1])
     wide = (kernels.widen_half(bits.reshape(-1), _half_table()) if dtype == "float16"
