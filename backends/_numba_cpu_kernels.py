@@ -22,6 +22,7 @@ for x near the mean and a large offset is harmless.
 import numba
 import numpy as np
 
+from ._numba_stores import LINE, address, stream_affine, stream_fence, stream_gradient
 from ._numba_tiles import LANES, TILE_ROWS, tile_sums
 from ._numba_halves import (F16C, affine_bits, bfloat_of, bfloat_value, gradient_bits, half_of, half_value,
                             narrow_bfloat8, narrow_f16c, widen_bfloat8, widen_f16c)
@@ -175,10 +176,58 @@ def _scale_shift(source, target, scale, shift, positions, offset):
         i = stop
 
 
+# Streaming stores (``_numba_stores``): with ``stream``, the kernels write y (and the
+# backward dx) a 64-byte line at a time with non-temporal stores, from the span's first
+# line boundary (head and tail through ordinary stores), and end each parallel task with
+# a fence. The backend streams where x and y together exceed the last-level cache. Same
+# arithmetic, same bits.
+
+
+@numba.njit(cache=True)
+def _line_head(target):
+    """Elements of the 1-D contiguous ``target`` before its first 64-byte boundary (all of
+    it where there is none, or where its address is not a multiple of its item size)."""
+    size = target.itemsize
+    start = address(target)
+    if start % size:
+        return target.size
+    return min(target.size, (-start) % LINE // size)
+
+
+@numba.njit(fastmath={"contract"}, cache=True)
+def _stream_plane(source, target, a, c):
+    """target = source * a + c (1-D contiguous spans; ``a``, ``c`` of their dtype), the
+    lines from target's first 64-byte boundary in streaming stores: the arithmetic of
+    :func:`_scale_shift`'s loop (an FMA), so the same bits."""
+    count = source.size
+    lanes = LINE // target.itemsize
+    head = _line_head(target)
+    body = head + (count - head) // lanes * lanes
+    for i in range(head):
+        target[i] = source[i] * a + c
+    for i in range(head, body, lanes):
+        stream_affine(source, target, i, a, c)
+    for i in range(body, count):
+        target[i] = source[i] * a + c
+
+
+@numba.njit(cache=True)
+def _normalize_planes(source, target, scale, shift, positions, stream):
+    """target = source * scale[j] + shift[j] for plane j (``positions`` elements) of a
+    group row: :func:`_scale_shift`, or plane by plane with :func:`_stream_plane`."""
+    if not stream:
+        _scale_shift(source, target, scale, shift, positions, 0)
+        return
+    for j in range(source.size // positions):
+        plane = slice(j * positions, (j + 1) * positions)
+        _stream_plane(source[plane], target[plane], scale[j], shift[j])
+
+
 @numba.njit(parallel=True, cache=True)
-def group_norm_by_group(rows, num_groups, weight, bias, eps):
+def group_norm_by_group(rows, num_groups, weight, bias, eps, stream):
     """Parallel over (sample, group): statistics, then normalize the same group while it
-    is still in cache. ``rows`` is (N * G, group size); weight/bias float64 of length C.
+    is still in cache. ``rows`` is (N * G, group size); weight/bias float64 of length C;
+    ``stream``: write y with streaming stores (see above).
     Returns y and each group's (mean, rstd) in float64 (N * G, 2), for the backward."""
     total, size = rows.shape
     cpg = weight.shape[0] // num_groups
@@ -190,14 +239,17 @@ def group_norm_by_group(rows, num_groups, weight, bias, eps):
         stats[g, 0] = mean
         stats[g, 1] = rstd_of(count, m2, eps)
         scale, shift = coefficients(weight, bias, (g % num_groups) * cpg, cpg, mean, stats[g, 1], rows)
-        _scale_shift(rows[g], out[g], scale, shift, positions, 0)
+        _normalize_planes(rows[g], out[g], scale, shift, positions, stream)
+        if stream:
+            stream_fence()
     return out, stats
 
 
 @numba.njit(parallel=True, cache=True)
-def group_norm_by_chunk(rows, num_groups, weight, bias, eps, tasks_per_group):
+def group_norm_by_chunk(rows, num_groups, weight, bias, eps, tasks_per_group, stream):
     """For fewer groups than threads: each group's statistics in ``tasks_per_group``
-    parallel pieces (merged in order), then normalization parallel over (group, channel).
+    parallel pieces (merged in order), then normalization parallel over (group, channel)
+    (``stream`` as for :func:`group_norm_by_group`).
     Returns y and (mean, rstd) per group, as :func:`group_norm_by_group`."""
     total, size = rows.shape
     cpg = weight.shape[0] // num_groups
@@ -234,7 +286,11 @@ def group_norm_by_chunk(rows, num_groups, weight, bias, eps, tasks_per_group):
         g = plane // cpg
         j = plane % cpg
         first, stop = j * positions, (j + 1) * positions
-        _scale_shift(rows[g][first:stop], out[g][first:stop], scales[g], shifts[g], positions, first)
+        if stream:
+            _stream_plane(rows[g][first:stop], out[g][first:stop], scales[g][j], shifts[g][j])
+            stream_fence()
+        else:
+            _scale_shift(rows[g][first:stop], out[g][first:stop], scales[g], shifts[g], positions, first)
     return out, stats
 
 
@@ -365,13 +421,13 @@ def _narrow_chunk(values, target, first, count, bfloat):
 
 
 @numba.njit(cache=True)
-def _affine_bits_planes(source, target, scale, shift, positions, bfloat):
+def _affine_bits_planes(source, target, scale, shift, positions, bfloat, stream):
     """target = 16-bit (widen(source) * scale[j] + shift[j]) for plane j (``positions``
     elements each) of a group row, from 16-bit bits to 16-bit bits in one 8-lane pass per
-    plane (:func:`_numba_halves.affine_bits`)."""
+    plane (:func:`_numba_halves.affine_bits`, streaming stores with ``stream``)."""
     for j in range(source.size // positions):
         plane = slice(j * positions, (j + 1) * positions)
-        affine_bits(source[plane], target[plane], scale[j], shift[j], bfloat)
+        affine_bits(source[plane], target[plane], scale[j], shift[j], bfloat, stream)
 
 
 HALF_KEEP = 1 << 18  # without vector conversions, a 16-bit group up to this many elements stays widened (1 MiB of float32) between passes
@@ -436,16 +492,16 @@ def _half_group_moments(row, size, values, table, bfloat, keep):
 
 
 @numba.njit(cache=True)
-def _half_normalize(row, target, positions, scale, shift, values, table, bfloat, fused, keep):
+def _half_normalize(row, target, positions, scale, shift, values, table, bfloat, fused, keep, stream):
     """target = 16-bit (row * a + c). ``fused`` (vector conversions: bfloat16, or float16
     with F16C; planes of a multiple of 8 elements): bits to bits in one 8-lane pass, read
-    from L2 where the statistics pass left them. Otherwise chunk by chunk, widened again
+    from L2 where the statistics pass left them, in streaming stores with ``stream``. Otherwise chunk by chunk, widened again
     unless ``keep``, the affine result in a separate L1 scratch (written in place, LLVM's
     runtime alias check fails and the loop runs scalar), narrowed from there. Same bits
     either way."""
     size = row.size
     if fused:
-        _affine_bits_planes(row, target, scale, shift, positions, bfloat)
+        _affine_bits_planes(row, target, scale, shift, positions, bfloat, stream)
         return
     scaled = np.empty(min(CHUNK, size), np.float32)
     for first in range(0, size, CHUNK):
@@ -459,7 +515,7 @@ def _half_normalize(row, target, positions, scale, shift, values, table, bfloat,
 
 
 @numba.njit(parallel=True, cache=True)
-def group_norm_half_by_group(bits, num_groups, weight, bias, eps, table, bfloat):
+def group_norm_half_by_group(bits, num_groups, weight, bias, eps, table, bfloat, stream):
     """float16 (``table``: float32 of every float16 bit pattern, used without F16C) or
     bfloat16 (``bfloat``) GroupNorm on raw bits ``bits`` (N * G, group size) of uint16,
     parallel over (sample, group): the fused form of widen + :func:`group_norm_by_group` +
@@ -467,7 +523,7 @@ def group_norm_half_by_group(bits, num_groups, weight, bias, eps, table, bfloat)
     registers (:func:`_half_chunk_moments`; a chunk goes to an L1 scratch only for the
     two-pass method); the normalize reads the bits again (see :func:`_half_normalize`).
     Without vector conversions a group of up to :data:`HALF_KEEP` elements is widened
-    once and kept (in L2 or L3) instead.
+    once and kept (in L2 or L3) instead. ``stream``: y in streaming stores where fused.
     Returns y's bits and (mean, rstd) per group, as :func:`group_norm_by_group`."""
     total, size = bits.shape
     cpg = weight.shape[0] // num_groups
@@ -482,7 +538,9 @@ def group_norm_half_by_group(bits, num_groups, weight, bias, eps, table, bfloat)
         stats[g, 0] = mean
         stats[g, 1] = rstd_of(count, m2, eps)
         scale, shift = coefficients(weight, bias, (g % num_groups) * cpg, cpg, mean, stats[g, 1], values)
-        _half_normalize(bits[g], out[g], positions, scale, shift, values, table, bfloat, fused, keep)
+        _half_normalize(bits[g], out[g], positions, scale, shift, values, table, bfloat, fused, keep, stream)
+        if stream:
+            stream_fence()
     return out, stats
 
 
@@ -643,10 +701,11 @@ def _wave_plan(x):
 
 
 @numba.njit(parallel=True, cache=True)
-def group_norm_channels_last(x, num_groups, weight, bias, eps):
+def group_norm_channels_last(x, num_groups, weight, bias, eps, stream):
     """GroupNorm of ``x`` (N, P, C) C-contiguous (a channels-last tensor's memory);
     returns y in the same layout and (mean, rstd) per (sample, group) in float64
-    (N * G, 2). weight/bias float64 of length C."""
+    (N * G, 2). weight/bias float64 of length C; ``stream``: y in streaming stores
+    (:func:`_stream_rows`)."""
     samples, positions, channels = x.shape
     block, blocks, wave = _wave_plan(x)
     partial = np.zeros((wave * blocks, num_groups, 3), np.float64)
@@ -658,11 +717,55 @@ def group_norm_channels_last(x, num_groups, weight, bias, eps):
             n, p0 = first + task // blocks, (task % blocks) * block
             _block_group_moments(x[n][p0:min(p0 + block, positions)], num_groups, partial[task])
         scale, shift = _wave_coefficients(partial, first, count, blocks, num_groups, weight, bias, eps, stats, x)
+        if stream:
+            scale, shift = _wrapped(scale, LINE // x.itemsize), _wrapped(shift, LINE // x.itemsize)
         for task in numba.prange(count * blocks):
             n, p0 = first + task // blocks, (task % blocks) * block
             p1 = min(p0 + block, positions)
-            _affine_rows(x[n][p0:p1], out[n][p0:p1], scale[n - first], shift[n - first])
+            if stream:
+                _stream_rows(x[n][p0:p1], out[n][p0:p1], scale[n - first], shift[n - first])
+                stream_fence()
+            else:
+                _affine_rows(x[n][p0:p1], out[n][p0:p1], scale[n - first], shift[n - first])
     return out, stats
+
+
+@numba.njit(cache=True)
+def _wrapped(values, lanes):
+    """(rows, C + lanes): each row of ``values`` (rows, C) followed by its own first
+    elements again, element k = values[:, k % C], so a line of ``lanes`` channels starting
+    at any channel reads one contiguous run."""
+    rows, channels = values.shape
+    out = np.empty((rows, channels + lanes), values.dtype)
+    for i in range(rows):
+        for k in range(channels + lanes):
+            out[i, k] = values[i, k % channels]
+    return out
+
+
+@numba.njit(fastmath={"contract"}, cache=True)
+def _stream_rows(source, target, scale, shift):
+    """:func:`_affine_rows` with streaming stores: the block (positions, C) as one flat
+    span, each 64-byte line ``x * scale[j:] + shift[j:]`` from its first element's channel
+    j (``scale``/``shift`` of C + lanes elements, :func:`_wrapped`); the head and tail
+    element by element. The same arithmetic (an FMA), so the same bits."""
+    channels = source.shape[1]
+    flat = source.reshape(-1)
+    into = target.reshape(-1)
+    count = flat.size
+    lanes = LINE // into.itemsize
+    head = _line_head(into)
+    body = head + (count - head) // lanes * lanes
+    for i in range(head):
+        into[i] = flat[i] * scale[i % channels] + shift[i % channels]
+    j = head % channels
+    for i in range(head, body, lanes):
+        stream_affine(flat, into, i, scale[j:], shift[j:])
+        j += lanes
+        while j >= channels:
+            j -= channels
+    for i in range(body, count):
+        into[i] = flat[i] * scale[i % channels] + shift[i % channels]
 
 
 @numba.njit(fastmath={"contract"}, cache=True)
@@ -795,9 +898,11 @@ def _channel_sums(x, dy, mean):
 
 
 @numba.njit(cache=True)
-def _grad_plane(x, dy, out, w, a, rstd, beta, delta, mean):
+def _grad_plane(x, dy, out, w, a, rstd, beta, delta, mean, stream):
     """out = rstd * (w * dy - a) + beta * (x - mean) + delta in x's precision, no fused
-    multiply-add: a one-element group's w * dy - a is then exactly 0, as its gradient."""
+    multiply-add: a one-element group's w * dy - a is then exactly 0, as its gradient.
+    With ``stream``, the lines from out's first 64-byte boundary in streaming stores
+    (``_numba_stores.stream_gradient``: the same arithmetic, the same bits)."""
     scalars = np.empty(6, x.dtype)
     scalars[0] = mean
     scalars[1] = w
@@ -806,7 +911,15 @@ def _grad_plane(x, dy, out, w, a, rstd, beta, delta, mean):
     scalars[4] = beta
     scalars[5] = delta
     m, w_x, a_x, r_x, b_x, d_x = scalars[0], scalars[1], scalars[2], scalars[3], scalars[4], scalars[5]
-    for i in range(x.size):
+    count = x.size
+    head = _line_head(out) if stream else count
+    lanes = LINE // out.itemsize
+    body = head + (count - head) // lanes * lanes
+    for i in range(head):
+        out[i] = r_x * (w_x * dy[i] - a_x) + b_x * (x[i] - m) + d_x
+    for i in range(head, body, lanes):
+        stream_gradient(x, dy, out, i, r_x, w_x, a_x, b_x, m, d_x)
+    for i in range(body, count):
         out[i] = r_x * (w_x * dy[i] - a_x) + b_x * (x[i] - m) + d_x
 
 
@@ -822,10 +935,11 @@ def _dx_coefficients(sum_w1, sum_w2, size, mean, rstd, dtype_of):
 
 
 @numba.njit(parallel=True, cache=True)
-def group_norm_backward_by_group(rows, grads, num_groups, weight, stats):
+def group_norm_backward_by_group(rows, grads, num_groups, weight, stats, stream):
     """(dx, dweight per (sample, channel), dbias per (sample, channel)) for ``rows`` and
     ``grads`` (N * G, group size), weight float64 of length C (ones without a weight),
-    ``stats`` the forward's (mean, rstd) per group (N * G, 2)."""
+    ``stats`` the forward's (mean, rstd) per group (N * G, 2); ``stream``: dx in
+    streaming stores."""
     total, size = rows.shape
     channels = weight.shape[0]
     cpg = channels // num_groups
@@ -851,7 +965,9 @@ def group_norm_backward_by_group(rows, grads, num_groups, weight, stats):
         for j in range(cpg):
             plane = slice(j * positions, (j + 1) * positions)
             _grad_plane(rows[g][plane], grads[g][plane], dx[g][plane], weight[c0 + j], big_a, rstd, beta, delta,
-                        mean)
+                        mean, stream)
+        if stream:
+            stream_fence()
     return dx, dweight, dbias
 
 
@@ -866,15 +982,16 @@ def sum_over_samples(partial):
 
 
 @numba.njit(parallel=True, cache=True)
-def group_norm_backward_half_by_group(xbits, gbits, num_groups, weight, stats, table, bfloat):
+def group_norm_backward_half_by_group(xbits, gbits, num_groups, weight, stats, table, bfloat, stream):
     """16-bit form of :func:`group_norm_backward_by_group` on raw bits (N * G, group size)
     of x and dy (float16 with ``table`` as in :func:`group_norm_half_by_group`, or
     bfloat16), chunk by chunk in cache: the sums read x's and dy's bits, widened in
     registers (:func:`_chunk_sums_bits`), and dx comes from the bits in one 8-lane pass
     (without vector conversions: each chunk widened into float32 scratch, dx narrowed
     from scratch), so no full-size float32 temporary exists. Same bits as widening x and dy, the float32 kernel and narrowing dx (the
-    widening is exact; the same chunks, sums and dx code). Returns dx's bits, dweight and
-    dbias per (sample, channel) in float64."""
+    widening is exact; the same chunks, sums and dx code). ``stream``: dx's fused pass
+    in streaming stores. Returns dx's bits, dweight and dbias per (sample, channel) in
+    float64."""
     total, size = xbits.shape
     channels = weight.shape[0]
     cpg = channels // num_groups
@@ -916,12 +1033,14 @@ def group_norm_backward_half_by_group(xbits, gbits, num_groups, weight, stats, t
             if bfloat or F16C:  # bits to bits in one 8-lane pass
                 plane = slice(j * positions, (j + 1) * positions)
                 gradient_bits(xbits[g][plane], gbits[g][plane], dx[g][plane], rstd, weight[c0 + j], big_a, beta, mean,
-                              delta, bfloat)
+                              delta, bfloat, stream)
                 continue
             for first in range(j * positions, (j + 1) * positions, CHUNK):
                 count = min(CHUNK, (j + 1) * positions - first)
                 _widen_chunk(xbits[g], first, count, xs, table, bfloat)
                 _widen_chunk(gbits[g], first, count, gs, table, bfloat)
-                _grad_plane(xs[:count], gs[:count], out[:count], weight[c0 + j], big_a, rstd, beta, delta, mean)
+                _grad_plane(xs[:count], gs[:count], out[:count], weight[c0 + j], big_a, rstd, beta, delta, mean, False)
                 _narrow_chunk(out, dx[g], first, count, bfloat)
+        if stream:
+            stream_fence()
     return dx, dweight, dbias

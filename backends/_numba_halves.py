@@ -47,6 +47,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from ._numba_stores import address
+
 
 def _target_features() -> set:
     """The CPU features Numba compiles for: NUMBA_CPU_FEATURES when set, else the host's."""
@@ -142,9 +144,14 @@ def _load_floats(context, builder, array_type, array, at):
     return builder.load(builder.bitcast(builder.gep(source.data, [at]), floats.as_pointer()), align=4)
 
 
-def _store_bits(context, builder, array_type, array, at, narrow):
+def _store_bits(context, builder, array_type, array, at, narrow, stream=False):
+    """Store the 8 narrowed lanes at ``array[at]``; with ``stream``, a streaming store
+    (``!nontemporal``), for which ``array[at]`` must start a 16-byte boundary."""
     target = context.make_array(array_type)(context, builder, array)
-    builder.store(narrow, builder.bitcast(builder.gep(target.data, [at]), narrow.type.as_pointer()), align=2)
+    store = builder.store(narrow, builder.bitcast(builder.gep(target.data, [at]), narrow.type.as_pointer()),
+                          align=16 if stream else 2)
+    if stream:
+        store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
 
 
 def _narrowing(convert):
@@ -163,11 +170,11 @@ def _narrowing(convert):
     return narrow8
 
 
-def _affine_bits(widen, narrow):
+def _affine_bits(widen, narrow, stream=False):
     """An intrinsic ``(source, at, bits, to, a, c)``: bits[to:to + 8] = ``narrow`` of
     ``widen(source[at:at + 8]) * a + c`` (16-bit bits in and out, float32 between; the
     multiply and add marked ``contract``, so an FMA where the CPU has one, as the kernels'
-    fastmath={"contract"} affine loops)."""
+    fastmath={"contract"} affine loops); ``stream``: a streaming store (16-byte aligned)."""
 
     @intrinsic
     def affine8(typingctx, source, at, bits, to, a, c):
@@ -176,7 +183,7 @@ def _affine_bits(widen, narrow):
             scale = _broadcast(builder, wide.type, args[4])
             shift = _broadcast(builder, wide.type, args[5])
             y = builder.fadd(builder.fmul(wide, scale, flags=["contract"]), shift, flags=["contract"])
-            _store_bits(context, builder, signature.args[2], args[2], args[3], narrow(builder, y))
+            _store_bits(context, builder, signature.args[2], args[2], args[3], narrow(builder, y), stream)
             return context.get_dummy_value()
 
         return types.void(source, at, bits, to, types.float32, types.float32), codegen
@@ -184,11 +191,12 @@ def _affine_bits(widen, narrow):
     return affine8
 
 
-def _gradient_bits(widen, narrow):
+def _gradient_bits(widen, narrow, stream=False):
     """An intrinsic ``(x, dy, at, bits, r, w, a, beta, m, delta)``: bits[at:at + 8] =
     ``narrow`` of ``r * (w * widen(dy) - a) + beta * (widen(x) - m) + delta`` (16-bit
     bits in and out, float32 between, the operations in that order and unfused: the
-    arithmetic of the kernels' ``_grad_plane``, so the same bits)."""
+    arithmetic of the kernels' ``_grad_plane``, so the same bits); ``stream``: a
+    streaming store (16-byte aligned)."""
 
     @intrinsic
     def gradient8(typingctx, x, dy, at, bits, r, w, a, beta, m, delta):
@@ -198,7 +206,7 @@ def _gradient_bits(widen, narrow):
             r_, w_, a_, beta_, m_, delta_ = (_broadcast(builder, xs.type, value) for value in args[4:])
             term = builder.fmul(r_, builder.fsub(builder.fmul(w_, gs), a_))
             out = builder.fadd(builder.fadd(term, builder.fmul(beta_, builder.fsub(xs, m_))), delta_)
-            _store_bits(context, builder, signature.args[3], args[3], args[2], narrow(builder, out))
+            _store_bits(context, builder, signature.args[3], args[3], args[2], narrow(builder, out), stream)
             return context.get_dummy_value()
 
         return types.void(x, dy, at, bits, *([types.float32] * 6)), codegen
@@ -235,6 +243,10 @@ _gradient_half8 = _gradient_bits(_from_half, _to_half)
 _gradient_bfloat8 = _gradient_bits(_from_bfloat, _to_bfloat)
 _affine_half_bits8 = _affine_bits(_from_half, _to_half)
 _affine_bfloat_bits8 = _affine_bits(_from_bfloat, _to_bfloat)
+_gradient_half8_stream = _gradient_bits(_from_half, _to_half, stream=True)
+_gradient_bfloat8_stream = _gradient_bits(_from_bfloat, _to_bfloat, stream=True)
+_affine_half_bits8_stream = _affine_bits(_from_half, _to_half, stream=True)
+_affine_bfloat_bits8_stream = _affine_bits(_from_bfloat, _to_bfloat, stream=True)
 
 
 @numba.njit(cache=True)
@@ -299,62 +311,104 @@ def widen_bfloat8(bits, values):
 
 
 @numba.njit(cache=True)
-def affine_bits(source, bits, a, c, bfloat):
+def _stream_head(bits, stream):
+    """Elements of the 16-bit ``bits`` before its first 16-byte boundary with ``stream``
+    (at most its size), else 0."""
+    if not stream:
+        return 0
+    return min(bits.size, (-address(bits)) % 16 // 2)
+
+
+@numba.njit(cache=True)
+def _affine_bits_padded(source, bits, first, stop, scale, shift, bfloat):
+    """affine_bits of source[first:stop] (at most 8 elements) through padded copies."""
+    pad = np.zeros(8, np.uint16)
+    narrow = np.empty(8, np.uint16)
+    pad[:stop - first] = source[first:stop]
+    if bfloat:
+        _affine_bfloat_bits8(pad, 0, narrow, 0, scale, shift)
+    elif F16C:
+        _affine_half_bits8(pad, 0, narrow, 0, scale, shift)
+    bits[first:stop] = narrow[:stop - first]
+
+
+@numba.njit(cache=True)
+def affine_bits(source, bits, a, c, bfloat, stream):
     """bits[:n] = 16-bit of ``widen(source[:n]) * a + c`` in float32, ``source`` 16-bit
     bits of the same kind (n = source.size, both contiguous): widening, the affine step
     and the narrowing in one 8-lane pass from bits to bits, so nothing wider than the
     input goes to memory. The same bits as widening, the affine loop, narrowing. float16
-    only where :data:`F16C` (ValueError otherwise); the tail through a padded copy."""
+    only where :data:`F16C` (ValueError otherwise). With ``stream``, streaming stores from
+    bits' first 16-byte boundary (``_numba_stores``); the head and the tail through
+    padded copies."""
     if not bfloat and not F16C:
         raise ValueError("affine_bits: float16 needs F16C; without it, widen_half_scalar then the affine loop")
     count = source.size
-    whole = count - count % 8
+    head = _stream_head(bits, stream)
+    whole = head + (count - head) // 8 * 8
     scale = np.float32(a)
     shift = np.float32(c)
-    if bfloat:
+    if head:
+        _affine_bits_padded(source, bits, 0, head, scale, shift, bfloat)
+    if bfloat and stream:
+        for i in range(head, whole, 8):
+            _affine_bfloat_bits8_stream(source, i, bits, i, scale, shift)
+    elif bfloat:
         for i in range(0, whole, 8):
             _affine_bfloat_bits8(source, i, bits, i, scale, shift)
+    elif F16C and stream:
+        for i in range(head, whole, 8):
+            _affine_half_bits8_stream(source, i, bits, i, scale, shift)
     elif F16C:
         for i in range(0, whole, 8):
             _affine_half_bits8(source, i, bits, i, scale, shift)
     if whole < count:
-        pad = np.zeros(8, np.uint16)
-        narrow = np.empty(8, np.uint16)
-        pad[:count - whole] = source[whole:]
-        if bfloat:
-            _affine_bfloat_bits8(pad, 0, narrow, 0, scale, shift)
-        elif F16C:
-            _affine_half_bits8(pad, 0, narrow, 0, scale, shift)
-        bits[whole:count] = narrow[:count - whole]
+        _affine_bits_padded(source, bits, whole, count, scale, shift, bfloat)
 
 
 @numba.njit(cache=True)
-def gradient_bits(x, dy, bits, r, w, a, beta, m, delta, bfloat):
+def _gradient_bits_padded(x, dy, bits, first, stop, r_, w_, a_, beta_, m_, delta_, bfloat):
+    """gradient_bits of elements first..stop (at most 8) through padded copies."""
+    x_pad = np.zeros(8, np.uint16)
+    dy_pad = np.zeros(8, np.uint16)
+    narrow = np.empty(8, np.uint16)
+    x_pad[:stop - first] = x[first:stop]
+    dy_pad[:stop - first] = dy[first:stop]
+    if bfloat:
+        _gradient_bfloat8(x_pad, dy_pad, 0, narrow, r_, w_, a_, beta_, m_, delta_)
+    elif F16C:
+        _gradient_half8(x_pad, dy_pad, 0, narrow, r_, w_, a_, beta_, m_, delta_)
+    bits[first:stop] = narrow[:stop - first]
+
+
+@numba.njit(cache=True)
+def gradient_bits(x, dy, bits, r, w, a, beta, m, delta, bfloat, stream):
     """bits[:n] = 16-bit of ``r * (w * dy - a) + beta * (x - m) + delta`` for 16-bit bits
     ``x`` and ``dy`` (n = x.size, all contiguous; the scalars float32): widening, the
     backward's dx and the narrowing in one 8-lane pass, the same bits as widening, the
     kernels' ``_grad_plane`` and narrowing. float16 only where :data:`F16C` (ValueError
-    otherwise); the tail through padded copies."""
+    otherwise). ``stream`` as for :func:`affine_bits`; head and tail through padded
+    copies."""
     if not bfloat and not F16C:
         raise ValueError("gradient_bits: float16 needs F16C; without it, widen_half_scalar then _grad_plane")
     count = x.size
-    whole = count - count % 8
+    head = _stream_head(bits, stream)
+    whole = head + (count - head) // 8 * 8
     scalars = np.array([r, w, a, beta, m, delta], np.float32)
     r_, w_, a_, beta_, m_, delta_ = scalars[0], scalars[1], scalars[2], scalars[3], scalars[4], scalars[5]
-    if bfloat:
+    if head:
+        _gradient_bits_padded(x, dy, bits, 0, head, r_, w_, a_, beta_, m_, delta_, bfloat)
+    if bfloat and stream:
+        for i in range(head, whole, 8):
+            _gradient_bfloat8_stream(x, dy, i, bits, r_, w_, a_, beta_, m_, delta_)
+    elif bfloat:
         for i in range(0, whole, 8):
             _gradient_bfloat8(x, dy, i, bits, r_, w_, a_, beta_, m_, delta_)
+    elif F16C and stream:
+        for i in range(head, whole, 8):
+            _gradient_half8_stream(x, dy, i, bits, r_, w_, a_, beta_, m_, delta_)
     elif F16C:
         for i in range(0, whole, 8):
             _gradient_half8(x, dy, i, bits, r_, w_, a_, beta_, m_, delta_)
     if whole < count:
-        x_pad = np.zeros(8, np.uint16)
-        dy_pad = np.zeros(8, np.uint16)
-        narrow = np.empty(8, np.uint16)
-        x_pad[:count - whole] = x[whole:]
-        dy_pad[:count - whole] = dy[whole:]
-        if bfloat:
-            _gradient_bfloat8(x_pad, dy_pad, 0, narrow, r_, w_, a_, beta_, m_, delta_)
-        elif F16C:
-            _gradient_half8(x_pad, dy_pad, 0, narrow, r_, w_, a_, beta_, m_, delta_)
-        bits[whole:count] = narrow[:count - whole]
+        _gradient_bits_padded(x, dy, bits, whole, count, r_, w_, a_, beta_, m_, delta_, bfloat)

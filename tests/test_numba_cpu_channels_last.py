@@ -91,7 +91,7 @@ def test_16_bit_channels_last_is_read_in_place_with_the_float32_kernels_bits(ker
     bits = values_cl.view(np.uint16).reshape(shape[0], -1, shape[1])
     wide = (kernels.widen_half(bits.reshape(-1), _half_table()) if dtype == "float16"
             else kernels.widen_bfloat(bits.reshape(-1))).reshape(bits.shape)
-    wide_y, wide_stats = kernels.group_norm_channels_last(wide, groups, weight, bias, 1e-5)
+    wide_y, wide_stats = kernels.group_norm_channels_last(wide, groups, weight, bias, 1e-5, False)
     narrow = kernels.narrow_half if dtype == "float16" else kernels.narrow_bfloat
     expected = narrow(wide_y.reshape(-1)).view(np_dtype)
     got = np.moveaxis(y, 1, -1).reshape(-1)

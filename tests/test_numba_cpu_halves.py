@@ -229,7 +229,7 @@ def test_affine_bits_gives_widening_the_affine_loop_then_narrowing_bits(kernels,
         _numba_halves.narrow_bfloat8(scaled, expected)
     else:
         _numba_halves.narrow_f16c(scaled, expected)
-    _numba_halves.affine_bits(bits, got, a, c, dtype == "bfloat16")
+    _numba_halves.affine_bits(bits, got, a, c, dtype == "bfloat16", False)
     np.testing.assert_array_equal(got, expected)
 
 
@@ -257,7 +257,8 @@ def _unfused(kernels, x, num_groups, weight, bias, eps):
 
     bits = np.ascontiguousarray(x).view(np.uint16).reshape(-1)
     data = kernels.widen_half(bits, _half_table()) if x.dtype == np.float16 else kernels.widen_bfloat(bits)
-    out, _ = kernels.group_norm_by_group(data.reshape(x.shape[0] * num_groups, -1), num_groups, weight, bias, eps)
+    out, _ = kernels.group_norm_by_group(data.reshape(x.shape[0] * num_groups, -1), num_groups, weight, bias, eps,
+                                         False)
     out = kernels.narrow_half(out.reshape(-1)) if x.dtype == np.float16 else kernels.narrow_bfloat(out.reshape(-1))
     return out.reshape(x.shape)
 
@@ -293,9 +294,10 @@ def test_fused_16_bit_kernel_gives_the_separate_passes_bits(kernels, dtype, shap
     if shape[2:] in ((301, 301), (304, 304)):
         assert bits.shape[1] > kernels.HALF_KEEP
     table = _half_table() if dtype == "float16" else np.empty(0, np.float32)
-    fused, stats = kernels.group_norm_half_by_group(bits, groups, weight, bias, 1e-5, table, dtype == "bfloat16")
+    fused, stats = kernels.group_norm_half_by_group(bits, groups, weight, bias, 1e-5, table, dtype == "bfloat16",
+                                                    False)
     wide = kernels.widen_half(bits.reshape(-1), table) if dtype == "float16" else kernels.widen_bfloat(bits.reshape(-1))
-    _, wide_stats = kernels.group_norm_by_group(wide.reshape(bits.shape), groups, weight, bias, 1e-5)
+    _, wide_stats = kernels.group_norm_by_group(wide.reshape(bits.shape), groups, weight, bias, 1e-5, False)
     np.testing.assert_array_equal(stats, wide_stats)
     _same_bits(fused.view(np_dtype).reshape(-1), _unfused(kernels, x, groups, weight, bias, 1e-5).view(np_dtype).reshape(-1))
 
@@ -328,13 +330,13 @@ def test_16_bit_backward_gives_the_separate_passes_bits(kernels, dtype, shape, g
     table = _half_table() if dtype == "float16" else np.empty(0, np.float32)
     xbits, gbits = (a.view(np.uint16).reshape(shape[0] * groups, -1) for a in (x, dy))
     _, stats = kernels.group_norm_half_by_group(xbits, groups, weight, np.zeros(shape[1]), 1e-5, table,
-                                                dtype == "bfloat16")
+                                                dtype == "bfloat16", False)
     dx, dweight, dbias = kernels.group_norm_backward_half_by_group(xbits, gbits, groups, weight, stats, table,
-                                                                   dtype == "bfloat16")
+                                                                   dtype == "bfloat16", False)
     widen = (lambda b: kernels.widen_half(b.reshape(-1), table)) if dtype == "float16" else (
         lambda b: kernels.widen_bfloat(b.reshape(-1)))
     rows, grads = (widen(b).reshape(b.shape) for b in (xbits, gbits))
-    wide_dx, wide_dweight, wide_dbias = kernels.group_norm_backward_by_group(rows, grads, groups, weight, stats)
+    wide_dx, wide_dweight, wide_dbias = kernels.group_norm_backward_by_group(rows, grads, groups, weight, stats, False)
     narrow = kernels.narrow_half if dtype == "float16" else kernels.narrow_bfloat
     _same_bits(dx.view(np_dtype).reshape(-1), narrow(wide_dx.reshape(-1)).view(np_dtype), nan_sign=False)
     np.testing.assert_array_equal(dweight, wide_dweight)
