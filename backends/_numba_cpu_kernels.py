@@ -21,6 +21,8 @@ for x near the mean and a large offset is harmless.
 
 import numba
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 from ._numba_stores import LINE, address, stream_affine, stream_fence, stream_gradient
 from ._numba_tiles import LANES, TILE_ROWS, tile_sums
@@ -558,27 +560,62 @@ WAVE_BYTES = 8 << 20  # x per wave: its statistics pass leaves it in L3 (32 MiB 
 CENTRE_ROWS = 64  # positions whose mean centres a block's one-pass sums (its error: sigma / 8)
 
 
+BLOCK_ELEMENTS = 1 << 17  # a channels-last block at most: 512 KiB of float32, so a channel summed again comes from L2
+
+
 @numba.njit(cache=True)
-def channels_last_block(positions, channels):
-    """Positions per block: at most 32768 elements (128 KiB of float32, so a channel
-    summed again is read from L2) and CHUNK positions, a multiple of :data:`ROWS` (whole
-    register tiles), at least :data:`SMALL` positions where there are so many (a
-    channel's sums then in x's precision)."""
-    return max(1, min(positions, max(min(CHUNK, 32768 // channels) // ROWS * ROWS, SMALL)))
+def channels_last_block(positions, channels, samples, threads):
+    """Positions per block, for ``samples`` samples of ``positions`` at a time: at most
+    :data:`BLOCK_ELEMENTS` elements and CHUNK positions, and no more than gives each of
+    ``threads`` threads 4 blocks; a multiple of :data:`ROWS` (whole register tiles), at least
+    :data:`SMALL` positions where there are so many (a channel's sums then in x's
+    precision). (Blocks of 32768 elements, before: the first CENTRE_ROWS positions were a
+    quarter to all of a block at 128 to 512 channels; 2x320x64x64 float32 0.49 against
+    0.42 ms, bfloat16 1x512x128x128 2.55 against 1.79 ms.)"""
+    spread = -(-positions * samples // (4 * max(1, threads)))
+    most = min(CHUNK, BLOCK_ELEMENTS // channels, max(spread, SMALL))
+    return max(1, min(positions, max(most // ROWS * ROWS, SMALL)))
 
 
 ROWS = 16  # positions a channel's running sums in x's precision span before they go to float64
 
 
+def _widened(value, bfloat):
+    """The float value of one element of a block: 16-bit bits widened exactly (bfloat16
+    with ``bfloat``, else float16), a float unchanged (Numba overload, by type)."""
+
+
+@overload(_widened, inline="always")
+def _widened_overload(value, bfloat):
+    if isinstance(value, types.Float):
+        return lambda value, bfloat: value
+    if F16C:
+        return lambda value, bfloat: bfloat_value(value) if bfloat else half_value(value)
+    return lambda value, bfloat: bfloat_value(value)  # float16 bits come here only with F16C (see the drivers)
+
+
+def _floats_for(block, count):
+    """np.empty(count) of the float type of ``block``'s values: float32 for 16-bit bits,
+    else the block's own dtype (Numba overload, by type)."""
+
+
+@overload(_floats_for)
+def _floats_for_overload(block, count):
+    if isinstance(block.dtype, types.Integer):
+        return lambda block, count: np.empty(count, np.float32)
+    return lambda block, count: np.empty(count, block.dtype)
+
+
 @numba.njit(fastmath={"reassoc", "contract"}, cache=True)
-def _sums_along_channels(block, k, s1, s2):
+def _sums_along_channels(block, k, s1, s2, bfloat):
     """s1[c], s2[c] = sum(d), sum(d^2) (float64) over the block's positions, d = x[p, c] -
     k[c]: vectorized along the channels, each channel summed in x's precision over
     :data:`ROWS` positions at a time (so a sum's rounding error stays within ROWS ulps,
-    as the chunk sums' lanes), those partial sums added in float64."""
+    as the chunk sums' lanes), those partial sums added in float64. A block of 16-bit
+    bits is widened as it is read (:func:`_widened`), the same sums as of its values."""
     positions, channels = block.shape
-    t1 = np.empty(channels, block.dtype)
-    t2 = np.empty(channels, block.dtype)
+    t1 = np.empty(channels, k.dtype)
+    t2 = np.empty(channels, k.dtype)
     s1[:] = 0.0
     s2[:] = 0.0
     tiled = channels - channels % LANES if ROWS == TILE_ROWS else 0
@@ -587,14 +624,14 @@ def _sums_along_channels(block, k, s1, s2):
         start = 0
         if stop - first == ROWS and tiled:  # 16 x 16 tiles, the sums in registers (_numba_tiles)
             for c in range(0, tiled, LANES):
-                tile_sums(block, first * channels + c, channels, k, c, s1, s2)
+                tile_sums(block, first * channels + c, channels, k, c, s1, s2, bfloat)
             start = tiled
         t1[:] = 0.0
         t2[:] = 0.0
         for p in range(first, stop):
             row = block[p]
             for c in range(start, channels):
-                d = row[c] - k[c]
+                d = _widened(row[c], bfloat) - k[c]
                 t1[c] += d
                 t2[c] += d * d
         for c in range(start, channels):
@@ -603,54 +640,57 @@ def _sums_along_channels(block, k, s1, s2):
 
 
 @numba.njit(cache=True)
-def _channel_centres(block, k, rows):
-    """k[c] = the mean of block[:rows, c], summed and rounded in x's precision."""
+def _channel_centres(block, k, rows, bfloat):
+    """k[c] = the mean of block[:rows, c], summed and rounded in k's precision."""
     k[:] = 0.0
     for p in range(rows):
         row = block[p]
         for c in range(k.size):
-            k[c] += row[c]
+            k[c] += _widened(row[c], bfloat)
     for c in range(k.size):
         k[c] = k[c] / rows
 
 
 @numba.njit(cache=True)
-def _channel_moments(block, means, m2s):
+def _channel_moments(block, means, m2s, bfloat):
     """(mean, M2) per channel of a block of positions (positions, C) into ``means``/``m2s``
     (float64). From :data:`SMALL` positions: one pass about the mean of the first
     :data:`CENTRE_ROWS` positions, vectorized along the channels (:func:`_sums_along_channels`).
     A channel whose centre is too far from its mean or whose sums are not finite (the test
     of :func:`_judged`), and every channel of a block below :data:`SMALL` positions, is
-    summed by :func:`_two_pass` in float64 (its column is strided, so its sum is
-    sequential: float64 keeps it accurate; rare, and from cache)."""
+    summed by :func:`_two_pass` in float64 (its column, gathered (and widened, for 16-bit
+    bits) into a scratch, is summed sequentially: float64 keeps it accurate; rare, and
+    from cache)."""
     positions, channels = block.shape
-    k = np.empty(channels, block.dtype)
+    k = _floats_for(block, channels)
     s1 = np.empty(channels, np.float64)
     s2 = np.empty(channels, np.float64)
     if positions >= SMALL:
-        _channel_centres(block, k, min(positions, CENTRE_ROWS))
-        _sums_along_channels(block, k, s1, s2)
+        _channel_centres(block, k, min(positions, CENTRE_ROWS), bfloat)
+        _sums_along_channels(block, k, s1, s2, bfloat)
+    column = _floats_for(block, positions)
     for c in range(channels):
         if positions >= SMALL:
-            correction = s1[c] * s1[c] / positions
-            if np.isfinite(s2[c]) and correction * 4.0 <= s2[c]:
-                means[c] = np.float64(k[c]) + s1[c] / positions
-                m2s[c] = s2[c] - correction
+            accepted, means[c], m2s[c] = _judged(k[c], s1[c], s2[c], positions)
+            if accepted:
                 continue
-        _, means[c], m2s[c] = _two_pass(block[:, c], np.float64(block[0, c]) - np.float64(block[0, c]))
+        for p in range(positions):
+            column[p] = _widened(block[p, c], bfloat)
+        _, means[c], m2s[c] = _two_pass(column, np.float64(column[0]) - np.float64(column[0]))
 
 
 @numba.njit(cache=True)
-def _block_group_moments(block, num_groups, partial):
+def _block_group_moments(block, num_groups, partial, bfloat):
     """partial[g] = (count, mean, M2) of group g over a block of positions (positions, C)
-    of float32/float64 values: :func:`_channel_moments`, then each group's channels
+    of float32/float64 values, or of 16-bit bits (bfloat16 with ``bfloat``, else float16,
+    which needs F16C): :func:`_channel_moments`, then each group's channels
     combined (equal counts: the mean of the channel means, and M2 the channels' M2 plus
     ``positions * sum((mean_c - mean)^2)``, Chan's formula for equal parts)."""
     positions, channels = block.shape
     cpg = channels // num_groups
     means = np.empty(channels, np.float64)
     m2s = np.empty(channels, np.float64)
-    _channel_moments(block, means, m2s)
+    _channel_moments(block, means, m2s, bfloat)
     for g in range(num_groups):
         mean = 0.0
         for c in range(g * cpg, (g + 1) * cpg):
@@ -692,22 +732,25 @@ def _wave_coefficients(partial, first, count, blocks, num_groups, weight, bias, 
 
 
 @numba.njit(cache=True)
-def _wave_plan(x):
-    """(positions per block, blocks per sample, samples per wave) of x (N, P, C)."""
+def _wave_plan(x, threads):
+    """(positions per block, blocks per sample, samples per wave) of x (N, P, C) on
+    ``threads`` threads (the caller's numba.get_num_threads(): called in a kernel, it
+    would keep the kernel out of the disk cache)."""
     samples, positions, channels = x.shape
-    block = channels_last_block(positions, channels)
     per_sample = max(1, positions * channels * 4)
-    return block, -(-positions // block), max(1, min(samples, WAVE_BYTES // per_sample))
+    wave = max(1, min(samples, WAVE_BYTES // per_sample))
+    block = channels_last_block(positions, channels, wave, threads)
+    return block, -(-positions // block), wave
 
 
 @numba.njit(parallel=True, cache=True)
-def group_norm_channels_last(x, num_groups, weight, bias, eps, stream):
+def group_norm_channels_last(x, num_groups, weight, bias, eps, stream, threads):
     """GroupNorm of ``x`` (N, P, C) C-contiguous (a channels-last tensor's memory);
     returns y in the same layout and (mean, rstd) per (sample, group) in float64
     (N * G, 2). weight/bias float64 of length C; ``stream``: y in streaming stores
-    (:func:`_stream_rows`)."""
+    (:func:`_stream_rows`); ``threads``: Numba's thread count (sizes the blocks)."""
     samples, positions, channels = x.shape
-    block, blocks, wave = _wave_plan(x)
+    block, blocks, wave = _wave_plan(x, threads)
     partial = np.zeros((wave * blocks, num_groups, 3), np.float64)
     stats = np.empty((samples * num_groups, 2), np.float64)
     out = np.empty_like(x)
@@ -715,7 +758,7 @@ def group_norm_channels_last(x, num_groups, weight, bias, eps, stream):
         count = min(wave, samples - first)
         for task in numba.prange(count * blocks):
             n, p0 = first + task // blocks, (task % blocks) * block
-            _block_group_moments(x[n][p0:min(p0 + block, positions)], num_groups, partial[task])
+            _block_group_moments(x[n][p0:min(p0 + block, positions)], num_groups, partial[task], False)
         scale, shift = _wave_coefficients(partial, first, count, blocks, num_groups, weight, bias, eps, stats, x)
         if stream:
             scale, shift = _wrapped(scale, LINE // x.itemsize), _wrapped(shift, LINE // x.itemsize)
@@ -802,14 +845,15 @@ def _affine_rows_bits(source, target, scale, shift, table, bfloat, values):
 
 
 @numba.njit(parallel=True, cache=True)
-def group_norm_half_channels_last(x, num_groups, weight, bias, eps, table, bfloat):
+def group_norm_half_channels_last(x, num_groups, weight, bias, eps, table, bfloat, threads):
     """:func:`group_norm_channels_last` of 16-bit bits ``x`` (N, P, C) uint16, float16
     (``table`` as in :func:`group_norm_half_by_group`) or bfloat16 (``bfloat``), read in
-    place: each block widened into an L2 scratch for its statistics, y narrowed as it is
-    made along the rows. Same bits as widening x, the float32 kernel, narrowing y; y's
-    bits in x's layout."""
+    place: the statistics read the bits and widen them in registers (bfloat16, or float16
+    with F16C; without F16C each block is widened into an L2 scratch first), y is
+    narrowed as it is made along the rows. Same bits as widening x, the float32 kernel,
+    narrowing y; y's bits in x's layout. ``threads`` as for the float32 kernel."""
     samples, positions, channels = x.shape
-    block, blocks, wave = _wave_plan(x)
+    block, blocks, wave = _wave_plan(x, threads)
     partial = np.zeros((wave * blocks, num_groups, 3), np.float64)
     stats = np.empty((samples * num_groups, 2), np.float64)
     out = np.empty_like(x)
@@ -818,9 +862,12 @@ def group_norm_half_channels_last(x, num_groups, weight, bias, eps, table, bfloa
         for task in numba.prange(count * blocks):
             n, p0 = first + task // blocks, (task % blocks) * block
             p1 = min(p0 + block, positions)
-            values = np.empty((p1 - p0) * channels, np.float32)
-            _widen_chunk(x[n][p0:p1].reshape(-1), 0, values.size, values, table, bfloat)
-            _block_group_moments(values.reshape(p1 - p0, channels), num_groups, partial[task])
+            if bfloat or F16C:
+                _block_group_moments(x[n][p0:p1], num_groups, partial[task], bfloat)
+            else:
+                values = np.empty((p1 - p0) * channels, np.float32)
+                _widen_chunk(x[n][p0:p1].reshape(-1), 0, values.size, values, table, bfloat)
+                _block_group_moments(values.reshape(p1 - p0, channels), num_groups, partial[task], False)
         scale, shift = _wave_coefficients(partial, first, count, blocks, num_groups, weight, bias, eps, stats,
                                           np.empty(0, np.float32))
         for task in numba.prange(count * blocks):

@@ -19,6 +19,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from ._numba_halves import F16C, _from_bfloat, _from_half
+
 TILE_ROWS = 16  # rows a tile sums in float32 before its sums go to float64 (the kernels' ROWS)
 LANES = 16  # channels of a tile: one 512-bit vector of float32 (two of float64)
 
@@ -30,28 +32,54 @@ def _vector_at(context, builder, array_type, array, at, lanes, element):
 
 
 @intrinsic
-def tile_sums(typingctx, block, at, stride, k, c, s1, s2):
+def tile_sums(typingctx, block, at, stride, k, c, s1, s2, bfloat):
     """For the 16 channels ``c .. c + 15`` and the 16 rows of ``block`` (float32 or
-    float64, C-contiguous; ``k`` of its dtype) starting at flat index ``at``, rows
-    ``stride`` elements apart: with ``d = x - k[c]`` summed row after row in x's
-    precision, ``s1[c:c + 16] += sum(d)`` and ``s2[c:c + 16] += sum(d * d)`` (float64)."""
+    float64, or 16-bit bits: uint16; C-contiguous; ``k`` of the block's float type,
+    float32 for bits) starting at flat index ``at``, rows ``stride`` elements apart: with
+    ``d = x - k[c]`` summed row after row in x's precision, ``s1[c:c + 16] += sum(d)`` and
+    ``s2[c:c + 16] += sum(d * d)`` (float64). Bits are widened in registers as they are
+    loaded, exactly: bfloat16 where ``bfloat``, else float16 (``vcvtph2ps``; only where
+    :data:`_numba_halves.F16C`: the kernels never pass float16 bits otherwise); the same
+    sums as the tile of their float32 values. ``bfloat`` is ignored for float blocks."""
+    if isinstance(block.dtype, types.Integer) and (block.dtype.bitwidth != 16 or k.dtype != types.float32):
+        return None
 
     def codegen(context, builder, signature, args):
-        block_t, _, _, k_t, _, s1_t, s2_t = signature.args
-        block_v, at_v, stride_v, k_v, c_v, s1_v, s2_v = args
-        floats, doubles = context.get_value_type(block_t.dtype), ir.DoubleType()
-        centre = builder.load(_vector_at(context, builder, k_t, k_v, c_v, LANES, floats), align=4)
-        total = squares = ir.Constant(ir.VectorType(floats, LANES), [0.0] * LANES)
-        for row in range(TILE_ROWS):
-            offset = builder.add(at_v, builder.mul(stride_v, ir.Constant(stride_v.type, row)))
-            x = builder.load(_vector_at(context, builder, block_t, block_v, offset, LANES, floats), align=4)
-            d = builder.fsub(x, centre)
-            total = builder.fadd(total, d)
-            squares = builder.fadd(squares, builder.fmul(d, d, flags=["contract"]), flags=["contract"])
-        for sums_t, sums_v, value in ((s1_t, s1_v, total), (s2_t, s2_v, squares)):
-            pointer = _vector_at(context, builder, sums_t, sums_v, c_v, LANES, doubles)
-            wide = value if floats == doubles else builder.fpext(value, ir.VectorType(doubles, LANES))
-            builder.store(builder.fadd(builder.load(pointer, align=8), wide), pointer, align=8)
+        block_t, _, _, k_t, _, s1_t, s2_t, _ = signature.args
+        block_v, at_v, stride_v, k_v, c_v, s1_v, s2_v, bfloat_v = args
+        if not isinstance(block_t.dtype, types.Integer):
+            _tile(context, builder, signature, args, None)
+        elif F16C:
+            with builder.if_else(bfloat_v) as (bfloat16, float16):
+                with bfloat16:
+                    _tile(context, builder, signature, args, _from_bfloat)
+                with float16:
+                    _tile(context, builder, signature, args, _from_half)
+        else:
+            _tile(context, builder, signature, args, _from_bfloat)  # float16 bits never come here without F16C
         return context.get_dummy_value()
 
-    return types.void(block, at, stride, k, c, s1, s2), codegen
+    return types.void(block, at, stride, k, c, s1, s2, bfloat), codegen
+
+
+def _tile(context, builder, signature, args, widen):
+    """The tile's code (see :func:`tile_sums`), the loads widened by ``widen`` if given."""
+    block_t, _, _, k_t, _, s1_t, s2_t, _ = signature.args
+    block_v, at_v, stride_v, k_v, c_v, s1_v, s2_v, _ = args
+    floats, doubles = context.get_value_type(k_t.dtype), ir.DoubleType()
+    loaded = context.get_value_type(block_t.dtype)
+    centre = builder.load(_vector_at(context, builder, k_t, k_v, c_v, LANES, floats), align=4)
+    total = squares = ir.Constant(ir.VectorType(floats, LANES), [0.0] * LANES)
+    for row in range(TILE_ROWS):
+        offset = builder.add(at_v, builder.mul(stride_v, ir.Constant(stride_v.type, row)))
+        x = builder.load(_vector_at(context, builder, block_t, block_v, offset, LANES, loaded),
+                         align=block_t.dtype.bitwidth // 8)
+        if widen is not None:
+            x = widen(builder, x)
+        d = builder.fsub(x, centre)
+        total = builder.fadd(total, d)
+        squares = builder.fadd(squares, builder.fmul(d, d, flags=["contract"]), flags=["contract"])
+    for sums_t, sums_v, value in ((s1_t, s1_v, total), (s2_t, s2_v, squares)):
+        pointer = _vector_at(context, builder, sums_t, sums_v, c_v, LANES, doubles)
+        wide = value if floats == doubles else builder.fpext(value, ir.VectorType(doubles, LANES))
+        builder.store(builder.fadd(builder.load(pointer, align=8), wide), pointer, align=8)

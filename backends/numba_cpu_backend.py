@@ -147,10 +147,10 @@ class NumbaCpuBackend(GroupNormBackend):
             rows = last.reshape(n, -1, channels)
             if half:
                 out, stats = kernels.group_norm_half_channels_last(rows.view(np.uint16), num_groups, w, b, float(eps),
-                                                                   table, bfloat)
+                                                                   table, bfloat, threads)
                 out = out.view(x.dtype)
             else:
-                out, stats = kernels.group_norm_channels_last(rows, num_groups, w, b, float(eps), stream)
+                out, stats = kernels.group_norm_channels_last(rows, num_groups, w, b, float(eps), stream, threads)
             return np.moveaxis(out.reshape(last.shape), -1, 1), stats
         if half and n * num_groups >= threads:  # fused: chunks widened and narrowed in cache
             bits = np.ascontiguousarray(x).view(np.uint16).reshape(n * num_groups, -1)

@@ -66,12 +66,16 @@ def test_channels_last_input_is_read_in_place_and_keeps_its_layout(kernels, shap
 @pytest.mark.parametrize("shape, groups", [((2, 64, 9, 7), 8), ((2, 320, 20, 20), 32), ((1, 8, 3), 2),
                                            ((2, 6, 5, 4, 3), 3), ((1, 64, 130, 130), 4)],
                          ids=["2d", "sd-unet-like", "1d", "3d", "many-blocks"])
-@pytest.mark.parametrize("values", ["finite", "specials"])
+@pytest.mark.parametrize("values", ["finite", "specials", "step"])
 def test_16_bit_channels_last_is_read_in_place_with_the_float32_kernels_bits(kernels, dtype, shape, groups, values):
     """float16/bfloat16 channels-last input: the backend runs the 16-bit channels-last
     kernel on x's own memory (no copy), y comes back channels-last, and its bits are those
     of widening x, the float32 channels-last kernel and narrowing y (the widening is
-    exact, the arithmetic the same), NaN and Inf included; so are the statistics."""
+    exact, the arithmetic the same), NaN and Inf included; so are the statistics. "step"
+    (the first 24 positions of each sample 400 higher) puts the blocks' centres off their
+    means: those channels are summed again by the two-pass method, from widened columns."""
+    import numba
+
     from backends.numba_cpu_backend import _half_table
 
     ml_dtypes = pytest.importorskip("ml_dtypes")
@@ -83,6 +87,8 @@ def test_16_bit_channels_last_is_read_in_place_with_the_float32_kernels_bits(ker
         flat[::101] = np.inf
         flat[3] = np.nan
         flat[11] = -np.inf
+    if values == "step":
+        values_cl.reshape(shape[0], -1, shape[1])[:, :24] += 400
     last = np.moveaxis(values_cl, -1, 1)  # channels-last memory, logical (N, C, *)
     weight, bias = (rng.standard_normal(shape[1]).astype(np.float32) for _ in range(2))
     y = _group_norm_reading_in_place(kernels, "group_norm_half_channels_last", last, groups, weight, bias)
@@ -91,7 +97,8 @@ def test_16_bit_channels_last_is_read_in_place_with_the_float32_kernels_bits(ker
     bits = values_cl.view(np.uint16).reshape(shape[0], -1, shape[1])
     wide = (kernels.widen_half(bits.reshape(-1), _half_table()) if dtype == "float16"
             else kernels.widen_bfloat(bits.reshape(-1))).reshape(bits.shape)
-    wide_y, wide_stats = kernels.group_norm_channels_last(wide, groups, weight, bias, 1e-5, False)
+    wide_y, wide_stats = kernels.group_norm_channels_last(wide, groups, weight, bias, 1e-5, False,
+                                                          numba.get_num_threads())
     narrow = kernels.narrow_half if dtype == "float16" else kernels.narrow_bfloat
     expected = narrow(wide_y.reshape(-1)).view(np_dtype)
     got = np.moveaxis(y, 1, -1).reshape(-1)
@@ -99,5 +106,5 @@ def test_16_bit_channels_last_is_read_in_place_with_the_float32_kernels_bits(ker
     assert (np.isnan(got.astype(np.float32)) == nan).all()
     np.testing.assert_array_equal(got.view(np.uint16)[~nan], expected.view(np.uint16)[~nan])
     _, stats = original(bits, groups, weight, bias, 1e-5, _half_table() if dtype == "float16" else
-                        np.empty(0, np.float32), dtype == "bfloat16")
+                        np.empty(0, np.float32), dtype == "bfloat16", numba.get_num_threads())
     np.testing.assert_array_equal(stats, wide_stats)

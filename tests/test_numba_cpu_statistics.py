@@ -113,7 +113,7 @@ def test_channels_last_blocks_take_two_passes_for_the_channels_that_need_them(ki
         odd[3] = np.inf
     block = block.astype(dtype)
     means, m2s = np.empty(channels), np.empty(channels)
-    kernels._channel_moments(block, means, m2s)
+    kernels._channel_moments(block, means, m2s, False)
     exact = block.astype(np.float64)
     for c in range(channels):
         if kind in ("nan", "inf") and c == 5:
@@ -141,12 +141,39 @@ def test_sums_along_channels_are_the_sums_of_the_centred_values(positions, chann
     block = (rng.standard_normal((positions, channels)) * 3 + 10).astype(dtype)
     k = block[: min(positions, 16)].mean(axis=0).astype(dtype)
     s1, s2 = np.full(channels, np.nan), np.full(channels, np.nan)  # the kernel must set every element
-    kernels._sums_along_channels(block, k, s1, s2)
+    kernels._sums_along_channels(block, k, s1, s2, False)
     d = block.astype(np.float64) - k.astype(np.float64)
     scale = np.abs(d).sum(axis=0)
     eps = np.finfo(dtype).eps
     assert np.all(np.abs(s1 - d.sum(axis=0)) <= 16 * eps * scale)
     assert np.all(np.abs(s2 - (d * d).sum(axis=0)) <= 16 * eps * (d * d).sum(axis=0))
+
+
+@pytest.mark.parametrize("kind", ["bfloat16", "float16"])
+@pytest.mark.parametrize("positions, channels", [(64, 16), (100, 37), (5, 40)],
+                         ids=["one-tile-column", "tiles-and-remainders", "rows-below-a-tile"])
+def test_sums_along_channels_of_16_bit_bits_are_those_of_their_float32_values(positions, channels, kind):
+    """On a block of 16-bit bits (widened in registers: the tile's 16-lane loads and the
+    loop's elements) the sums are bit for bit those of the block's float32 values."""
+    require("numba-cpu")
+    import ml_dtypes
+
+    from backends import _numba_cpu_kernels as kernels
+
+    if kind == "float16" and not kernels.F16C:
+        pytest.skip("float16 bits are read in place only with F16C")
+    rng = np.random.default_rng(13)
+    values = (rng.standard_normal((positions, channels)) * 3 + 10).astype(ml_dtypes.bfloat16 if kind == "bfloat16"
+                                                                          else np.float16)
+    wide = values.astype(np.float32)
+    k = wide[: min(positions, 16)].mean(axis=0).astype(np.float32)
+    sums = {}
+    for name, block in (("bits", values.view(np.uint16)), ("floats", wide)):
+        s1, s2 = np.full(channels, np.nan), np.full(channels, np.nan)
+        kernels._sums_along_channels(block, k, s1, s2, kind == "bfloat16")
+        sums[name] = (s1, s2)
+    np.testing.assert_array_equal(sums["bits"][0], sums["floats"][0])
+    np.testing.assert_array_equal(sums["bits"][1], sums["floats"][1])
 
 
 _SCRIPT = """
@@ -160,18 +187,21 @@ x.reshape(-1)[::101] = np.inf
 w, b = rng.standard_normal((2, 8)).astype(np.float32)
 backend = backends.get("numba-cpu")
 y = backend.group_norm(x, 4, w, b, 1e-5)
+last = np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 1, -1)), -1, 1)  # channels-last: its own kernel
+y_last = np.ascontiguousarray(backend.group_norm(last, 4, w, b, 1e-5))
 _, saved = backend.forward_train(x, 4, w, b, 1e-5)
 dx, dw, db = backend.backward((rng.standard_normal(x.shape) * 3).astype(np.float16), saved)
 dx_bits = np.where(np.isnan(dx), np.uint16(0x7E00), dx.view(np.uint16))  # a NaN's sign is not defined
 print(json.dumps({"f16c": _numba_halves.F16C, "bits": y.view(np.uint16).tolist(), "dx": dx_bits.tolist(),
+                  "channels_last": y_last.view(np.uint16).tolist(),
                   "dw": dw.tolist(), "db": db.tolist()}))
 """
 
 
 def test_float16_without_f16c_gives_the_bits_of_the_f16c_path(tmp_path):
-    """The same float16 GroupNorm, forward and backward, in a process whose Numba compiles
-    for a CPU without F16C (NUMBA_CPU_FEATURES without +f16c: the scalar conversions) and
-    in one with it."""
+    """The same float16 GroupNorm, forward (contiguous and channels-last) and backward, in a
+    process whose Numba compiles for a CPU without F16C (NUMBA_CPU_FEATURES without +f16c:
+    the scalar conversions) and in one with it."""
     require("numba-cpu")
     from backends import _numba_halves
 
@@ -189,5 +219,5 @@ def test_float16_without_f16c_gives_the_bits_of_the_f16c_path(tmp_path):
         assert run.returncode == 0, run.stderr[-3000:]
         outputs[name] = json.loads(run.stdout.strip().splitlines()[-1])
     assert outputs["with"]["f16c"] and not outputs["without"]["f16c"]
-    for output in ("bits", "dx", "dw", "db"):
+    for output in ("bits", "channels_last", "dx", "dw", "db"):
         assert outputs["with"][output] == outputs["without"][output], output

@@ -61,6 +61,13 @@ def _stream(k, arrays, x):
     return (arrays * x.nbytes >= stream_bytes(),) if hasattr(k, "stream_fence") else ()
 
 
+def _threads(k):
+    """Numba's thread count for channels-last kernels that take it (an empty tuple before)."""
+    import numba
+
+    return (numba.get_num_threads(),) if hasattr(k, "BLOCK_ELEMENTS") else ()
+
+
 def _forward(k, x, groups, w, b):
     if x.dtype == np.float32:
         return k.group_norm_by_group(x.reshape(x.shape[0] * groups, -1), groups, w, b, 1e-5, *_stream(k, 2, x))
@@ -87,10 +94,10 @@ def _channels_last(k, rows, groups, w, b):
     kernel, the 16-bit one where it exists, else (before it) a contiguous copy and the
     fused 16-bit kernel."""
     if rows.dtype == np.float32:
-        return k.group_norm_channels_last(rows, groups, w, b, 1e-5, *_stream(k, 2, rows))
+        return k.group_norm_channels_last(rows, groups, w, b, 1e-5, *_stream(k, 2, rows), *_threads(k))
     bits, bfloat = rows.view(np.uint16), rows.dtype != np.float16
     if hasattr(k, "group_norm_half_channels_last"):
-        return k.group_norm_half_channels_last(bits, groups, w, b, 1e-5, TABLE, bfloat)
+        return k.group_norm_half_channels_last(bits, groups, w, b, 1e-5, TABLE, bfloat, *_threads(k))
     planar = np.ascontiguousarray(np.moveaxis(bits, -1, 1)).reshape(rows.shape[0] * groups, -1)
     return k.group_norm_half_by_group(planar, groups, w, b, 1e-5, TABLE, bfloat)
 
