@@ -606,19 +606,24 @@ def _floats_for_overload(block, count):
     return lambda block, count: np.empty(count, block.dtype)
 
 
-@numba.njit(fastmath={"reassoc", "contract"}, cache=True)
-def _sums_along_channels(block, k, s1, s2, bfloat):
+@numba.njit(cache=True)  # no fastmath: the loop does exactly the tile's arithmetic (vectorized along C all the same)
+def _sums_along_channels(block, k, s1, s2, bfloat, tiles):
     """s1[c], s2[c] = sum(d), sum(d^2) (float64) over the block's positions, d = x[p, c] -
     k[c]: vectorized along the channels, each channel summed in x's precision over
     :data:`ROWS` positions at a time (so a sum's rounding error stays within ROWS ulps,
     as the chunk sums' lanes), those partial sums added in float64. A block of 16-bit
-    bits is widened as it is read (:func:`_widened`), the same sums as of its values."""
+    bits is widened as it is read (:func:`_widened`), the same sums as of its values.
+    With ``tiles``, 16 x 16 register tiles (for a block in cache: compute-bound); else
+    row after row through per-channel sums in L1 (for a block read from DRAM: sequential
+    reads keep the prefetchers ahead, where a tile's 16 strided rows stall them; float32
+    16x64x256x256/8, the statistics of all blocks: 9.4 against 12.8 ms). The same
+    arithmetic in the same order, so the same bits either way."""
     positions, channels = block.shape
     t1 = np.empty(channels, k.dtype)
     t2 = np.empty(channels, k.dtype)
     s1[:] = 0.0
     s2[:] = 0.0
-    tiled = channels - channels % LANES if ROWS == TILE_ROWS else 0
+    tiled = channels - channels % LANES if tiles and ROWS == TILE_ROWS else 0
     for first in range(0, positions, ROWS):
         stop = min(first + ROWS, positions)
         start = 0
@@ -626,17 +631,19 @@ def _sums_along_channels(block, k, s1, s2, bfloat):
             for c in range(0, tiled, LANES):
                 tile_sums(block, first * channels + c, channels, k, c, s1, s2, bfloat)
             start = tiled
-        t1[:] = 0.0
-        t2[:] = 0.0
+        rest = channels - start  # the loop runs over 0-based slices: no wraparound checks, so it vectorizes
+        centre, u1, u2 = k[start:], t1[start:], t2[start:]
+        u1[:] = 0.0
+        u2[:] = 0.0
         for p in range(first, stop):
-            row = block[p]
-            for c in range(start, channels):
-                d = _widened(row[c], bfloat) - k[c]
-                t1[c] += d
-                t2[c] += d * d
-        for c in range(start, channels):
-            s1[c] += t1[c]
-            s2[c] += t2[c]
+            row = block[p][start:]
+            for c in range(rest):
+                d = _widened(row[c], bfloat) - centre[c]
+                u1[c] += d
+                u2[c] += d * d
+        for c in range(rest):
+            s1[start + c] += u1[c]
+            s2[start + c] += u2[c]
 
 
 @numba.njit(cache=True)
@@ -652,7 +659,7 @@ def _channel_centres(block, k, rows, bfloat):
 
 
 @numba.njit(cache=True)
-def _channel_moments(block, means, m2s, bfloat):
+def _channel_moments(block, means, m2s, bfloat, tiles):
     """(mean, M2) per channel of a block of positions (positions, C) into ``means``/``m2s``
     (float64). From :data:`SMALL` positions: one pass about the mean of the first
     :data:`CENTRE_ROWS` positions, vectorized along the channels (:func:`_sums_along_channels`).
@@ -667,7 +674,7 @@ def _channel_moments(block, means, m2s, bfloat):
     s2 = np.empty(channels, np.float64)
     if positions >= SMALL:
         _channel_centres(block, k, min(positions, CENTRE_ROWS), bfloat)
-        _sums_along_channels(block, k, s1, s2, bfloat)
+        _sums_along_channels(block, k, s1, s2, bfloat, tiles)
     column = _floats_for(block, positions)
     for c in range(channels):
         if positions >= SMALL:
@@ -680,17 +687,18 @@ def _channel_moments(block, means, m2s, bfloat):
 
 
 @numba.njit(cache=True)
-def _block_group_moments(block, num_groups, partial, bfloat):
+def _block_group_moments(block, num_groups, partial, bfloat, tiles):
     """partial[g] = (count, mean, M2) of group g over a block of positions (positions, C)
     of float32/float64 values, or of 16-bit bits (bfloat16 with ``bfloat``, else float16,
-    which needs F16C): :func:`_channel_moments`, then each group's channels
+    which needs F16C): :func:`_channel_moments` (``tiles`` as for
+    :func:`_sums_along_channels`), then each group's channels
     combined (equal counts: the mean of the channel means, and M2 the channels' M2 plus
     ``positions * sum((mean_c - mean)^2)``, Chan's formula for equal parts)."""
     positions, channels = block.shape
     cpg = channels // num_groups
     means = np.empty(channels, np.float64)
     m2s = np.empty(channels, np.float64)
-    _channel_moments(block, means, m2s, bfloat)
+    _channel_moments(block, means, m2s, bfloat, tiles)
     for g in range(num_groups):
         mean = 0.0
         for c in range(g * cpg, (g + 1) * cpg):
@@ -747,8 +755,10 @@ def _wave_plan(x, threads):
 def group_norm_channels_last(x, num_groups, weight, bias, eps, stream, threads):
     """GroupNorm of ``x`` (N, P, C) C-contiguous (a channels-last tensor's memory);
     returns y in the same layout and (mean, rstd) per (sample, group) in float64
-    (N * G, 2). weight/bias float64 of length C; ``stream``: y in streaming stores
-    (:func:`_stream_rows`); ``threads``: Numba's thread count (sizes the blocks)."""
+    (N * G, 2). weight/bias float64 of length C; ``stream``: x and y exceed the cache, so
+    y in streaming stores (:func:`_stream_rows`) and the statistics summed row by row
+    (``tiles`` off, :func:`_sums_along_channels`); ``threads``: Numba's thread count (sizes
+    the blocks)."""
     samples, positions, channels = x.shape
     block, blocks, wave = _wave_plan(x, threads)
     partial = np.zeros((wave * blocks, num_groups, 3), np.float64)
@@ -758,7 +768,7 @@ def group_norm_channels_last(x, num_groups, weight, bias, eps, stream, threads):
         count = min(wave, samples - first)
         for task in numba.prange(count * blocks):
             n, p0 = first + task // blocks, (task % blocks) * block
-            _block_group_moments(x[n][p0:min(p0 + block, positions)], num_groups, partial[task], False)
+            _block_group_moments(x[n][p0:min(p0 + block, positions)], num_groups, partial[task], False, not stream)
         scale, shift = _wave_coefficients(partial, first, count, blocks, num_groups, weight, bias, eps, stats, x)
         if stream:
             scale, shift = _wrapped(scale, LINE // x.itemsize), _wrapped(shift, LINE // x.itemsize)
@@ -845,13 +855,14 @@ def _affine_rows_bits(source, target, scale, shift, table, bfloat, values):
 
 
 @numba.njit(parallel=True, cache=True)
-def group_norm_half_channels_last(x, num_groups, weight, bias, eps, table, bfloat, threads):
+def group_norm_half_channels_last(x, num_groups, weight, bias, eps, table, bfloat, tiles, threads):
     """:func:`group_norm_channels_last` of 16-bit bits ``x`` (N, P, C) uint16, float16
     (``table`` as in :func:`group_norm_half_by_group`) or bfloat16 (``bfloat``), read in
     place: the statistics read the bits and widen them in registers (bfloat16, or float16
     with F16C; without F16C each block is widened into an L2 scratch first), y is
     narrowed as it is made along the rows. Same bits as widening x, the float32 kernel,
-    narrowing y; y's bits in x's layout. ``threads`` as for the float32 kernel."""
+    narrowing y; y's bits in x's layout. ``tiles``: the statistics' summation (see
+    :func:`_sums_along_channels`); ``threads`` as for the float32 kernel."""
     samples, positions, channels = x.shape
     block, blocks, wave = _wave_plan(x, threads)
     partial = np.zeros((wave * blocks, num_groups, 3), np.float64)
@@ -863,11 +874,11 @@ def group_norm_half_channels_last(x, num_groups, weight, bias, eps, table, bfloa
             n, p0 = first + task // blocks, (task % blocks) * block
             p1 = min(p0 + block, positions)
             if bfloat or F16C:
-                _block_group_moments(x[n][p0:p1], num_groups, partial[task], bfloat)
+                _block_group_moments(x[n][p0:p1], num_groups, partial[task], bfloat, tiles)
             else:
                 values = np.empty((p1 - p0) * channels, np.float32)
                 _widen_chunk(x[n][p0:p1].reshape(-1), 0, values.size, values, table, bfloat)
-                _block_group_moments(values.reshape(p1 - p0, channels), num_groups, partial[task], False)
+                _block_group_moments(values.reshape(p1 - p0, channels), num_groups, partial[task], False, tiles)
         scale, shift = _wave_coefficients(partial, first, count, blocks, num_groups, weight, bias, eps, stats,
                                           np.empty(0, np.float32))
         for task in numba.prange(count * blocks):

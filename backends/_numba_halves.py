@@ -20,6 +20,8 @@ intrinsic``) on 8-lane vectors, which the kernels call in ordinary loops and LLV
   output's with nothing wider in memory (same bits as the three steps apart).
 * :func:`gradient_bits`: the backward's dx the same way, from x's and dy's bits to dx's
   (widening, the kernels' ``_grad_plane`` arithmetic in its order, narrowing).
+  Both can write their 8 lanes with streaming stores (``stream``; see ``_numba_stores``)
+  from the output's first 16-byte boundary on.
 * ``bfloat_value`` / ``half_value`` (and ``bfloat_of`` / ``half_of`` to narrow): one
   element's conversion, the same IR on a scalar, for loops that LLVM vectorizes like a
   float32 loop (16 lanes, accumulators in registers): the chunk sums read the 16-bit bits

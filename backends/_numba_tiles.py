@@ -7,8 +7,12 @@ per-channel running sums (two arrays) around one load of x: the loop runs at a q
 of a bare read's speed. :func:`tile_sums` keeps 16 channels' running sums in registers
 over :data:`TILE_ROWS` rows (straight-line code, no loop to carry vectors across) and
 touches the float64 sums once per tile, with the arithmetic of the loop it replaces in
-the same order (each channel's ``d = x - k`` added row after row in float32, ``d * d``
-contractible into an FMA as there, then the tile's sums added to the float64 ones).
+the same order (each channel's ``d = x - k`` added row after row in x's precision, ``d * d``
+rounded then added (no FMA: the loop, which sums blocks read from DRAM row by row, gives
+the same bits), then the tile's sums added to the float64 ones). A
+block of 16-bit bits (bfloat16, or float16 with F16C) is widened as each row's 16 lanes
+are loaded (``_numba_halves``' conversions), so the 16-bit kernel needs no widened copy
+of x: the same sums as the tile of the float32 values.
 
 Editing this file: as for ``_numba_halves.py`` (see its last paragraph), delete the
 kernels' disk cache, which is keyed on the kernels file's contents only (the backend's
@@ -78,7 +82,7 @@ def _tile(context, builder, signature, args, widen):
             x = widen(builder, x)
         d = builder.fsub(x, centre)
         total = builder.fadd(total, d)
-        squares = builder.fadd(squares, builder.fmul(d, d, flags=["contract"]), flags=["contract"])
+        squares = builder.fadd(squares, builder.fmul(d, d))  # unfused, as the kernels' row loop
     for sums_t, sums_v, value in ((s1_t, s1_v, total), (s2_t, s2_v, squares)):
         pointer = _vector_at(context, builder, sums_t, sums_v, c_v, LANES, doubles)
         wide = value if floats == doubles else builder.fpext(value, ir.VectorType(doubles, LANES))

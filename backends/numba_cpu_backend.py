@@ -30,12 +30,13 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
   between the passes. (With fewer groups than threads: widen everything, the float32
   kernel, narrow everything, each pass parallel; the same bits.)
 * Channels-last input is read in place as (N, positions, C): the statistics of a block of
-  positions per channel, vectorized along C (16 x 16 register tiles, one pass centred on
-  the block's first 64 positions, two passes for a channel that needs them), channels
-  combined per group, then ``y = x * a + c`` along the channels; samples in waves of about
-  8 MiB so the second read can come from L3; y keeps the layout. 16-bit blocks are
-  widened into an L2 scratch for the statistics and y narrowed along the rows (the same
-  bits as the float32 kernel on the widened input). Other non-contiguous inputs are
+  positions (up to 128K elements, at least 4 blocks a thread) per channel, vectorized
+  along C (16 x 16 register tiles, one pass centred on the block's first 64 positions,
+  two passes for a channel that needs them), channels combined per group, then
+  ``y = x * a + c`` along the channels; samples in waves of about 8 MiB so the second read
+  can come from L3; y keeps the layout. 16-bit blocks are read as bits and widened in
+  the tiles' registers (without F16C, float16 blocks go through an L2 scratch), y
+  narrowed along the rows (the same bits as the float32 kernel on the widened input). Other non-contiguous inputs are
   copied to contiguous first (one copy, counted in the timing). NaN and Inf propagate; a
   constant group gives bias.
 * Backward (``forward_train`` keeps x and the forward's (mean, rstd) per group, float64):
@@ -46,6 +47,11 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
   bit for bit, no atomics. For 16-bit x and dy the sums read their bits, widened in
   registers, and dx is computed from their bits in one 8-lane pass (widen, dx, narrow);
   without vector conversions (float16 without F16C), chunk by chunk through L1 scratch.
+* Streaming stores: where a call's arrays together (x and y; in the backward x, dy and
+  dx) reach the last-level cache's size (:func:`stream_bytes`), y and dx are written a
+  64-byte line at a time with non-temporal stores (``_numba_stores.py``), which skip
+  reading each output line before writing it and leave x in the cache; same bits.
+  (16-bit channels-last y is not streamed yet.)
 * Compiled on first use and cached on disk (``cache=True``), so a second process loads
   the machine code instead of compiling; the bench reports compile time apart.
 
@@ -147,7 +153,7 @@ class NumbaCpuBackend(GroupNormBackend):
             rows = last.reshape(n, -1, channels)
             if half:
                 out, stats = kernels.group_norm_half_channels_last(rows.view(np.uint16), num_groups, w, b, float(eps),
-                                                                   table, bfloat, threads)
+                                                                   table, bfloat, not stream, threads)
                 out = out.view(x.dtype)
             else:
                 out, stats = kernels.group_norm_channels_last(rows, num_groups, w, b, float(eps), stream, threads)

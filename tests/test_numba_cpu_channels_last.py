@@ -106,5 +106,5 @@ def test_16_bit_channels_last_is_read_in_place_with_the_float32_kernels_bits(ker
     assert (np.isnan(got.astype(np.float32)) == nan).all()
     np.testing.assert_array_equal(got.view(np.uint16)[~nan], expected.view(np.uint16)[~nan])
     _, stats = original(bits, groups, weight, bias, 1e-5, _half_table() if dtype == "float16" else
-                        np.empty(0, np.float32), dtype == "bfloat16", numba.get_num_threads())
+                        np.empty(0, np.float32), dtype == "bfloat16", True, numba.get_num_threads())
     np.testing.assert_array_equal(stats, wide_stats)

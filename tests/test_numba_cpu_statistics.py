@@ -88,9 +88,10 @@ def test_chunk_moments_take_one_pass_only_where_it_is_as_accurate(kind, one_pass
         assert error <= max(2 * two_pass_error, 16 * np.finfo(dtype).eps), (kind, error, two_pass_error)
 
 
+@pytest.mark.parametrize("tiles", [True, False], ids=["tiles", "rows"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("kind", ["normal", "head-off-the-mean", "step", "nan", "inf"])
-def test_channels_last_blocks_take_two_passes_for_the_channels_that_need_them(kind, dtype):
+def test_channels_last_blocks_take_two_passes_for_the_channels_that_need_them(kind, dtype, tiles):
     """A channels-last block's per-channel moments (one pass along the channels, centred on
     the first CENTRE_ROWS positions): channel 5 of 96 gets ``kind`` (a head off the mean, a
     step, NaN, Inf), and every channel's mean and M2 must be as accurate as the two-pass
@@ -113,7 +114,7 @@ def test_channels_last_blocks_take_two_passes_for_the_channels_that_need_them(ki
         odd[3] = np.inf
     block = block.astype(dtype)
     means, m2s = np.empty(channels), np.empty(channels)
-    kernels._channel_moments(block, means, m2s, False)
+    kernels._channel_moments(block, means, m2s, False, tiles)
     exact = block.astype(np.float64)
     for c in range(channels):
         if kind in ("nan", "inf") and c == 5:
@@ -133,7 +134,8 @@ def test_channels_last_blocks_take_two_passes_for_the_channels_that_need_them(ki
 def test_sums_along_channels_are_the_sums_of_the_centred_values(positions, channels, dtype):
     """_sums_along_channels (16 x 16 register tiles where whole, the loop elsewhere): per
     channel sum(x - k) and sum((x - k)^2) within a few ulps of float64 sums, for blocks
-    of whole tiles, tiles with leftover channels and rows, and blocks too small to tile."""
+    of whole tiles, tiles with leftover channels and rows, and blocks too small to tile;
+    row by row (no tiles) the same bits."""
     require("numba-cpu")
     from backends import _numba_cpu_kernels as kernels
 
@@ -141,7 +143,11 @@ def test_sums_along_channels_are_the_sums_of_the_centred_values(positions, chann
     block = (rng.standard_normal((positions, channels)) * 3 + 10).astype(dtype)
     k = block[: min(positions, 16)].mean(axis=0).astype(dtype)
     s1, s2 = np.full(channels, np.nan), np.full(channels, np.nan)  # the kernel must set every element
-    kernels._sums_along_channels(block, k, s1, s2, False)
+    kernels._sums_along_channels(block, k, s1, s2, False, True)
+    rows = np.full(channels, np.nan), np.full(channels, np.nan)
+    kernels._sums_along_channels(block, k, *rows, False, False)  # row by row: the same arithmetic and order
+    np.testing.assert_array_equal(rows[0], s1)
+    np.testing.assert_array_equal(rows[1], s2)
     d = block.astype(np.float64) - k.astype(np.float64)
     scale = np.abs(d).sum(axis=0)
     eps = np.finfo(dtype).eps
@@ -154,7 +160,8 @@ def test_sums_along_channels_are_the_sums_of_the_centred_values(positions, chann
                          ids=["one-tile-column", "tiles-and-remainders", "rows-below-a-tile"])
 def test_sums_along_channels_of_16_bit_bits_are_those_of_their_float32_values(positions, channels, kind):
     """On a block of 16-bit bits (widened in registers: the tile's 16-lane loads and the
-    loop's elements) the sums are bit for bit those of the block's float32 values."""
+    loop's elements) the sums are bit for bit those of the block's float32 values, in
+    tiles or row by row."""
     require("numba-cpu")
     import ml_dtypes
 
@@ -169,11 +176,13 @@ def test_sums_along_channels_of_16_bit_bits_are_those_of_their_float32_values(po
     k = wide[: min(positions, 16)].mean(axis=0).astype(np.float32)
     sums = {}
     for name, block in (("bits", values.view(np.uint16)), ("floats", wide)):
-        s1, s2 = np.full(channels, np.nan), np.full(channels, np.nan)
-        kernels._sums_along_channels(block, k, s1, s2, kind == "bfloat16")
-        sums[name] = (s1, s2)
-    np.testing.assert_array_equal(sums["bits"][0], sums["floats"][0])
-    np.testing.assert_array_equal(sums["bits"][1], sums["floats"][1])
+        for tiles in (True, False):
+            s1, s2 = np.full(channels, np.nan), np.full(channels, np.nan)
+            kernels._sums_along_channels(block, k, s1, s2, kind == "bfloat16", tiles)
+            sums[name, tiles] = (s1, s2)
+    for name, tiles in sums:
+        np.testing.assert_array_equal(sums[name, tiles][0], sums["floats", True][0])
+        np.testing.assert_array_equal(sums[name, tiles][1], sums["floats", True][1])
 
 
 _SCRIPT = """

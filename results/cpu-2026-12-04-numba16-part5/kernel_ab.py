@@ -61,11 +61,15 @@ def _stream(k, arrays, x):
     return (arrays * x.nbytes >= stream_bytes(),) if hasattr(k, "stream_fence") else ()
 
 
-def _threads(k):
-    """Numba's thread count for channels-last kernels that take it (an empty tuple before)."""
+def _extra(kernel, rows):
+    """The trailing arguments a channels-last kernel takes at that commit, as the backend
+    passes them: ``tiles`` (x and y within the cache) and ``threads``, where it has them."""
     import numba
 
-    return (numba.get_num_threads(),) if hasattr(k, "BLOCK_ELEMENTS") else ()
+    code = kernel.py_func.__code__
+    names = code.co_varnames[:code.co_argcount]
+    values = {"tiles": 2 * rows.nbytes < stream_bytes(), "threads": numba.get_num_threads()}
+    return tuple(values[name] for name in names if name in values)
 
 
 def _forward(k, x, groups, w, b):
@@ -94,10 +98,12 @@ def _channels_last(k, rows, groups, w, b):
     kernel, the 16-bit one where it exists, else (before it) a contiguous copy and the
     fused 16-bit kernel."""
     if rows.dtype == np.float32:
-        return k.group_norm_channels_last(rows, groups, w, b, 1e-5, *_stream(k, 2, rows), *_threads(k))
+        return k.group_norm_channels_last(rows, groups, w, b, 1e-5, *_stream(k, 2, rows),
+                                          *_extra(k.group_norm_channels_last, rows))
     bits, bfloat = rows.view(np.uint16), rows.dtype != np.float16
     if hasattr(k, "group_norm_half_channels_last"):
-        return k.group_norm_half_channels_last(bits, groups, w, b, 1e-5, TABLE, bfloat, *_threads(k))
+        return k.group_norm_half_channels_last(bits, groups, w, b, 1e-5, TABLE, bfloat,
+                                               *_extra(k.group_norm_half_channels_last, rows))
     planar = np.ascontiguousarray(np.moveaxis(bits, -1, 1)).reshape(rows.shape[0] * groups, -1)
     return k.group_norm_half_by_group(planar, groups, w, b, 1e-5, TABLE, bfloat)
 
