@@ -548,8 +548,9 @@ def group_norm_half_by_group(bits, num_groups, weight, bias, eps, table, bfloat,
 
 # Channels-last input read in place: x as (N, P, C), C-contiguous (P = spatial positions).
 # A block of positions is a contiguous (positions, C) span. Its statistics are taken per
-# channel, vectorized along the channels: each channel's sums in x's precision over ROWS
-# positions at a time, then float64, in one pass centred on the mean of the block's first
+# channel, vectorized along the channels (16-bit bits widened as they are read): each
+# channel's sums in x's precision over ROWS positions at a time (register tiles, or row by
+# row where x comes from DRAM), then float64, in one pass centred on the mean of the block's first
 # CENTRE_ROWS positions; a channel whose centre is too far from its mean (the test of
 # one_pass_moments) is summed again by the two-pass method, from cache. Then each group's
 # channels are combined and the blocks merged in order (deterministic). Samples go in

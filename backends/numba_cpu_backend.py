@@ -31,8 +31,9 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
   kernel, narrow everything, each pass parallel; the same bits.)
 * Channels-last input is read in place as (N, positions, C): the statistics of a block of
   positions (up to 128K elements, at least 4 blocks a thread) per channel, vectorized
-  along C (16 x 16 register tiles, one pass centred on the block's first 64 positions,
-  two passes for a channel that needs them), channels combined per group, then
+  along C (16 x 16 register tiles; row by row where x comes from DRAM, the streaming case
+  below; one pass centred on the block's first 64 positions, two passes for a channel
+  that needs them), channels combined per group, then
   ``y = x * a + c`` along the channels; samples in waves of about 8 MiB so the second read
   can come from L3; y keeps the layout. 16-bit blocks are read as bits and widened in
   the tiles' registers (without F16C, float16 blocks go through an L2 scratch), y
@@ -55,14 +56,10 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
 * Compiled on first use and cached on disk (``cache=True``), so a second process loads
   the machine code instead of compiling; the bench reports compile time apart.
 
-Measured on this project's 2-core CPU, interleaved with torch, pinned allocator
-(results/cpu-2026-12-04-numba16-part4, run 10, a quiet host): float32 contiguous 0.80x and
-0.95x torch on the two large shapes (65% and 74% of the copy roofline; x is read twice and
-y written once, in separate phases), 1.13-1.86x on (8,512,32,32) and (2,320,64,64);
-float16 1.16-4.23x; bfloat16 1.30-1.35x; channels-last float32 0.89-1.07x, 16-bit
-0.48-0.55x; backward float32 1.08-1.31x, float16 4.71x, bfloat16 0.99-1.08x. (Parts 2 and 3
-reported channels-last figures that timed the contiguous kernel: ``from_numpy`` made every
-input C-contiguous until part 4.)
+Measured figures (bench against torch, roofline, verification) are in the results folders
+named in README.md; the latest is results/cpu-2026-12-04-numba16-part5 (streaming stores).
+(Parts 2 and 3 reported channels-last figures that timed the contiguous kernel:
+``from_numpy`` made every input C-contiguous until part 4.)
 """
 
 from __future__ import annotations
