@@ -46,9 +46,10 @@ STATE = ROOT / ".asv"
 GATE_BENCH = (r"(time_forward\('(torch|numba-cpu):cpu', '(2x320x64x64-g32-float16-contiguous|1x512x128x128-g32-float32)"
               r"|time_backward\('(torch|jax):cpu', '2x320x64x64-g32-float32)")
 # What `record` runs unless told otherwise: time, accuracy and bandwidth of every backend but
-# torch-compile (a compile per process) on three workloads (`--bench .` runs everything).
+# torch-compile (a compile per process) on four workloads, the SD UNet one in both layouts
+# (`--bench .` runs everything).
 HISTORY_BENCH = (r"(Forward\.(time_forward|track_error_ratio|track_roofline_gap_pct)\('(?!torch-compile)[^']+', "
-                 r"'(2x320x64x64-g32-float16-contiguous|1x512x128x128-g32-float32|4x512x15999)"
+                 r"'(2x320x64x64-g32-float16-(contiguous|channels_last)|1x512x128x128-g32-float32|4x512x15999)"
                  r"|Training\.(time_backward|time_train|track_train_error_ratio)\('(?!torch-compile)[^']+', "
                  r"'2x320x64x64-g32-float32)")
 FACTOR = 1.10
