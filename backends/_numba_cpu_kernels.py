@@ -26,8 +26,9 @@ from numba.extending import overload
 
 from ._numba_stores import LINE, address, stream_affine, stream_fence, stream_gradient
 from ._numba_tiles import LANES, TILE_ROWS, tile_sums
-from ._numba_halves import (F16C, affine_bits, bfloat_of, bfloat_value, gradient_bits, half_of, half_value,
-                            narrow_bfloat8, narrow_f16c, widen_bfloat8, widen_f16c)
+from ._numba_halves import (F16C, STREAM_LANES, _affine_bfloat_bits32_stream, _affine_half_bits32_stream, _stream_span, affine_bits,
+                            bfloat_of, bfloat_value, gradient_bits, half_of, half_value, narrow_bfloat8, narrow_f16c,
+                            widen_bfloat8, widen_f16c)
 
 CHUNK = 1 << 12
 
@@ -557,7 +558,7 @@ def group_norm_half_by_group(bits, num_groups, weight, bias, eps, table, bfloat,
 # waves of about WAVE_BYTES, the statistics of a wave then its normalize, so the second
 # read of x comes from the cache where a wave fits; y = x * a + c along the channels.
 
-WAVE_BYTES = 8 << 20  # x per wave: its statistics pass leaves it in L3 (32 MiB here) for the normalize
+WAVE_BYTES = 16 << 20  # x per wave (as float32): its statistics pass leaves it in L3 (32 MiB here) for the normalize
 CENTRE_ROWS = 64  # positions whose mean centres a block's one-pass sums (its error: sigma / 8)
 
 
@@ -834,6 +835,44 @@ def _affine_rows(source, target, scale, shift):
 
 
 @numba.njit(fastmath={"contract"}, cache=True)
+def _affine_bits_at(source, target, i, scale, shift, bfloat):
+    """target[i] = 16-bit of ``widen(source[i]) * scale + shift`` (bfloat16 with
+    ``bfloat``, else float16 with F16C): one element of :func:`_affine_rows_bits`."""
+    if bfloat:
+        target[i] = bfloat_of(bfloat_value(source[i]) * scale + shift)
+    elif F16C:
+        target[i] = half_of(half_value(source[i]) * scale + shift)
+
+
+@numba.njit(fastmath={"contract"}, cache=True)
+def _stream_rows_bits(source, target, scale, shift, bfloat):
+    """:func:`_affine_rows_bits` with streaming stores (bfloat16, or float16 with F16C):
+    the block (positions, C) as one flat span, :data:`STREAM_LANES` elements (a 64-byte
+    line) a streaming store from target's first 64-byte boundary on, ``scale[j:]`` /
+    ``shift[j:]`` lane by lane from the first element's channel j (``scale``/``shift`` of
+    C + STREAM_LANES elements, :func:`_wrapped`); the head and tail element by element. The same arithmetic (an
+    FMA, one narrowing), so the same bits."""
+    channels = source.shape[1]
+    flat = source.reshape(-1)
+    into = target.reshape(-1)
+    count = flat.size
+    head, body = _stream_span(into, True)
+    for i in range(head):
+        _affine_bits_at(flat, into, i, scale[i % channels], shift[i % channels], bfloat)
+    j = head % channels
+    for i in range(head, body, STREAM_LANES):
+        if bfloat:
+            _affine_bfloat_bits32_stream(flat, i, into, i, scale[j:], shift[j:])
+        elif F16C:
+            _affine_half_bits32_stream(flat, i, into, i, scale[j:], shift[j:])
+        j += STREAM_LANES
+        while j >= channels:
+            j -= channels
+    for i in range(body, count):
+        _affine_bits_at(flat, into, i, scale[i % channels], shift[i % channels], bfloat)
+
+
+@numba.njit(fastmath={"contract"}, cache=True)
 def _affine_rows_bits(source, target, scale, shift, table, bfloat, values):
     """:func:`_affine_rows` from 16-bit bits to 16-bit bits, each element widened,
     ``x * a + c`` in float32 and narrowed (round to nearest even) along the row; without
@@ -856,14 +895,15 @@ def _affine_rows_bits(source, target, scale, shift, table, bfloat, values):
 
 
 @numba.njit(parallel=True, cache=True)
-def group_norm_half_channels_last(x, num_groups, weight, bias, eps, table, bfloat, tiles, threads):
+def group_norm_half_channels_last(x, num_groups, weight, bias, eps, table, bfloat, stream, threads):
     """:func:`group_norm_channels_last` of 16-bit bits ``x`` (N, P, C) uint16, float16
     (``table`` as in :func:`group_norm_half_by_group`) or bfloat16 (``bfloat``), read in
     place: the statistics read the bits and widen them in registers (bfloat16, or float16
     with F16C; without F16C each block is widened into an L2 scratch first), y is
     narrowed as it is made along the rows. Same bits as widening x, the float32 kernel,
-    narrowing y; y's bits in x's layout. ``tiles``: the statistics' summation (see
-    :func:`_sums_along_channels`); ``threads`` as for the float32 kernel."""
+    narrowing y; y's bits in x's layout. ``stream`` as for the float32 kernel: y in
+    streaming stores (:func:`_stream_rows_bits`; bfloat16, or float16 with F16C) and the
+    statistics summed row by row; ``threads`` as for the float32 kernel."""
     samples, positions, channels = x.shape
     block, blocks, wave = _wave_plan(x, threads)
     partial = np.zeros((wave * blocks, num_groups, 3), np.float64)
@@ -875,18 +915,25 @@ def group_norm_half_channels_last(x, num_groups, weight, bias, eps, table, bfloa
             n, p0 = first + task // blocks, (task % blocks) * block
             p1 = min(p0 + block, positions)
             if bfloat or F16C:
-                _block_group_moments(x[n][p0:p1], num_groups, partial[task], bfloat, tiles)
+                _block_group_moments(x[n][p0:p1], num_groups, partial[task], bfloat, not stream)
             else:
                 values = np.empty((p1 - p0) * channels, np.float32)
                 _widen_chunk(x[n][p0:p1].reshape(-1), 0, values.size, values, table, bfloat)
-                _block_group_moments(values.reshape(p1 - p0, channels), num_groups, partial[task], False, tiles)
+                _block_group_moments(values.reshape(p1 - p0, channels), num_groups, partial[task], False, not stream)
         scale, shift = _wave_coefficients(partial, first, count, blocks, num_groups, weight, bias, eps, stats,
                                           np.empty(0, np.float32))
+        streamed = stream and (bfloat or F16C)
+        if streamed:
+            scale, shift = _wrapped(scale, STREAM_LANES), _wrapped(shift, STREAM_LANES)
         for task in numba.prange(count * blocks):
             n, p0 = first + task // blocks, (task % blocks) * block
             p1 = min(p0 + block, positions)
-            _affine_rows_bits(x[n][p0:p1], out[n][p0:p1], scale[n - first], shift[n - first], table, bfloat,
-                              np.empty(channels, np.float32))
+            if streamed:
+                _stream_rows_bits(x[n][p0:p1], out[n][p0:p1], scale[n - first], shift[n - first], bfloat)
+                stream_fence()
+            else:
+                _affine_rows_bits(x[n][p0:p1], out[n][p0:p1], scale[n - first], shift[n - first], table, bfloat,
+                                  np.empty(channels, np.float32))
     return out, stats
 
 

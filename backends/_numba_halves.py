@@ -20,8 +20,8 @@ intrinsic``) on 8-lane vectors, which the kernels call in ordinary loops and LLV
   output's with nothing wider in memory (same bits as the three steps apart).
 * :func:`gradient_bits`: the backward's dx the same way, from x's and dy's bits to dx's
   (widening, the kernels' ``_grad_plane`` arithmetic in its order, narrowing).
-  Both can write their 8 lanes with streaming stores (``stream``; see ``_numba_stores``)
-  from the output's first 16-byte boundary on.
+  With ``stream``, both write whole 64-byte lines (32 lanes) with streaming stores (see
+  ``_numba_stores``) from the output's first 64-byte boundary on.
 * ``bfloat_value`` / ``half_value`` (and ``bfloat_of`` / ``half_of`` to narrow): one
   element's conversion, the same IR on a scalar, for loops that LLVM vectorizes like a
   float32 loop (16 lanes, accumulators in registers): the chunk sums read the 16-bit bits
@@ -49,7 +49,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from ._numba_stores import address
+from ._numba_stores import LINE, _operand, address
 
 
 def _target_features() -> set:
@@ -64,6 +64,7 @@ def _target_features() -> set:
 
 
 F16C = "f16c" in _target_features()
+STREAM_LANES = LINE // 2  # 16-bit elements a streaming store writes: one 64-byte line
 
 
 def _splat(vector, value):
@@ -128,15 +129,10 @@ def _to_bfloat(builder, floats):
     return builder.trunc(builder.select(nan, quiet, rounded), _shaped(floats.type, ir.IntType(16)))
 
 
-def _broadcast(builder, vector, scalar):
-    """``scalar`` in every lane of ``vector`` (insertelement + shufflevector)."""
-    one = builder.insert_element(ir.Constant(vector, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
-    return builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), vector.count), [0] * vector.count))
 
-
-def _load_bits(context, builder, array_type, array, at):
+def _load_bits(context, builder, array_type, array, at, lanes=8):
     source = context.make_array(array_type)(context, builder, array)
-    halves = ir.VectorType(ir.IntType(16), 8)
+    halves = ir.VectorType(ir.IntType(16), lanes)
     return builder.load(builder.bitcast(builder.gep(source.data, [at]), halves.as_pointer()), align=2)
 
 
@@ -148,10 +144,10 @@ def _load_floats(context, builder, array_type, array, at):
 
 def _store_bits(context, builder, array_type, array, at, narrow, stream=False):
     """Store the 8 narrowed lanes at ``array[at]``; with ``stream``, a streaming store
-    (``!nontemporal``), for which ``array[at]`` must start a 16-byte boundary."""
+    (``!nontemporal``), for which ``array[at]`` must start a boundary of the store's size."""
     target = context.make_array(array_type)(context, builder, array)
     store = builder.store(narrow, builder.bitcast(builder.gep(target.data, [at]), narrow.type.as_pointer()),
-                          align=16 if stream else 2)
+                          align=2 * narrow.type.count if stream else 2)
     if stream:
         store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
 
@@ -172,40 +168,48 @@ def _narrowing(convert):
     return narrow8
 
 
-def _affine_bits(widen, narrow, stream=False):
-    """An intrinsic ``(source, at, bits, to, a, c)``: bits[to:to + 8] = ``narrow`` of
-    ``widen(source[at:at + 8]) * a + c`` (16-bit bits in and out, float32 between; the
+def _scalar_or_lanes(value):
+    """The type an intrinsic takes for a float32 operand: a float32 array as it is (its
+    first 8 elements, lane by lane: a row of channels), anything else as a float32 scalar."""
+    return value if isinstance(value, types.Array) and value.dtype == types.float32 else types.float32
+
+
+def _affine_bits(widen, narrow, stream=False, lanes=8):
+    """An intrinsic ``(source, at, bits, to, a, c)``: bits[to:to + lanes] = ``narrow``
+    of ``widen(source[at:at + lanes]) * a + c`` (16-bit bits in and out, float32 between; the
     multiply and add marked ``contract``, so an FMA where the CPU has one, as the kernels'
-    fastmath={"contract"} affine loops); ``stream``: a streaming store (16-byte aligned)."""
+    fastmath={"contract"} affine loops); ``a`` and ``c`` float32 scalars (one plane) or
+    float32 arrays (their first ``lanes`` elements, lane by lane: channels-last rows); ``stream``:
+    a streaming store (aligned to its size); ``lanes``: elements a call converts."""
 
     @intrinsic
     def affine8(typingctx, source, at, bits, to, a, c):
         def codegen(context, builder, signature, args):
-            wide = widen(builder, _load_bits(context, builder, signature.args[0], args[0], args[1]))
-            scale = _broadcast(builder, wide.type, args[4])
-            shift = _broadcast(builder, wide.type, args[5])
+            wide = widen(builder, _load_bits(context, builder, signature.args[0], args[0], args[1], lanes))
+            scale, shift = (_operand(context, builder, signature.args[i], args[i], wide.type, lanes) for i in (4, 5))
             y = builder.fadd(builder.fmul(wide, scale, flags=["contract"]), shift, flags=["contract"])
             _store_bits(context, builder, signature.args[2], args[2], args[3], narrow(builder, y), stream)
             return context.get_dummy_value()
 
-        return types.void(source, at, bits, to, types.float32, types.float32), codegen
+        return types.void(source, at, bits, to, _scalar_or_lanes(a), _scalar_or_lanes(c)), codegen
 
     return affine8
 
 
-def _gradient_bits(widen, narrow, stream=False):
-    """An intrinsic ``(x, dy, at, bits, r, w, a, beta, m, delta)``: bits[at:at + 8] =
-    ``narrow`` of ``r * (w * widen(dy) - a) + beta * (widen(x) - m) + delta`` (16-bit
+def _gradient_bits(widen, narrow, stream=False, lanes=8):
+    """An intrinsic ``(x, dy, at, bits, r, w, a, beta, m, delta)``: bits[at:at + lanes]
+    = ``narrow`` of ``r * (w * widen(dy) - a) + beta * (widen(x) - m) + delta`` (16-bit
     bits in and out, float32 between, the operations in that order and unfused: the
     arithmetic of the kernels' ``_grad_plane``, so the same bits); ``stream``: a
-    streaming store (16-byte aligned)."""
+    streaming store (aligned to its size); ``lanes``: elements a call converts."""
 
     @intrinsic
     def gradient8(typingctx, x, dy, at, bits, r, w, a, beta, m, delta):
         def codegen(context, builder, signature, args):
-            xs = widen(builder, _load_bits(context, builder, signature.args[0], args[0], args[2]))
-            gs = widen(builder, _load_bits(context, builder, signature.args[1], args[1], args[2]))
-            r_, w_, a_, beta_, m_, delta_ = (_broadcast(builder, xs.type, value) for value in args[4:])
+            xs = widen(builder, _load_bits(context, builder, signature.args[0], args[0], args[2], lanes))
+            gs = widen(builder, _load_bits(context, builder, signature.args[1], args[1], args[2], lanes))
+            r_, w_, a_, beta_, m_, delta_ = (_operand(context, builder, types.float32, value, xs.type, lanes)
+                                             for value in args[4:])
             term = builder.fmul(r_, builder.fsub(builder.fmul(w_, gs), a_))
             out = builder.fadd(builder.fadd(term, builder.fmul(beta_, builder.fsub(xs, m_))), delta_)
             _store_bits(context, builder, signature.args[3], args[3], args[2], narrow(builder, out), stream)
@@ -245,10 +249,12 @@ _gradient_half8 = _gradient_bits(_from_half, _to_half)
 _gradient_bfloat8 = _gradient_bits(_from_bfloat, _to_bfloat)
 _affine_half_bits8 = _affine_bits(_from_half, _to_half)
 _affine_bfloat_bits8 = _affine_bits(_from_bfloat, _to_bfloat)
-_gradient_half8_stream = _gradient_bits(_from_half, _to_half, stream=True)
-_gradient_bfloat8_stream = _gradient_bits(_from_bfloat, _to_bfloat, stream=True)
-_affine_half_bits8_stream = _affine_bits(_from_half, _to_half, stream=True)
-_affine_bfloat_bits8_stream = _affine_bits(_from_bfloat, _to_bfloat, stream=True)
+# streaming: 32 lanes, one whole 64-byte line a store (16-byte streaming stores gained
+# nothing over ordinary ones, part 5; whole lines 10-12% on 1x512x256x256 bfloat16 channels-last)
+_gradient_half32_stream = _gradient_bits(_from_half, _to_half, stream=True, lanes=STREAM_LANES)
+_gradient_bfloat32_stream = _gradient_bits(_from_bfloat, _to_bfloat, stream=True, lanes=STREAM_LANES)
+_affine_half_bits32_stream = _affine_bits(_from_half, _to_half, stream=True, lanes=STREAM_LANES)
+_affine_bfloat_bits32_stream = _affine_bits(_from_bfloat, _to_bfloat, stream=True, lanes=STREAM_LANES)
 
 
 @numba.njit(cache=True)
@@ -313,12 +319,14 @@ def widen_bfloat8(bits, values):
 
 
 @numba.njit(cache=True)
-def _stream_head(bits, stream):
-    """Elements of the 16-bit ``bits`` before its first 16-byte boundary with ``stream``
-    (at most its size), else 0."""
+def _stream_span(bits, stream):
+    """(first, stop): the elements of the 16-bit ``bits`` to write in whole streamed
+    64-byte lines (:data:`STREAM_LANES` at a time) with ``stream``, from its first 64-byte
+    boundary; (0, 0) without."""
     if not stream:
-        return 0
-    return min(bits.size, (-address(bits)) % 16 // 2)
+        return 0, 0
+    first = min(bits.size, (-address(bits)) % LINE // 2)
+    return first, first + (bits.size - first) // STREAM_LANES * STREAM_LANES
 
 
 @numba.njit(cache=True)
@@ -335,37 +343,41 @@ def _affine_bits_padded(source, bits, first, stop, scale, shift, bfloat):
 
 
 @numba.njit(cache=True)
+def _affine_bits_plain(source, bits, first, stop, scale, shift, bfloat):
+    """affine_bits of elements first..stop with ordinary stores, 8 at a time, the tail
+    through padded copies."""
+    whole = first + (stop - first) // 8 * 8
+    if bfloat:
+        for i in range(first, whole, 8):
+            _affine_bfloat_bits8(source, i, bits, i, scale, shift)
+    elif F16C:
+        for i in range(first, whole, 8):
+            _affine_half_bits8(source, i, bits, i, scale, shift)
+    if whole < stop:
+        _affine_bits_padded(source, bits, whole, stop, scale, shift, bfloat)
+
+
+@numba.njit(cache=True)
 def affine_bits(source, bits, a, c, bfloat, stream):
     """bits[:n] = 16-bit of ``widen(source[:n]) * a + c`` in float32, ``source`` 16-bit
     bits of the same kind (n = source.size, both contiguous): widening, the affine step
     and the narrowing in one 8-lane pass from bits to bits, so nothing wider than the
     input goes to memory. The same bits as widening, the affine loop, narrowing. float16
-    only where :data:`F16C` (ValueError otherwise). With ``stream``, streaming stores from
-    bits' first 16-byte boundary (``_numba_stores``); the head and the tail through
-    padded copies."""
+    only where :data:`F16C` (ValueError otherwise). With ``stream``, whole 64-byte lines
+    in streaming stores from bits' first 64-byte boundary (``_numba_stores``); the head
+    and the tail with ordinary ones."""
     if not bfloat and not F16C:
         raise ValueError("affine_bits: float16 needs F16C; without it, widen_half_scalar then the affine loop")
-    count = source.size
-    head = _stream_head(bits, stream)
-    whole = head + (count - head) // 8 * 8
+    first, stop = _stream_span(bits, stream)
     scale = np.float32(a)
     shift = np.float32(c)
-    if head:
-        _affine_bits_padded(source, bits, 0, head, scale, shift, bfloat)
-    if bfloat and stream:
-        for i in range(head, whole, 8):
-            _affine_bfloat_bits8_stream(source, i, bits, i, scale, shift)
-    elif bfloat:
-        for i in range(0, whole, 8):
-            _affine_bfloat_bits8(source, i, bits, i, scale, shift)
-    elif F16C and stream:
-        for i in range(head, whole, 8):
-            _affine_half_bits8_stream(source, i, bits, i, scale, shift)
-    elif F16C:
-        for i in range(0, whole, 8):
-            _affine_half_bits8(source, i, bits, i, scale, shift)
-    if whole < count:
-        _affine_bits_padded(source, bits, whole, count, scale, shift, bfloat)
+    _affine_bits_plain(source, bits, 0, first, scale, shift, bfloat)
+    for i in range(first, stop, STREAM_LANES):
+        if bfloat:
+            _affine_bfloat_bits32_stream(source, i, bits, i, scale, shift)
+        elif F16C:
+            _affine_half_bits32_stream(source, i, bits, i, scale, shift)
+    _affine_bits_plain(source, bits, stop, source.size, scale, shift, bfloat)
 
 
 @numba.njit(cache=True)
@@ -384,6 +396,21 @@ def _gradient_bits_padded(x, dy, bits, first, stop, r_, w_, a_, beta_, m_, delta
 
 
 @numba.njit(cache=True)
+def _gradient_bits_plain(x, dy, bits, first, stop, r_, w_, a_, beta_, m_, delta_, bfloat):
+    """gradient_bits of elements first..stop with ordinary stores, 8 at a time, the tail
+    through padded copies."""
+    whole = first + (stop - first) // 8 * 8
+    if bfloat:
+        for i in range(first, whole, 8):
+            _gradient_bfloat8(x, dy, i, bits, r_, w_, a_, beta_, m_, delta_)
+    elif F16C:
+        for i in range(first, whole, 8):
+            _gradient_half8(x, dy, i, bits, r_, w_, a_, beta_, m_, delta_)
+    if whole < stop:
+        _gradient_bits_padded(x, dy, bits, whole, stop, r_, w_, a_, beta_, m_, delta_, bfloat)
+
+
+@numba.njit(cache=True)
 def gradient_bits(x, dy, bits, r, w, a, beta, m, delta, bfloat, stream):
     """bits[:n] = 16-bit of ``r * (w * dy - a) + beta * (x - m) + delta`` for 16-bit bits
     ``x`` and ``dy`` (n = x.size, all contiguous; the scalars float32): widening, the
@@ -393,24 +420,13 @@ def gradient_bits(x, dy, bits, r, w, a, beta, m, delta, bfloat, stream):
     copies."""
     if not bfloat and not F16C:
         raise ValueError("gradient_bits: float16 needs F16C; without it, widen_half_scalar then _grad_plane")
-    count = x.size
-    head = _stream_head(bits, stream)
-    whole = head + (count - head) // 8 * 8
+    first, stop = _stream_span(bits, stream)
     scalars = np.array([r, w, a, beta, m, delta], np.float32)
     r_, w_, a_, beta_, m_, delta_ = scalars[0], scalars[1], scalars[2], scalars[3], scalars[4], scalars[5]
-    if head:
-        _gradient_bits_padded(x, dy, bits, 0, head, r_, w_, a_, beta_, m_, delta_, bfloat)
-    if bfloat and stream:
-        for i in range(head, whole, 8):
-            _gradient_bfloat8_stream(x, dy, i, bits, r_, w_, a_, beta_, m_, delta_)
-    elif bfloat:
-        for i in range(0, whole, 8):
-            _gradient_bfloat8(x, dy, i, bits, r_, w_, a_, beta_, m_, delta_)
-    elif F16C and stream:
-        for i in range(head, whole, 8):
-            _gradient_half8_stream(x, dy, i, bits, r_, w_, a_, beta_, m_, delta_)
-    elif F16C:
-        for i in range(0, whole, 8):
-            _gradient_half8(x, dy, i, bits, r_, w_, a_, beta_, m_, delta_)
-    if whole < count:
-        _gradient_bits_padded(x, dy, bits, whole, count, r_, w_, a_, beta_, m_, delta_, bfloat)
+    _gradient_bits_plain(x, dy, bits, 0, first, r_, w_, a_, beta_, m_, delta_, bfloat)
+    for i in range(first, stop, STREAM_LANES):
+        if bfloat:
+            _gradient_bfloat32_stream(x, dy, i, bits, r_, w_, a_, beta_, m_, delta_)
+        elif F16C:
+            _gradient_half32_stream(x, dy, i, bits, r_, w_, a_, beta_, m_, delta_)
+    _gradient_bits_plain(x, dy, bits, stop, x.size, r_, w_, a_, beta_, m_, delta_, bfloat)

@@ -24,15 +24,10 @@ from numba import types
 from numba.extending import intrinsic
 
 from ._numba_halves import F16C, _from_bfloat, _from_half
+from ._numba_stores import _pointer
 
 TILE_ROWS = 16  # rows a tile sums in float32 before its sums go to float64 (the kernels' ROWS)
 LANES = 16  # channels of a tile: one 512-bit vector of float32 (two of float64)
-
-
-def _vector_at(context, builder, array_type, array, at, lanes, element):
-    """A pointer to ``lanes`` elements of ``array`` from flat index ``at``, as a vector."""
-    data = context.make_array(array_type)(context, builder, array).data
-    return builder.bitcast(builder.gep(data, [at]), ir.VectorType(element, lanes).as_pointer())
 
 
 @intrinsic
@@ -71,12 +66,11 @@ def _tile(context, builder, signature, args, widen):
     block_t, _, _, k_t, _, s1_t, s2_t, _ = signature.args
     block_v, at_v, stride_v, k_v, c_v, s1_v, s2_v, _ = args
     floats, doubles = context.get_value_type(k_t.dtype), ir.DoubleType()
-    loaded = context.get_value_type(block_t.dtype)
-    centre = builder.load(_vector_at(context, builder, k_t, k_v, c_v, LANES, floats), align=4)
+    centre = builder.load(_pointer(context, builder, k_t, k_v, c_v, LANES), align=4)
     total = squares = ir.Constant(ir.VectorType(floats, LANES), [0.0] * LANES)
     for row in range(TILE_ROWS):
         offset = builder.add(at_v, builder.mul(stride_v, ir.Constant(stride_v.type, row)))
-        x = builder.load(_vector_at(context, builder, block_t, block_v, offset, LANES, loaded),
+        x = builder.load(_pointer(context, builder, block_t, block_v, offset, LANES),
                          align=block_t.dtype.bitwidth // 8)
         if widen is not None:
             x = widen(builder, x)
@@ -84,6 +78,6 @@ def _tile(context, builder, signature, args, widen):
         total = builder.fadd(total, d)
         squares = builder.fadd(squares, builder.fmul(d, d))  # unfused, as the kernels' row loop
     for sums_t, sums_v, value in ((s1_t, s1_v, total), (s2_t, s2_v, squares)):
-        pointer = _vector_at(context, builder, sums_t, sums_v, c_v, LANES, doubles)
+        pointer = _pointer(context, builder, sums_t, sums_v, c_v, LANES)
         wide = value if floats == doubles else builder.fpext(value, ir.VectorType(doubles, LANES))
         builder.store(builder.fadd(builder.load(pointer, align=8), wide), pointer, align=8)

@@ -50,9 +50,9 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
   without vector conversions (float16 without F16C), chunk by chunk through L1 scratch.
 * Streaming stores: where a call's arrays together (x and y; in the backward x, dy and
   dx) reach the last-level cache's size (:func:`stream_bytes`), y and dx are written a
-  64-byte line at a time with non-temporal stores (``_numba_stores.py``), which skip
-  reading each output line before writing it and leave x in the cache; same bits.
-  (16-bit channels-last y is not streamed yet.)
+  64-byte line at a time with non-temporal stores (``_numba_stores.py``; 16-bit output 16
+  bytes a store), which skip reading each output line before writing it and leave x in
+  the cache; same bits.
 * Compiled on first use and cached on disk (``cache=True``), so a second process loads
   the machine code instead of compiling; the bench reports compile time apart.
 
@@ -89,7 +89,7 @@ def stream_bytes() -> int:
     together for the kernels to write their output with streaming stores
     (``_numba_stores``): the size of the last-level cache (Linux sysfs), 32 MiB where it
     cannot be read. Below it y stays in the cache beside x, where ordinary stores are
-    faster (float32 (2,320,64,64)/32, 21 MiB in all: 0.25 ms against 0.45 ms streamed);
+    faster (float32 (2,320,64,64)/32, 21 MB in all: 0.25 ms against 0.45 ms streamed);
     above it streaming saves reading each line of y before writing it (16x64x256x256/8:
     13.0 against 18.9 ms)."""
     import glob
@@ -150,7 +150,7 @@ class NumbaCpuBackend(GroupNormBackend):
             rows = last.reshape(n, -1, channels)
             if half:
                 out, stats = kernels.group_norm_half_channels_last(rows.view(np.uint16), num_groups, w, b, float(eps),
-                                                                   table, bfloat, not stream, threads)
+                                                                   table, bfloat, stream, threads)
                 out = out.view(x.dtype)
             else:
                 out, stats = kernels.group_norm_channels_last(rows, num_groups, w, b, float(eps), stream, threads)

@@ -72,6 +72,24 @@ def test_channels_last_streamed_gives_the_same_bits(kernels, channels, groups, d
               kernels.group_norm_channels_last(x, groups, w, b, 1e-5, True, threads))
 
 
+@pytest.mark.parametrize("kind", ["bfloat16", "float16"])
+@pytest.mark.parametrize("channels, groups", [(3, 3), (8, 2), (20, 5), (32, 4), (40, 8), (64, 8)],
+                         ids=["C3", "C8", "C20", "C32", "C40", "C64"])
+def test_16bit_channels_last_streamed_gives_the_same_bits(kernels, channels, groups, kind):
+    """16-bit channels-last y in streamed 64-byte lines of 32 elements, from any channel on
+    (C below, equal to and above 32: the wrapped scale and shift), the statistics summed
+    row by row: the plain kernel's bits."""
+    bfloat = kind == "bfloat16"
+    if not (bfloat or kernels.F16C):
+        pytest.skip("float16 streams only with F16C")
+    rng = np.random.default_rng(8)
+    x = _bits(rng, (3, 150, channels), bfloat)
+    w, b = rng.standard_normal(channels), rng.standard_normal(channels)
+    for threads in (1, 2, 16):  # the block size follows the thread count
+        _same(kernels.group_norm_half_channels_last(x, groups, w, b, 1e-5, TABLE, bfloat, False, threads),
+              kernels.group_norm_half_channels_last(x, groups, w, b, 1e-5, TABLE, bfloat, True, threads))
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape, groups", SHAPES, ids=SHAPE_IDS)
 def test_backward_streamed_gives_the_same_bits(kernels, shape, groups, dtype):
@@ -123,25 +141,27 @@ def test_stream_plane_at_every_alignment(kernels, dtype, offset):
     _same(plain, streamed)
 
 
-@pytest.mark.parametrize("offset", range(0, 9, 3), ids=lambda k: f"offset{k}")
+@pytest.mark.parametrize("offset", range(0, 33, 4), ids=lambda k: f"offset{k}")
 @pytest.mark.parametrize("kind", ["bfloat16", "float16"])
 def test_16bit_affine_and_gradient_bits_at_every_alignment(kernels, kind, offset):
-    """affine_bits / gradient_bits with streaming stores into spans that start inside a
-    16-byte line (their padded head) give the plain calls' bits, the rest untouched."""
+    """affine_bits / gradient_bits with streaming stores (whole 64-byte lines of 32
+    elements) into spans that start anywhere in a line (the head and the tail in
+    ordinary stores, partly through padded copies) give the plain calls' bits, the rest
+    untouched."""
     from backends import _numba_halves
 
     bfloat = kind == "bfloat16"
     if not (bfloat or _numba_halves.F16C):
         pytest.skip("float16 bits-to-bits needs F16C")
     rng = np.random.default_rng(6)
-    x, dy = (_bits(rng, 120, bfloat)[offset:offset + 101] for _ in range(2))
+    x, dy = (_bits(rng, 240, bfloat)[offset:offset + 201] for _ in range(2))
     for call in (lambda out, stream: _numba_halves.affine_bits(x, out, 1.5, -0.25, bfloat, stream),
                  lambda out, stream: _numba_halves.gradient_bits(x, dy, out, 0.9, 1.1, 0.01, -0.2, 0.3, 1e-3, bfloat,
                                                                  stream)):
-        plain = np.full(120, 7, np.uint16)
+        plain = np.full(240, 7, np.uint16)
         streamed = plain.copy()
-        call(plain[offset:offset + 101], False)
-        call(streamed[offset:offset + 101], True)
+        call(plain[offset:offset + 201], False)
+        call(streamed[offset:offset + 201], True)
         _same(plain, streamed)
 
 
@@ -166,41 +186,54 @@ def test_stream_affine_compiles_to_non_temporal_stores(kernels):
     assert "vmovnt" in assembly and "sfence" in assembly
 
 
-def _spy_stream(kernels, name, monkeypatch):
-    """Record the ``stream`` argument (the sixth) of each call of kernel ``name``."""
+def _spy_stream(kernels, name, monkeypatch, position):
+    """Record the ``stream`` argument (``args[position]``) of each call of kernel ``name``."""
     seen = []
     original = getattr(kernels, name)
 
     def spy(*args):
-        seen.append(args[5])
+        seen.append(args[position])
         return original(*args)
 
     monkeypatch.setattr(kernels, name, spy)
     return seen
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_backend_streams_above_its_threshold_only_with_the_same_result(kernels, monkeypatch, layout):
+# (layout, dtype): the forward kernel the backend calls and where its ``stream`` argument is,
+# then the backward's (16-bit: the fused kernels, which take table and bfloat first)
+BACKEND_STREAMS = {("contiguous", "float32"): (("group_norm_by_group", 5), ("group_norm_backward_by_group", 5)),
+                   ("channels_last", "float32"): (("group_norm_channels_last", 5), ("group_norm_backward_by_group", 5)),
+                   ("contiguous", "bfloat16"): (("group_norm_half_by_group", 7),
+                                                ("group_norm_backward_half_by_group", 7)),
+                   ("channels_last", "bfloat16"): (("group_norm_half_channels_last", 7),
+                                                   ("group_norm_backward_half_by_group", 7))}
+
+
+@pytest.mark.parametrize("layout, dtype", list(BACKEND_STREAMS), ids=["-".join(k) for k in BACKEND_STREAMS])
+def test_backend_streams_above_its_threshold_only_with_the_same_result(kernels, monkeypatch, layout, dtype):
     """The backend passes stream=False below stream_bytes() and True at or above it (here
     lowered to the size of this input's x and y), forward and backward, and the results
     are the same bits either way."""
+    import ml_dtypes
+
     import backends
     from backends import numba_cpu_backend
 
     assert numba_cpu_backend.stream_bytes() >= 1 << 20  # the real threshold: a cache size
     backend = backends.get("numba-cpu")
     rng = np.random.default_rng(7)
-    x = _values(rng, (2, 16, 6, 6), np.float32, specials=False)
+    kind = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float32
+    x = _values(rng, (2, 16, 6, 6), np.float32, specials=False).astype(kind)
     if layout == "channels_last":
         x = np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 1, -1)), -1, 1)
-    dy = rng.standard_normal(x.shape).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(kind)
     w, b = rng.standard_normal(16).astype(np.float32), rng.standard_normal(16).astype(np.float32)
-    forward = "group_norm_channels_last" if layout == "channels_last" else "group_norm_by_group"
+    (forward, at), (backward, back_at) = BACKEND_STREAMS[layout, dtype]
     results = {}
     for threshold in (2 * x.nbytes + 1, 2 * x.nbytes):
         monkeypatch.setattr(numba_cpu_backend, "stream_bytes", lambda threshold=threshold: threshold)
-        forwards = _spy_stream(kernels, forward, monkeypatch)
-        backwards = _spy_stream(kernels, "group_norm_backward_by_group", monkeypatch)
+        forwards = _spy_stream(kernels, forward, monkeypatch, at)
+        backwards = _spy_stream(kernels, backward, monkeypatch, back_at)
         y, residuals = backend.forward_train(x, 4, w, b, 1e-5)
         grads = backend.backward(dy, residuals)
         results[threshold] = (y, *grads)

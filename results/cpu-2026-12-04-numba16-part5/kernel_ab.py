@@ -51,7 +51,8 @@ FORWARD = [((16, 64, 256, 256), 8, "float32"), ((1, 128, 512, 512), 32, "float32
            ((1, 512, 256, 256), 32, "float16"), ((1, 512, 256, 256), 32, "bfloat16")]
 CHANNELS_LAST = [((16, 64, 256, 256), 8, "float32"), ((1, 128, 512, 512), 32, "float32"),
                  ((8, 512, 32, 32), 32, "float32"), ((2, 320, 64, 64), 32, "float32"),
-                 ((1, 512, 128, 128), 32, "bfloat16"), ((2, 320, 64, 64), 32, "float16")]
+                 ((1, 512, 128, 128), 32, "bfloat16"), ((2, 320, 64, 64), 32, "float16"),
+                 ((2, 320, 64, 64), 32, "bfloat16"), ((1, 512, 256, 256), 32, "bfloat16")]  # the last two: part 6
 BACKWARD = [((16, 64, 256, 256), 8, "float32"), ((2, 320, 64, 64), 32, "float32"), ((2, 320, 64, 64), 32, "float16"), ((2, 320, 64, 64), 32, "bfloat16"), ((1, 512, 128, 128), 32, "bfloat16"),
             ((2, 640, 32, 32), 32, "float16"), ((16, 64, 256, 256), 8, "bfloat16")]
 
@@ -63,12 +64,14 @@ def _stream(k, arrays, x):
 
 def _extra(kernel, rows):
     """The trailing arguments a channels-last kernel takes at that commit, as the backend
-    passes them: ``tiles`` (x and y within the cache) and ``threads``, where it has them."""
+    passes them: ``stream`` (x and y reach the cache's size), ``tiles`` (its opposite,
+    which the 16-bit kernel took before part 6) and ``threads``, where it has them."""
     import numba
 
     code = kernel.py_func.__code__
     names = code.co_varnames[:code.co_argcount]
-    values = {"tiles": 2 * rows.nbytes < stream_bytes(), "threads": numba.get_num_threads()}
+    values = {"stream": 2 * rows.nbytes >= stream_bytes(), "tiles": 2 * rows.nbytes < stream_bytes(),
+              "threads": numba.get_num_threads()}
     return tuple(values[name] for name in names if name in values)
 
 
@@ -98,8 +101,7 @@ def _channels_last(k, rows, groups, w, b):
     kernel, the 16-bit one where it exists, else (before it) a contiguous copy and the
     fused 16-bit kernel."""
     if rows.dtype == np.float32:
-        return k.group_norm_channels_last(rows, groups, w, b, 1e-5, *_stream(k, 2, rows),
-                                          *_extra(k.group_norm_channels_last, rows))
+        return k.group_norm_channels_last(rows, groups, w, b, 1e-5, *_extra(k.group_norm_channels_last, rows))
     bits, bfloat = rows.view(np.uint16), rows.dtype != np.float16
     if hasattr(k, "group_norm_half_channels_last"):
         return k.group_norm_half_channels_last(bits, groups, w, b, 1e-5, TABLE, bfloat,
