@@ -186,6 +186,26 @@ def test_stream_affine_compiles_to_non_temporal_stores(kernels):
     assert "vmovnt" in assembly and "sfence" in assembly
 
 
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="checks x86 instructions")
+def test_prefetch_compiles_to_a_prefetch_and_changes_nothing(kernels):
+    """The prefetch intrinsic is a prefetcht0 in the machine code, and a hint only: the
+    array is unchanged, and an index past the end does not fault."""
+    import numba
+
+    from backends._numba_stores import prefetch
+
+    @numba.njit
+    def touch(values, at):
+        prefetch(values, at)
+        return values[0]
+
+    values = np.arange(64, dtype=np.uint16)
+    assert touch(values, 32) == 0 and touch(values, 1 << 20) == 0
+    assert np.array_equal(values, np.arange(64, dtype=np.uint16))
+    assembly = next(iter(touch.inspect_asm().values()))
+    assert "prefetcht0" in assembly
+
+
 def _spy_stream(kernels, name, monkeypatch, position):
     """Record the ``stream`` argument (``args[position]``) of each call of kernel ``name``."""
     seen = []
