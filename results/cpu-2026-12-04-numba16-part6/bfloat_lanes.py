@@ -10,65 +10,63 @@ so a kernel would need the emulation on vectors that hold any. Run from the repo
 
 Minimum over 3 rounds of the median of 0.5 s of calls, ns an element."""
 
-import pathlib
-import sys
-import time
-
 import numba
 import numpy as np
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
-from llvmlite import ir
-from llvmlite.ir import types as irt
 from numba import types
 from numba.extending import intrinsic
-from backends import _numba_halves as H  # noqa: E402
-from backends._numba_stores import _operand  # noqa: E402
-class BFloatType(irt._BaseFloatType):
-    null = "0.0"; intrinsic_name = "bf16"
-    def __str__(self): return "bfloat"
-    def format_constant(self, value): return irt._format_double(value)
-BFloatType._create_instance()
-def _native(builder, floats):
-    return builder.bitcast(builder.fptrunc(floats, H._shaped(floats.type, BFloatType())), H._shaped(floats.type, ir.IntType(16)))
-def make(narrow, lanes, widen=H._from_bfloat):
+
+from _bfloat_native import H, median_ms, row_bits, to_bfloat_native
+from backends._numba_stores import _operand
+
+
+def _affine(narrow, lanes, widen=H._from_bfloat):
+    """An intrinsic ``(source, at, bits, a, c)``: bits[at:at + lanes] = ``narrow`` of
+    ``widen(source[at:at + lanes]) * a[:lanes] + c[:lanes]`` (as the kernels' ``_affine_bits``)."""
+
     @intrinsic
-    def aff(typingctx, source, at, bits, a, c):
-        def codegen(context, builder, sig, args):
-            wide = widen(builder, H._load_bits(context, builder, sig.args[0], args[0], args[1], lanes))
-            sc = _operand(context, builder, sig.args[3], args[3], wide.type, lanes)
-            sh = _operand(context, builder, sig.args[4], args[4], wide.type, lanes)
-            y = builder.fadd(builder.fmul(wide, sc, flags=["contract"]), sh, flags=["contract"])
-            H._store_bits(context, builder, sig.args[2], args[2], args[1], narrow(builder, y))
+    def affine(typingctx, source, at, bits, a, c):
+        def codegen(context, builder, signature, args):
+            wide = widen(builder, H._load_bits(context, builder, signature.args[0], args[0], args[1], lanes))
+            scale, shift = (_operand(context, builder, signature.args[i], args[i], wide.type, lanes) for i in (3, 4))
+            y = builder.fadd(builder.fmul(wide, scale, flags=["contract"]), shift, flags=["contract"])
+            H._store_bits(context, builder, signature.args[2], args[2], args[1], narrow(builder, y))
             return context.get_dummy_value()
+
         return types.void(source, at, bits, a, c), codegen
-    return aff
-emul16 = make(H._to_bfloat, 16); native16 = make(_native, 16); half16 = make(H._to_half, 16, H._from_half)
-emul32 = make(H._to_bfloat, 32); native32 = make(_native, 32)
-def rows(f, lanes):
+
+    return affine
+
+
+def _rows(affine, lanes):
+    """A parallel runner of the row loop, ``lanes`` channels a call, over blocks of rows."""
+
     @numba.njit
-    def r(source, target, scale, shift):
-        C = source.shape[1]
+    def rows(source, target, scale, shift):
+        channels = source.shape[1]
         for p in range(source.shape[0]):
-            row = source[p]; into = target[p]
-            for j in range(0, C - C % lanes, lanes):
-                f(row, j, into, scale[j:], shift[j:])
+            row, into = source[p], target[p]
+            for j in range(0, channels - channels % lanes, lanes):
+                affine(row, j, into, scale[j:], shift[j:])
+
     @numba.njit(parallel=True)
-    def run(x, out, sc, sh, block):
+    def run(x, out, scale, shift, block):
         for t in numba.prange(x.shape[0] // block):
-            r(x[t * block:(t + 1) * block], out[t * block:(t + 1) * block], sc, sh)
+            rows(x[t * block:(t + 1) * block], out[t * block:(t + 1) * block], scale, shift)
+
     return run
-variants = {"emul16": rows(emul16, 16), "native16": rows(native16, 16), "half16": rows(half16, 16), "emul32": rows(emul32, 32), "native32": rows(native32, 32)}
-def med(f, s=0.5):
-    f(); ts = []; end = time.perf_counter() + s
-    while time.perf_counter() < end:
-        t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
-    return np.median(ts) * 1e3
-rng = np.random.default_rng(0)
+
+
+VARIANTS = {f"{name}{lanes}": _rows(_affine(narrow, lanes, widen), lanes)
+            for name, narrow, widen, widths in (("emul", H._to_bfloat, H._from_bfloat, (16, 32)),
+                                                ("native", to_bfloat_native, H._from_bfloat, (16, 32)),
+                                                ("half", H._to_half, H._from_half, (16,)))
+            for lanes in widths}
 for P, C in [(8192, 320), (16384, 512)]:
-    x = (rng.standard_normal((P, C)).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16) & np.uint16(0x3FFF)
-    out = np.empty_like(x); sc = rng.standard_normal(C + 32).astype(np.float32); sh = rng.standard_normal(C + 32).astype(np.float32)
-    res = {n: [] for n in variants}
-    for rep in range(3):
-        for n, r in variants.items(): res[n].append(med(lambda: r(x, out, sc, sh, 256)))
-    print(P, C, " | ".join("%s %.3f" % (n, min(v) * 1e6 / (P * C)) for n, v in res.items()), "ns/el", flush=True)
+    x = row_bits(0, P, C)
+    scale, shift = np.random.default_rng(1).standard_normal((2, C + 32)).astype(np.float32)
+    out = x.copy()
+    best = {name: float("inf") for name in VARIANTS}
+    for _ in range(3):
+        for name, run in VARIANTS.items():
+            best[name] = min(best[name], median_ms(lambda: run(x, out, scale, shift, 256), 0.5))
+    print(P, C, " | ".join(f"{name} {ms * 1e6 / (P * C):.3f}" for name, ms in best.items()), "ns/el", flush=True)

@@ -9,41 +9,12 @@ emulation the kernels use, equal to ml_dtypes) over 2^24 float32 patterns in eac
 eight exponent/sign ranges, then both timed on 8192 values in L1 (scalar loops that LLVM
 vectorizes)."""
 
-import pathlib
-import sys
 import time
 
 import numba
 import numpy as np
-from llvmlite import ir
-from llvmlite.ir import types as irt
-from numba import types
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
-from backends import _numba_halves as H  # noqa: E402
-
-
-class BFloatType(irt._BaseFloatType):  # llvmlite has no bfloat type; its IR name is enough
-    null = "0.0"
-    intrinsic_name = "bf16"
-
-    def __str__(self):
-        return "bfloat"
-
-    def format_constant(self, value):
-        return irt._format_double(value)
-
-
-BFloatType._create_instance()
-
-
-def _native(builder, floats):
-    return builder.bitcast(builder.fptrunc(floats, H._shaped(floats.type, BFloatType())),
-                           H._shaped(floats.type, ir.IntType(16)))
-
-
-native_of = H._one(_native, types.uint16, types.float32)
-
+from _bfloat_native import H, native_of
 
 @numba.njit
 def native(values, out):
