@@ -1,5 +1,5 @@
-"""What part 6's bfloat16 scripts share (``bfloat_narrowing.py``, ``bfloat_rows.py``,
-``bfloat_lanes.py``): vcvtneps2bf16 as LLVM emits it (``fptrunc`` to ``bfloat``: llvmlite
+"""What part 6's scripts share (``bfloat_narrowing.py``, ``bfloat_rows.py``,
+``bfloat_lanes.py``; ``prefetch_rows.py`` its timing): vcvtneps2bf16 as LLVM emits it (``fptrunc`` to ``bfloat``: llvmlite
 has no bfloat type, so a minimal one that prints its IR name), the repo's kernels helpers
 on the path, and a timing helper. Not part of the kernels."""
 

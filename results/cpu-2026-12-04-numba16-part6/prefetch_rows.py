@@ -9,18 +9,14 @@ kernel uses; every block's per-channel sums are taken by the loop of
 ``ahead`` bytes ahead, or not at all (ahead = 0). Minimum over 4 interleaved rounds of the
 median of 0.6 s of calls, 2 threads, pinned allocator."""
 
-import pathlib
-import sys
-import time
-
 import ml_dtypes
 import numba
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
-from backends import _numba_cpu_kernels as K  # noqa: E402
-from backends._numba_stores import prefetch  # noqa: E402
-from harness.timing import pin_allocator  # noqa: E402
+from _bfloat_native import median_ms  # the repo on the path, and the timing helper
+from backends import _numba_cpu_kernels as K
+from backends._numba_stores import prefetch
+from harness.timing import pin_allocator
 
 
 @numba.njit
@@ -61,16 +57,6 @@ def _statistics(x, block, bfloat, ahead_bytes):
     return out
 
 
-def _median(call, seconds):
-    call()
-    times, end = [], time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 pin_allocator()
 threads = numba.get_num_threads()
 rng = np.random.default_rng(0)
@@ -85,6 +71,6 @@ for shape, dtype in [((1, 512, 256, 256), "bfloat16"), ((1, 512, 256, 256), "flo
     best = {ahead: np.inf for ahead in (0, 2048, 4096)}
     for _ in range(4):
         for ahead in best:
-            best[ahead] = min(best[ahead], _median(lambda: _statistics(x, block, dtype == "bfloat16", ahead), 0.6))
+            best[ahead] = min(best[ahead], median_ms(lambda: _statistics(x, block, dtype == "bfloat16", ahead), 0.6) / 1e3)
     print(f"{'x'.join(map(str, shape)):>15} {dtype:9} block {block:5}  " +
           "  ".join(f"ahead {ahead:4}: {t * 1e3:7.3f}" for ahead, t in best.items()), flush=True)
