@@ -26,8 +26,9 @@ from numba.extending import overload
 
 from ._numba_stores import LINE, address, prefetch, stream_affine, stream_fence, stream_gradient
 from ._numba_tiles import LANES, TILE_ROWS, tile_sums
-from ._numba_halves import (F16C, STREAM_LANES, _affine_bfloat_bits32_stream, _affine_half_bits32_stream, _stream_span, affine_bits,
-                            bfloat_of, bfloat_value, gradient_bits, half_of, half_value, narrow_bfloat8, narrow_f16c,
+from ._numba_halves import (F16C, STREAM_LANES, _affine_bfloat_bits32, _affine_bfloat_bits32_stream,
+                            _affine_half_bits32, _affine_half_bits32_stream, _stream_span, affine_bits, bfloat_of,
+                            bfloat_value, gradient_bits, half_of, half_value, narrow_bfloat8, narrow_f16c,
                             widen_bfloat8, widen_f16c)
 
 CHUNK = 1 << 12
@@ -847,7 +848,7 @@ def _affine_rows(source, target, scale, shift):
 @numba.njit(fastmath={"contract"}, cache=True)
 def _affine_bits_at(source, target, i, scale, shift, bfloat):
     """target[i] = 16-bit of ``widen(source[i]) * scale + shift`` (bfloat16 with
-    ``bfloat``, else float16 with F16C): one element of :func:`_affine_rows_bits`."""
+    ``bfloat``, else float16 with F16C): one element of :func:`_lane_rows_bits`."""
     if bfloat:
         target[i] = bfloat_of(bfloat_value(source[i]) * scale + shift)
     elif F16C:
@@ -855,26 +856,35 @@ def _affine_bits_at(source, target, i, scale, shift, bfloat):
 
 
 @numba.njit(fastmath={"contract"}, cache=True)
-def _stream_rows_bits(source, target, scale, shift, bfloat):
-    """:func:`_affine_rows_bits` with streaming stores (bfloat16, or float16 with F16C):
-    the block (positions, C) as one flat span, :data:`STREAM_LANES` elements (a 64-byte
-    line) a streaming store from target's first 64-byte boundary on, ``scale[j:]`` /
-    ``shift[j:]`` lane by lane from the first element's channel j (``scale``/``shift`` of
-    C + STREAM_LANES elements, :func:`_wrapped`); the head and tail element by element. The same arithmetic (an
-    FMA, one narrowing), so the same bits."""
+def _lane_rows_bits(source, target, scale, shift, bfloat, stream):
+    """:func:`_affine_rows` from 16-bit bits to 16-bit bits (bfloat16, or float16 with
+    F16C), each element widened, ``x * a + c`` in float32 and narrowed (round to nearest
+    even), :data:`STREAM_LANES` elements (a 64-byte line) a call: the block (positions, C) as one flat span,
+    ``scale[j:]`` / ``shift[j:]`` lane by lane from the first element's channel j
+    (``scale``/``shift`` of C + STREAM_LANES elements, :func:`_wrapped`). With ``stream``
+    each line a streaming store from target's first 64-byte boundary on, else ordinary
+    stores from its first element; the head and tail element by element. The same
+    arithmetic (an FMA, one narrowing), so the same bits."""
     channels = source.shape[1]
     flat = source.reshape(-1)
     into = target.reshape(-1)
     count = flat.size
-    head, body = _stream_span(into, True)
+    if stream:
+        head, body = _stream_span(into, True)
+    else:
+        head, body = 0, count - count % STREAM_LANES
     for i in range(head):
         _affine_bits_at(flat, into, i, scale[i % channels], shift[i % channels], bfloat)
     j = head % channels
     for i in range(head, body, STREAM_LANES):
-        if bfloat:
+        if bfloat and stream:
             _affine_bfloat_bits32_stream(flat, i, into, i, scale[j:], shift[j:])
-        elif F16C:
+        elif bfloat:
+            _affine_bfloat_bits32(flat, i, into, i, scale[j:], shift[j:])
+        elif F16C and stream:
             _affine_half_bits32_stream(flat, i, into, i, scale[j:], shift[j:])
+        elif F16C:
+            _affine_half_bits32(flat, i, into, i, scale[j:], shift[j:])
         j += STREAM_LANES
         while j >= channels:
             j -= channels
@@ -883,25 +893,17 @@ def _stream_rows_bits(source, target, scale, shift, bfloat):
 
 
 @numba.njit(fastmath={"contract"}, cache=True)
-def _affine_rows_bits(source, target, scale, shift, table, bfloat, values):
-    """:func:`_affine_rows` from 16-bit bits to 16-bit bits, each element widened,
-    ``x * a + c`` in float32 and narrowed (round to nearest even) along the row; without
-    F16C (float16) through ``values`` (float32 scratch of a row) and the scalar narrowing.
-    The same bits as widening, :func:`_affine_rows` and narrowing."""
+def _table_rows_bits(source, target, scale, shift, table, values):
+    """:func:`_affine_rows` from float16 bits to float16 bits without F16C: each row
+    widened by ``table``, ``x * a + c`` in float32 into ``values`` (float32 scratch of a
+    row) and narrowed by the scalar rounding (:func:`narrow_half_scalar`). The same bits as
+    widening, :func:`_affine_rows` and narrowing."""
     channels = scale.shape[0]
     for p in range(source.shape[0]):
         row = source[p]
-        into = target[p]
-        if bfloat:
-            for j in range(channels):
-                into[j] = bfloat_of(bfloat_value(row[j]) * scale[j] + shift[j])
-        elif F16C:
-            for j in range(channels):
-                into[j] = half_of(half_value(row[j]) * scale[j] + shift[j])
-        else:
-            for j in range(channels):
-                values[j] = table[row[j]] * scale[j] + shift[j]
-            narrow_half_scalar(values, into)
+        for j in range(channels):
+            values[j] = table[row[j]] * scale[j] + shift[j]
+        narrow_half_scalar(values, target[p])
 
 
 @numba.njit(parallel=True, cache=True)
@@ -910,10 +912,11 @@ def group_norm_half_channels_last(x, num_groups, weight, bias, eps, table, bfloa
     (``table`` as in :func:`group_norm_half_by_group`) or bfloat16 (``bfloat``), read in
     place: the statistics read the bits and widen them in registers (bfloat16, or float16
     with F16C; without F16C each block is widened into an L2 scratch first), y is
-    narrowed as it is made along the rows. Same bits as widening x, the float32 kernel,
+    narrowed as it is made, a 64-byte line a step (:func:`_lane_rows_bits`; without F16C
+    row by row, :func:`_table_rows_bits`). Same bits as widening x, the float32 kernel,
     narrowing y; y's bits in x's layout. ``stream`` as for the float32 kernel: y in
-    streaming stores (:func:`_stream_rows_bits`; bfloat16, or float16 with F16C) and the
-    statistics summed row by row; ``threads`` as for the float32 kernel."""
+    streaming stores (bfloat16, or float16 with F16C) and the statistics summed row by
+    row; ``threads`` as for the float32 kernel."""
     samples, positions, channels = x.shape
     block, blocks, wave = _wave_plan(x, threads)
     partial = np.zeros((wave * blocks, num_groups, 3), np.float64)
@@ -932,18 +935,19 @@ def group_norm_half_channels_last(x, num_groups, weight, bias, eps, table, bfloa
                 _block_group_moments(values.reshape(p1 - p0, channels), num_groups, partial[task], False, not stream)
         scale, shift = _wave_coefficients(partial, first, count, blocks, num_groups, weight, bias, eps, stats,
                                           np.empty(0, np.float32))
-        streamed = stream and (bfloat or F16C)
-        if streamed:
+        lined = bfloat or F16C
+        if lined:
             scale, shift = _wrapped(scale, STREAM_LANES), _wrapped(shift, STREAM_LANES)
         for task in numba.prange(count * blocks):
             n, p0 = first + task // blocks, (task % blocks) * block
             p1 = min(p0 + block, positions)
-            if streamed:
-                _stream_rows_bits(x[n][p0:p1], out[n][p0:p1], scale[n - first], shift[n - first], bfloat)
-                stream_fence()
+            if lined:
+                _lane_rows_bits(x[n][p0:p1], out[n][p0:p1], scale[n - first], shift[n - first], bfloat, stream)
+                if stream:
+                    stream_fence()
             else:
-                _affine_rows_bits(x[n][p0:p1], out[n][p0:p1], scale[n - first], shift[n - first], table, bfloat,
-                                  np.empty(channels, np.float32))
+                _table_rows_bits(x[n][p0:p1], out[n][p0:p1], scale[n - first], shift[n - first], table,
+                                 np.empty(channels, np.float32))
     return out, stats
 
 

@@ -23,7 +23,9 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
   shift), a chunk widened into an L1 scratch only for the two-pass method (and, without
   F16C, by NumPy's exact 65536-entry table); the normalize reads the bits
   again (from L2) and widens, applies ``x * a + c`` and narrows with round-to-nearest-even
-  (``vcvtps2ph``; bfloat16 by 8-lane integer vector code) in one 8-lane pass, so nothing
+  (``vcvtps2ph``; bfloat16 by ``vcvtneps2bf16`` where the CPU has AVX512-BF16, a vector
+  holding a float32 subnormal by 8-lane integer vector code, which is the only bfloat16
+  narrowing on other CPUs) in one 8-lane pass, so nothing
   wider than the input goes to memory. Without those vector conversions, or where a
   channel's plane is not a multiple of 8 elements: the affine loop then the narrowing
   (scalar float16 code without F16C), a group of up to 2^18 elements kept widened
@@ -34,10 +36,11 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
   along C (16 x 16 register tiles; row by row where x comes from DRAM, the streaming case
   below; one pass centred on the block's first 64 positions, two passes for a channel
   that needs them), channels combined per group, then
-  ``y = x * a + c`` along the channels; samples in waves of about 8 MiB so the second read
+  ``y = x * a + c`` along the channels; samples in waves of about 16 MiB so the second read
   can come from L3; y keeps the layout. 16-bit blocks are read as bits and widened in
   the tiles' registers (without F16C, float16 blocks go through an L2 scratch), y
-  narrowed along the rows (the same bits as the float32 kernel on the widened input). Other non-contiguous inputs are
+  narrowed as it is made, a 64-byte line (32 elements) a step across the rows (the same
+  bits as the float32 kernel on the widened input). Other non-contiguous inputs are
   copied to contiguous first (one copy, counted in the timing). NaN and Inf propagate; a
   constant group gives bias.
 * Backward (``forward_train`` keeps x and the forward's (mean, rstd) per group, float64):
@@ -50,14 +53,14 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
   without vector conversions (float16 without F16C), chunk by chunk through L1 scratch.
 * Streaming stores: where a call's arrays together (x and y; in the backward x, dy and
   dx) reach the last-level cache's size (:func:`stream_bytes`), y and dx are written a
-  64-byte line at a time with non-temporal stores (``_numba_stores.py``; 16-bit output 16
-  bytes a store), which skip reading each output line before writing it and leave x in
-  the cache; same bits.
+  64-byte line at a time with non-temporal stores (``_numba_stores.py``; 16-bit output
+  too, 32 elements a store), which skip reading each output line before writing it and
+  leave x in the cache; same bits.
 * Compiled on first use and cached on disk (``cache=True``), so a second process loads
   the machine code instead of compiling; the bench reports compile time apart.
 
 Measured figures (bench against torch, roofline, verification) are in the results folders
-named in README.md; the latest is results/cpu-2026-12-04-numba16-part5 (streaming stores).
+named in README.md; the latest is results/cpu-2026-12-04-numba16-part7 (vcvtneps2bf16).
 (Parts 2 and 3 reported channels-last figures that timed the contiguous kernel:
 ``from_numpy`` made every input C-contiguous until part 4.)
 """

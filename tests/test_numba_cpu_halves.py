@@ -182,6 +182,18 @@ def test_the_default_float16_path_is_f16c_where_the_cpu_has_it(kernels):
     assert "vcvtph2ps" in assembly
 
 
+def test_the_bfloat16_vector_narrowing_is_vcvtneps2bf16_where_the_cpu_has_it(kernels):
+    """On a CPU with AVX512-BF16 the vector narrowing's machine code holds vcvtneps2bf16
+    (the emulation has none)."""
+    from backends import _numba_halves
+
+    if not _numba_halves.NATIVE_BFLOAT:
+        pytest.skip("this CPU has no AVX512-BF16 (or llvmlite no bfloat type)")
+    fresh = kernels.numba.njit(_numba_halves.narrow_bfloat8.py_func)  # uncached, so its assembly is inspectable
+    fresh(np.zeros(16, np.float32), np.zeros(16, np.uint16))
+    assert "vcvtneps2bf16" in "".join(fresh.inspect_asm().values())
+
+
 def test_widening_is_exact_for_every_pattern(kernels, conversion):
     dtype, path = conversion
     bits = np.arange(1 << 16, dtype=np.uint16)
@@ -231,6 +243,52 @@ def test_affine_bits_gives_widening_the_affine_loop_then_narrowing_bits(kernels,
         _numba_halves.narrow_f16c(scaled, expected)
     _numba_halves.affine_bits(bits, got, a, c, dtype == "bfloat16", False)
     np.testing.assert_array_equal(got, expected)
+
+
+def _one_subnormal_per_vector(lanes, rng):
+    """float32 (lanes + 1, lanes): row k normal values with a float32 subnormal in lane k;
+    the last row none."""
+    values = rng.standard_normal((lanes + 1, lanes)).astype(np.float32)
+    tiny = rng.integers(1, 0x7FFFFF, lanes, dtype=np.uint32).view(np.float32)  # subnormal bit patterns
+    values[np.arange(lanes), np.arange(lanes)] = tiny * np.where(rng.random(lanes) < 0.5, -1, 1).astype(np.float32)
+    return values
+
+
+@pytest.mark.parametrize("lanes, path", [(8, "narrow"), (8, "affine"), (32, "affine-streamed"),
+                                         (32, "channels-last-rows")])
+def test_bfloat16_vector_narrowing_keeps_a_subnormal_in_any_lane(kernels, lanes, path):
+    """The vector bfloat16 narrowing (vcvtneps2bf16 where ``NATIVE_BFLOAT``, which reads
+    float32 subnormals as zero, so any vector holding one goes through the emulation)
+    against ml_dtypes: vectors of normal values with one float32 subnormal in each lane
+    in turn, and one vector with none, through the 8-lane narrowing, the 8-lane affine
+    step, the streamed 32-lane one and the channels-last rows (32 lanes a call)."""
+    from backends import _numba_halves
+
+    rng = np.random.default_rng(lanes)
+    values = _one_subnormal_per_vector(lanes, rng)
+    if path == "narrow":
+        got = np.empty(values.size, np.uint16)
+        _numba_halves.narrow_bfloat8(values.reshape(-1), got)
+        expected = values.reshape(-1).astype(ml_dtypes.bfloat16)
+    else:
+        # bfloat16 inputs whose products with a = 0.75 are float32 subnormals where the
+        # input is a (bfloat16) subnormal; c = 0 (no underflow to a signed zero)
+        source = values.astype(ml_dtypes.bfloat16)
+        source.view(np.uint16)[np.arange(lanes), np.arange(lanes)] |= np.uint16(1)  # never zero
+        expected = (source.astype(np.float32) * np.float32(0.75)).astype(ml_dtypes.bfloat16).reshape(-1)
+        line = np.empty(source.size + 64, np.uint16)  # a copy that starts a 64-byte line
+        start = (-line.ctypes.data) % 64 // 2
+        bits = line[start:start + source.size]
+        bits[:] = source.view(np.uint16).reshape(-1)
+        target = np.empty(bits.size + 64, np.uint16)
+        got = target[(-target.ctypes.data) % 64 // 2:][:bits.size]
+        if path == "channels-last-rows":
+            rows = bits.reshape(-1, 33)  # 33 channels: the lines start at every channel in turn
+            scale = kernels._wrapped(np.full((1, 33), 0.75, np.float32), _numba_halves.STREAM_LANES)[0]
+            kernels._lane_rows_bits(rows, got.reshape(-1, 33), scale, np.zeros_like(scale), True, False)
+        else:
+            _numba_halves.affine_bits(bits, got, 0.75, 0.0, True, path == "affine-streamed")
+    _same_bits(got.view(ml_dtypes.bfloat16), expected)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])

@@ -187,46 +187,86 @@ def test_sums_along_channels_of_16_bit_bits_are_those_of_their_float32_values(po
 
 _SCRIPT = """
 import json, sys
+import ml_dtypes
 import numpy as np
 import backends
 from backends import _numba_halves
-rng = np.random.default_rng(11)
-x = (rng.standard_normal((2, 8, 20, 31)) * 40).astype(np.float16)
-x.reshape(-1)[::101] = np.inf
-w, b = rng.standard_normal((2, 8)).astype(np.float32)
 backend = backends.get("numba-cpu")
-y = backend.group_norm(x, 4, w, b, 1e-5)
-last = np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 1, -1)), -1, 1)  # channels-last: its own kernel
-y_last = np.ascontiguousarray(backend.group_norm(last, 4, w, b, 1e-5))
-_, saved = backend.forward_train(x, 4, w, b, 1e-5)
-dx, dw, db = backend.backward((rng.standard_normal(x.shape) * 3).astype(np.float16), saved)
-dx_bits = np.where(np.isnan(dx), np.uint16(0x7E00), dx.view(np.uint16))  # a NaN's sign is not defined
-print(json.dumps({"f16c": _numba_halves.F16C, "bits": y.view(np.uint16).tolist(), "dx": dx_bits.tolist(),
-                  "channels_last": y_last.view(np.uint16).tolist(),
-                  "dw": dw.tolist(), "db": db.tolist()}))
+found = {"f16c": _numba_halves.F16C, "native_bfloat": _numba_halves.NATIVE_BFLOAT}
+for dtype in (np.float16, ml_dtypes.bfloat16):
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((2, 8, 20, 31)) * 40).astype(dtype)
+    x[1].reshape(-1)[::101] = np.inf  # sample 1: NaN groups; sample 0 finite
+    w, b = rng.standard_normal((2, 8)).astype(np.float32)
+    tiny_y, tiny_dy = (3e-39, 1e-37) if dtype == ml_dtypes.bfloat16 else (2e-6, 1e-6)
+    w[0], b[0] = tiny_y, 0.0  # channel 0's y: subnormals (float32 ones before narrowing bfloat16)
+    y = backend.group_norm(x, 4, w, b, 1e-5)
+    last = np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 1, -1)), -1, 1)  # channels-last: its own kernel
+    y_last = np.ascontiguousarray(backend.group_norm(last, 4, w, b, 1e-5))
+    dy = (rng.standard_normal(x.shape) * 3).astype(dtype)
+    dy[:, 1] *= np.float32(tiny_dy)  # channel 1's dx: subnormals, as channel 0's y
+    _, saved = backend.forward_train(x, 4, w, b, 1e-5)
+    dx, _, _ = backend.backward(dy, saved)
+    _, saved = backend.forward_train(x[:1], 4, w, b, 1e-5)  # finite: dweight and dbias finite
+    _, dw, db = backend.backward(dy[:1], saved)
+    dx_bits = np.where(np.isnan(dx), np.uint16(0x7E00), dx.view(np.uint16))  # a NaN's sign is not defined
+    found[np.dtype(dtype).name] = {"bits": y.view(np.uint16).tolist(), "dx": dx_bits.tolist(),
+                                   "channels_last": y_last.view(np.uint16).tolist(),
+                                   "dw": dw.view(np.uint32).tolist(), "db": db.view(np.uint32).tolist()}
+print(json.dumps(found))
 """
 
+# Pairs of Numba targets that differ only in the conversion instructions they allow
+# (NUMBA_CPU_NAME, NUMBA_CPU_FEATURES; None: the host's own): without F16C the float16
+# conversions are scalar code, without AVX512-BF16 the bfloat16 narrowing is emulated.
+# Targets that differ in vector width may differ in the last bit (sums reassociated in
+# another order), so each pair keeps the rest of its target.
+_GENERIC = "+sse4.2,+avx,+avx2,+fma,+popcnt"
 
-def test_float16_without_f16c_gives_the_bits_of_the_f16c_path(tmp_path):
-    """The same float16 GroupNorm, forward (contiguous and channels-last) and backward, in a
-    process whose Numba compiles for a CPU without F16C (NUMBA_CPU_FEATURES without +f16c:
-    the scalar conversions) and in one with it."""
+
+def _host_without(feature):
+    from llvmlite import binding as llvm
+
+    features = llvm.get_host_cpu_features()
+    features[feature] = False
+    return llvm.get_host_cpu_name(), features.flatten()
+
+
+@pytest.mark.parametrize("flag, pair", [
+    ("f16c", lambda: (("generic", _GENERIC + ",+f16c"), ("generic", _GENERIC))),
+    ("native_bfloat", lambda: (None, _host_without("avx512bf16"))),
+], ids=["f16c", "avx512bf16"])
+def test_16_bit_conversion_instructions_give_the_bits_of_the_scalar_code(tmp_path, flag, pair):
+    """The same float16 and bfloat16 GroupNorm, forward (contiguous and channels-last) and
+    backward, in two processes whose Numba targets differ only in one conversion
+    feature: F16C (its instructions against the scalar float16 conversions) or
+    AVX512-BF16 (vcvtneps2bf16 against the emulated bfloat16 narrowing). Channel 0's y
+    and channel 1's dx are 16-bit subnormals (for bfloat16, float32 subnormals before
+    narrowing, which vcvtneps2bf16 alone would flush to zero); sample 1 holds Inf."""
     require("numba-cpu")
     from backends import _numba_halves
 
-    if not _numba_halves.F16C:
+    if flag == "f16c" and not _numba_halves.F16C:
         pytest.skip("this CPU has no F16C: the suite already runs the scalar path")
+    if flag == "native_bfloat" and not _numba_halves.NATIVE_BFLOAT:
+        pytest.skip("this CPU has no AVX512-BF16 (or llvmlite no bfloat type): the suite runs the emulation")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    outputs = {}
-    for name, features in (("with", None), ("without", "+sse4.2,+avx,+avx2,+fma,+popcnt")):
-        env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / name))
+    outputs = []
+    for i, target in enumerate(pair()):
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / str(i)))
         env.pop("NUMBA_CPU_FEATURES", None)
-        if features:
-            env.update(NUMBA_CPU_FEATURES=features, NUMBA_CPU_NAME="generic")
+        env.pop("NUMBA_CPU_NAME", None)
+        if target:
+            env.update(NUMBA_CPU_NAME=target[0], NUMBA_CPU_FEATURES=target[1])
         run = subprocess.run([sys.executable, "-c", _SCRIPT], cwd=root, env=env, capture_output=True, text=True,
-                             timeout=600)
+                             timeout=900)
         assert run.returncode == 0, run.stderr[-3000:]
-        outputs[name] = json.loads(run.stdout.strip().splitlines()[-1])
-    assert outputs["with"]["f16c"] and not outputs["without"]["f16c"]
-    for output in ("bits", "channels_last", "dx", "dw", "db"):
-        assert outputs["with"][output] == outputs["without"][output], output
+        outputs.append(json.loads(run.stdout.strip().splitlines()[-1]))
+    assert outputs[0][flag] and not outputs[1][flag]
+    for dtype in ("float16", "bfloat16"):
+        for output in ("bits", "channels_last", "dx", "dw", "db"):
+            assert outputs[0][dtype][output] == outputs[1][dtype][output], (dtype, output)
+        for output, channel in (("bits", 0), ("dx", 1)):
+            magnitudes = np.array(outputs[0][dtype][output], np.uint16)[0, channel] & 0x7FFF
+            smallest_normal = 0x400 if dtype == "float16" else 0x80
+            assert ((magnitudes > 0) & (magnitudes < smallest_normal)).any(), (dtype, output, "no subnormals")
