@@ -427,7 +427,7 @@ def _narrow_chunk(values, target, first, count, bfloat):
 @numba.njit(cache=True)
 def _affine_bits_planes(source, target, scale, shift, positions, bfloat, stream):
     """target = 16-bit (widen(source) * scale[j] + shift[j]) for plane j (``positions``
-    elements each) of a group row, from 16-bit bits to 16-bit bits in one 8-lane pass per
+    elements each) of a group row, from 16-bit bits to 16-bit bits in one vector pass per
     plane (:func:`_numba_halves.affine_bits`, streaming stores with ``stream``)."""
     for j in range(source.size // positions):
         plane = slice(j * positions, (j + 1) * positions)
@@ -498,7 +498,7 @@ def _half_group_moments(row, size, values, table, bfloat, keep):
 @numba.njit(cache=True)
 def _half_normalize(row, target, positions, scale, shift, values, table, bfloat, fused, keep, stream):
     """target = 16-bit (row * a + c). ``fused`` (vector conversions: bfloat16, or float16
-    with F16C; planes of a multiple of 8 elements): bits to bits in one 8-lane pass, read
+    with F16C; planes of a multiple of 8 elements): bits to bits in one vector pass, read
     from L2 where the statistics pass left them, in streaming stores with ``stream``. Otherwise chunk by chunk, widened again
     unless ``keep``, the affine result in a separate L1 scratch (written in place, LLVM's
     runtime alias check fails and the loop runs scalar), narrowed from there. Same bits
@@ -1106,7 +1106,7 @@ def group_norm_backward_half_by_group(xbits, gbits, num_groups, weight, stats, t
     """16-bit form of :func:`group_norm_backward_by_group` on raw bits (N * G, group size)
     of x and dy (float16 with ``table`` as in :func:`group_norm_half_by_group`, or
     bfloat16), chunk by chunk in cache: the sums read x's and dy's bits, widened in
-    registers (:func:`_chunk_sums_bits`), and dx comes from the bits in one 8-lane pass
+    registers (:func:`_chunk_sums_bits`), and dx comes from the bits in one vector pass
     (without vector conversions: each chunk widened into float32 scratch, dx narrowed
     from scratch), so no full-size float32 temporary exists. Same bits as widening x and dy, the float32 kernel and narrowing dx (the
     widening is exact; the same chunks, sums and dx code). ``stream``: dx's fused pass
@@ -1150,7 +1150,7 @@ def group_norm_backward_half_by_group(xbits, gbits, num_groups, weight, stats, t
             sum_w2 += weight[c0 + j] * s2
         big_a, beta, delta = _dx_coefficients(sum_w1, sum_w2, size, mean, rstd, out)
         for j in range(cpg):
-            if bfloat or F16C:  # bits to bits in one 8-lane pass
+            if bfloat or F16C:  # bits to bits in one vector pass (32 lanes a step)
                 plane = slice(j * positions, (j + 1) * positions)
                 gradient_bits(xbits[g][plane], gbits[g][plane], dx[g][plane], rstd, weight[c0 + j], big_a, beta, mean,
                               delta, bfloat, stream)

@@ -1,10 +1,11 @@
-"""16-bit float conversions, 8 at a time, as LLVM vector IR for the numba-cpu kernels.
+"""16-bit float conversions on vectors, as LLVM vector IR for the numba-cpu kernels.
 
 Numba has no float16 or bfloat16 type on the CPU, so the kernels handle both as raw bits
 (uint16). Converting one element at a time (a 65536-entry table to widen float16, a
 branchy round-to-nearest-even to narrow) held numba-cpu's float16 GroupNorm to
 0.42-0.53x torch. Here the conversions are LLVM intrinsics (``numba.extending.
-intrinsic``) on 8-lane vectors, which the kernels call in ordinary loops and LLVM inlines:
+intrinsic``) on 8- or 32-lane vectors, which the kernels call in ordinary loops and
+LLVM inlines:
 
 * float16: ``fpext <8 x half>`` / ``fptrunc <8 x float>``, single instructions on x86
   CPUs with F16C (``vcvtph2ps`` / ``vcvtps2ph``: exact widening, round to nearest even).
@@ -20,7 +21,7 @@ intrinsic``) on 8-lane vectors, which the kernels call in ordinary loops and LLV
   zero, takes the integer code: the same bits (:func:`_to_bfloat_checked`). With 32
   lanes a step (channels-last rows) it narrows as fast as F16C does float16 (part 6's
   ``bfloat_lanes.py``: 0.038 against 0.065 ns an element).
-* :func:`affine_bits`: widening, ``x * a + c`` and the narrowing in one 8-lane step,
+* :func:`affine_bits`: widening, ``x * a + c`` and the narrowing in one vector step,
   16-bit bits in and out, so the normalize reads the input's bits and writes the
   output's with nothing wider in memory (same bits as the three steps apart).
 * :func:`gradient_bits`: the backward's dx the same way, from x's and dy's bits to dx's
@@ -307,9 +308,11 @@ _gradient_half8 = _gradient_bits(_from_half, _to_half)
 _gradient_bfloat8 = _gradient_bits(_from_bfloat, _to_bfloat_checked)
 _affine_half_bits8 = _affine_bits(_from_half, _to_half)
 _affine_bfloat_bits8 = _affine_bits(_from_bfloat, _to_bfloat_checked)
-# channels-last rows: 32 lanes (a 64-byte line) a call, scale and shift lane by lane
+# 32 lanes (a 64-byte line) a call with ordinary stores: planes in cache, channels-last rows
 _affine_half_bits32 = _affine_bits(_from_half, _to_half, lanes=STREAM_LANES)
 _affine_bfloat_bits32 = _affine_bits(_from_bfloat, _to_bfloat_checked, lanes=STREAM_LANES)
+_gradient_half32 = _gradient_bits(_from_half, _to_half, lanes=STREAM_LANES)
+_gradient_bfloat32 = _gradient_bits(_from_bfloat, _to_bfloat_checked, lanes=STREAM_LANES)
 # streaming: 32 lanes, one whole 64-byte line a store (16-byte streaming stores gained
 # nothing over ordinary ones, part 5; whole lines 10-12% on 1x512x256x256 bfloat16 channels-last)
 _gradient_half32_stream = _gradient_bits(_from_half, _to_half, stream=True, lanes=STREAM_LANES)
@@ -405,14 +408,20 @@ def _affine_bits_padded(source, bits, first, stop, scale, shift, bfloat):
 
 @numba.njit(cache=True, inline="always")  # inlined by Numba: as a call, 4-10% slower on planes of 256-1024
 def _affine_bits_plain(source, bits, first, stop, scale, shift, bfloat):
-    """affine_bits of elements first..stop with ordinary stores, 8 at a time, the tail
+    """affine_bits of elements first..stop with ordinary stores, 32 at a time (a 64-byte
+    line; 8 a step took 1.1-1.8x as long in cache, part 7), then 8 at a time, the tail
     through padded copies."""
-    whole = first + (stop - first) // 8 * 8
+    lined = first + (stop - first) // STREAM_LANES * STREAM_LANES
+    whole = lined + (stop - lined) // 8 * 8
     if bfloat:
-        for i in range(first, whole, 8):
+        for i in range(first, lined, STREAM_LANES):
+            _affine_bfloat_bits32(source, i, bits, i, scale, shift)
+        for i in range(lined, whole, 8):
             _affine_bfloat_bits8(source, i, bits, i, scale, shift)
     elif F16C:
-        for i in range(first, whole, 8):
+        for i in range(first, lined, STREAM_LANES):
+            _affine_half_bits32(source, i, bits, i, scale, shift)
+        for i in range(lined, whole, 8):
             _affine_half_bits8(source, i, bits, i, scale, shift)
     if whole < stop:
         _affine_bits_padded(source, bits, whole, stop, scale, shift, bfloat)
@@ -437,7 +446,7 @@ def _affine_bits_streamed(source, bits, scale, shift, bfloat):
 def affine_bits(source, bits, a, c, bfloat, stream):
     """bits[:n] = 16-bit of ``widen(source[:n]) * a + c`` in float32, ``source`` 16-bit
     bits of the same kind (n = source.size, both contiguous): widening, the affine step
-    and the narrowing in one 8-lane pass from bits to bits, so nothing wider than the
+    and the narrowing in one vector pass from bits to bits, so nothing wider than the
     input goes to memory. The same bits as widening, the affine loop, narrowing. float16
     only where :data:`F16C` (ValueError otherwise). With ``stream``, whole 64-byte lines
     in streaming stores (:func:`_affine_bits_streamed`)."""
@@ -468,14 +477,19 @@ def _gradient_bits_padded(x, dy, bits, first, stop, r_, w_, a_, beta_, m_, delta
 
 @numba.njit(cache=True, inline="always")  # inlined by Numba: as a call, 4-10% slower on planes of 256-1024
 def _gradient_bits_plain(x, dy, bits, first, stop, r_, w_, a_, beta_, m_, delta_, bfloat):
-    """gradient_bits of elements first..stop with ordinary stores, 8 at a time, the tail
-    through padded copies."""
-    whole = first + (stop - first) // 8 * 8
+    """gradient_bits of elements first..stop with ordinary stores, 32 at a time, then 8
+    at a time, the tail through padded copies (as :func:`_affine_bits_plain`)."""
+    lined = first + (stop - first) // STREAM_LANES * STREAM_LANES
+    whole = lined + (stop - lined) // 8 * 8
     if bfloat:
-        for i in range(first, whole, 8):
+        for i in range(first, lined, STREAM_LANES):
+            _gradient_bfloat32(x, dy, i, bits, r_, w_, a_, beta_, m_, delta_)
+        for i in range(lined, whole, 8):
             _gradient_bfloat8(x, dy, i, bits, r_, w_, a_, beta_, m_, delta_)
     elif F16C:
-        for i in range(first, whole, 8):
+        for i in range(first, lined, STREAM_LANES):
+            _gradient_half32(x, dy, i, bits, r_, w_, a_, beta_, m_, delta_)
+        for i in range(lined, whole, 8):
             _gradient_half8(x, dy, i, bits, r_, w_, a_, beta_, m_, delta_)
     if whole < stop:
         _gradient_bits_padded(x, dy, bits, whole, stop, r_, w_, a_, beta_, m_, delta_, bfloat)
@@ -485,7 +499,7 @@ def _gradient_bits_plain(x, dy, bits, first, stop, r_, w_, a_, beta_, m_, delta_
 def gradient_bits(x, dy, bits, r, w, a, beta, m, delta, bfloat, stream):
     """bits[:n] = 16-bit of ``r * (w * dy - a) + beta * (x - m) + delta`` for 16-bit bits
     ``x`` and ``dy`` (n = x.size, all contiguous; the scalars float32): widening, the
-    backward's dx and the narrowing in one 8-lane pass, the same bits as widening, the
+    backward's dx and the narrowing in one vector pass, the same bits as widening, the
     kernels' ``_grad_plane`` and narrowing. float16 only where :data:`F16C` (ValueError
     otherwise). ``stream`` as for :func:`affine_bits`: whole 64-byte lines streamed, the
     head and the tail with ordinary stores."""

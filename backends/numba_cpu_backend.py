@@ -25,7 +25,7 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
   again (from L2) and widens, applies ``x * a + c`` and narrows with round-to-nearest-even
   (``vcvtps2ph``; bfloat16 by ``vcvtneps2bf16`` where the CPU has AVX512-BF16, a vector
   holding a float32 subnormal by 8-lane integer vector code, which is the only bfloat16
-  narrowing on other CPUs) in one 8-lane pass, so nothing
+  narrowing on other CPUs) in one vector pass, so nothing
   wider than the input goes to memory. Without those vector conversions, or where a
   channel's plane is not a multiple of 8 elements: the affine loop then the narrowing
   (scalar float16 code without F16C), a group of up to 2^18 elements kept widened
@@ -49,7 +49,7 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
   ``dx = rstd * (w * dy - A) - rstd^2 * B * (x - mean)`` with x and dy re-read from
   cache; dweight/dbias per (sample, channel) summed over samples in order: deterministic
   bit for bit, no atomics. For 16-bit x and dy the sums read their bits, widened in
-  registers, and dx is computed from their bits in one 8-lane pass (widen, dx, narrow);
+  registers, and dx is computed from their bits in one vector pass (widen, dx, narrow);
   without vector conversions (float16 without F16C), chunk by chunk through L1 scratch.
 * Streaming stores: where a call's arrays together (x and y; in the backward x, dy and
   dx) reach the last-level cache's size (:func:`stream_bytes`), y and dx are written a
