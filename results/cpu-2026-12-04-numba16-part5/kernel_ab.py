@@ -1,7 +1,9 @@
 """Interleaved A/B of numba-cpu's kernels at a git commit against the working tree's, in
 one process (pinned allocator, 2 threads, medians). Run from the repo root:
 
-    python results/cpu-2026-12-04-numba16-part5/kernel_ab.py 05a468c [seconds per case]
+    python results/cpu-2026-12-04-numba16-part5/kernel_ab.py 05a468c [seconds per case] [small]
+
+(``small``, added in part 7: only 16-bit cases with planes of 64 and 256 elements.)
 
 The commit's ``backends/_numba_*.py`` kernel files (CPU) are extracted into a temporary
 package and compiled beside the current ones. (Part 5's copy of part 3's script: it
@@ -55,6 +57,10 @@ CHANNELS_LAST = [((16, 64, 256, 256), 8, "float32"), ((1, 128, 512, 512), 32, "f
                  ((2, 320, 64, 64), 32, "bfloat16"), ((1, 512, 256, 256), 32, "bfloat16")]  # the last two: part 6
 BACKWARD = [((16, 64, 256, 256), 8, "float32"), ((2, 320, 64, 64), 32, "float32"), ((2, 320, 64, 64), 32, "float16"), ((2, 320, 64, 64), 32, "bfloat16"), ((1, 512, 128, 128), 32, "bfloat16"),
             ((2, 640, 32, 32), 32, "float16"), ((16, 64, 256, 256), 8, "bfloat16")]
+if sys.argv[3:] == ["small"]:  # part 7: 16-bit planes of 64 and 256 elements only
+    FORWARD = [((2, 1280, side, side), 32, dtype) for side in (8, 16) for dtype in ("float16", "bfloat16")]
+    BACKWARD = [((2, 640, side, side), 32, dtype) for side in (8, 16) for dtype in ("float16", "bfloat16")]
+    CHANNELS_LAST = []
 
 
 def _stream(k, arrays, x):
