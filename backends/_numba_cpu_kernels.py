@@ -1150,7 +1150,7 @@ def group_norm_backward_half_by_group(xbits, gbits, num_groups, weight, stats, t
             sum_w2 += weight[c0 + j] * s2
         big_a, beta, delta = _dx_coefficients(sum_w1, sum_w2, size, mean, rstd, out)
         for j in range(cpg):
-            if bfloat or F16C:  # bits to bits in one vector pass (32 lanes a step)
+            if bfloat or F16C:  # bits to bits in one vector pass
                 plane = slice(j * positions, (j + 1) * positions)
                 gradient_bits(xbits[g][plane], gbits[g][plane], dx[g][plane], rstd, weight[c0 + j], big_a, beta, mean,
                               delta, bfloat, stream)

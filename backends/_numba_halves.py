@@ -311,7 +311,6 @@ _affine_bfloat_bits8 = _affine_bits(_from_bfloat, _to_bfloat_checked)
 # 32 lanes (a 64-byte line) a call with ordinary stores: planes in cache, channels-last rows
 _affine_half_bits32 = _affine_bits(_from_half, _to_half, lanes=STREAM_LANES)
 _affine_bfloat_bits32 = _affine_bits(_from_bfloat, _to_bfloat_checked, lanes=STREAM_LANES)
-_gradient_half32 = _gradient_bits(_from_half, _to_half, lanes=STREAM_LANES)
 _gradient_bfloat32 = _gradient_bits(_from_bfloat, _to_bfloat_checked, lanes=STREAM_LANES)
 # streaming: 32 lanes, one whole 64-byte line a store (16-byte streaming stores gained
 # nothing over ordinary ones, part 5; whole lines 10-12% on 1x512x256x256 bfloat16 channels-last)
@@ -409,8 +408,9 @@ def _affine_bits_padded(source, bits, first, stop, scale, shift, bfloat):
 @numba.njit(cache=True, inline="always")  # inlined by Numba: as a call, 4-10% slower on planes of 256-1024
 def _affine_bits_plain(source, bits, first, stop, scale, shift, bfloat):
     """affine_bits of elements first..stop with ordinary stores, 32 at a time (a 64-byte
-    line; 8 a step took 1.1-1.8x as long in cache, part 7), then 8 at a time, the tail
-    through padded copies."""
+    line; 8 a step took about 1.1x as long in cache on planes of 1024-4096, part 7's
+    ``row_loops.py`` and ``float16_lanes.py``), then 8 at a time, the tail through
+    padded copies."""
     lined = first + (stop - first) // STREAM_LANES * STREAM_LANES
     whole = lined + (stop - lined) // 8 * 8
     if bfloat:
@@ -477,9 +477,10 @@ def _gradient_bits_padded(x, dy, bits, first, stop, r_, w_, a_, beta_, m_, delta
 
 @numba.njit(cache=True, inline="always")  # inlined by Numba: as a call, 4-10% slower on planes of 256-1024
 def _gradient_bits_plain(x, dy, bits, first, stop, r_, w_, a_, beta_, m_, delta_, bfloat):
-    """gradient_bits of elements first..stop with ordinary stores, 32 at a time, then 8
-    at a time, the tail through padded copies (as :func:`_affine_bits_plain`)."""
-    lined = first + (stop - first) // STREAM_LANES * STREAM_LANES
+    """gradient_bits of elements first..stop with ordinary stores: bfloat16 32 at a time
+    (0.72-0.81 of 8 a step's time in cache, part 7), then 8 at a time; float16 8 at a time
+    (32 a step took 1.03-1.25x as long); the tail through padded copies."""
+    lined = first + (stop - first) // STREAM_LANES * STREAM_LANES if bfloat else first
     whole = lined + (stop - lined) // 8 * 8
     if bfloat:
         for i in range(first, lined, STREAM_LANES):
@@ -487,9 +488,7 @@ def _gradient_bits_plain(x, dy, bits, first, stop, r_, w_, a_, beta_, m_, delta_
         for i in range(lined, whole, 8):
             _gradient_bfloat8(x, dy, i, bits, r_, w_, a_, beta_, m_, delta_)
     elif F16C:
-        for i in range(first, lined, STREAM_LANES):
-            _gradient_half32(x, dy, i, bits, r_, w_, a_, beta_, m_, delta_)
-        for i in range(lined, whole, 8):
+        for i in range(first, whole, 8):
             _gradient_half8(x, dy, i, bits, r_, w_, a_, beta_, m_, delta_)
     if whole < stop:
         _gradient_bits_padded(x, dy, bits, whole, stop, r_, w_, a_, beta_, m_, delta_, bfloat)

@@ -9,8 +9,11 @@ repo root:
   the loop along each row of channels that LLVM vectorizes (part 6's
   ``_affine_rows_bits``), blocks of P/8 rows, (P, C) as in 2x320x64x64 (a sample),
   1x512x128x128 and half of it;
-* contiguous planes: ``_affine_bits_plain`` (32 lanes a step, then 8) against 8 lanes a
-  step (part 6's), planes of 256, 1024 and 4096 elements, single thread, in cache.
+* contiguous planes: ``_affine_bits_plain`` (32 lanes a step, then 8) against part 6's
+  (8 lanes a step, copied here), planes of 256, 1024 and 4096 elements, single thread,
+  in cache;
+* the backward's dx on such planes: ``_gradient_bits_plain`` (bfloat16 32 lanes a step,
+  float16 8) against part 6's (8 lanes a step, copied here).
 
 Both say whether the outputs are the same bits."""
 
@@ -53,15 +56,55 @@ def rows_new(x, out, scale, shift, block, bfloat):
         K._lane_rows_bits(x[t * block:(t + 1) * block], out[t * block:(t + 1) * block], scale, shift, bfloat, False)
 
 
+@numba.njit(inline="always")
+def _affine_bits_plain_part6(source, bits, first, stop, scale, shift, bfloat):
+    """Part 6's ``_affine_bits_plain`` (8 lanes a step), as it was."""
+    whole = first + (stop - first) // 8 * 8
+    if bfloat:
+        for i in range(first, whole, 8):
+            H._affine_bfloat_bits8(source, i, bits, i, scale, shift)
+    elif H.F16C:
+        for i in range(first, whole, 8):
+            H._affine_half_bits8(source, i, bits, i, scale, shift)
+    if whole < stop:
+        H._affine_bits_padded(source, bits, whole, stop, scale, shift, bfloat)
+
+
+@numba.njit(inline="always")
+def _gradient_bits_plain_part6(x, dy, bits, first, stop, r_, w_, a_, beta_, m_, delta_, bfloat):
+    """Part 6's ``_gradient_bits_plain`` (8 lanes a step), as it was."""
+    whole = first + (stop - first) // 8 * 8
+    if bfloat:
+        for i in range(first, whole, 8):
+            H._gradient_bfloat8(x, dy, i, bits, r_, w_, a_, beta_, m_, delta_)
+    elif H.F16C:
+        for i in range(first, whole, 8):
+            H._gradient_half8(x, dy, i, bits, r_, w_, a_, beta_, m_, delta_)
+    if whole < stop:
+        H._gradient_bits_padded(x, dy, bits, whole, stop, r_, w_, a_, beta_, m_, delta_, bfloat)
+
+
 @numba.njit
 def planes_old(source, target, planes, n, bfloat):
     for p in range(planes):
-        s, d = source[p * n:(p + 1) * n], target[p * n:(p + 1) * n]
-        for i in range(0, n, 8):
-            if bfloat:
-                H._affine_bfloat_bits8(s, i, d, i, np.float32(1.3), np.float32(0.2))
-            else:
-                H._affine_half_bits8(s, i, d, i, np.float32(1.3), np.float32(0.2))
+        _affine_bits_plain_part6(source[p * n:(p + 1) * n], target[p * n:(p + 1) * n], 0, n, np.float32(1.3),
+                                 np.float32(0.2), bfloat)
+
+
+@numba.njit
+def dx_old(x, dy, target, planes, n, bfloat):
+    for p in range(planes):
+        _gradient_bits_plain_part6(x[p * n:(p + 1) * n], dy[p * n:(p + 1) * n], target[p * n:(p + 1) * n], 0, n,
+                                   np.float32(0.9), np.float32(1.1), np.float32(0.01), np.float32(-0.02),
+                                   np.float32(0.03), np.float32(0.001), bfloat)
+
+
+@numba.njit
+def dx_new(x, dy, target, planes, n, bfloat):
+    for p in range(planes):
+        H._gradient_bits_plain(x[p * n:(p + 1) * n], dy[p * n:(p + 1) * n], target[p * n:(p + 1) * n], 0, n,
+                               np.float32(0.9), np.float32(1.1), np.float32(0.01), np.float32(-0.02),
+                               np.float32(0.03), np.float32(0.001), bfloat)
 
 
 @numba.njit
@@ -96,7 +139,7 @@ def compare(label, old, new, outputs):
           f"new/old {min(best['new']) / min(best['old']):.3f}  {same}", flush=True)
 
 
-if H.F16C:
+if __name__ == "__main__" and H.F16C:
     pin_allocator()
     rng = np.random.default_rng(0)
     for P, C in [(8192, 320), (8192, 512), (16384, 512)]:
@@ -117,5 +160,12 @@ if H.F16C:
             compare(f"planes of {n} {'bfloat16' if bfloat else 'float16'}",
                     lambda: planes_old(x, outputs[0], planes, n, bfloat),
                     lambda: planes_new(x, outputs[1], planes, n, bfloat), outputs)
-else:
+    for n, planes in [(256, 640), (1024, 160), (4096, 40)]:
+        for bfloat in (True, False):
+            x, dy = bits(rng, n * planes), bits(rng, n * planes)
+            outputs = np.empty_like(x), np.empty_like(x)
+            compare(f"dx planes of {n} {'bfloat16' if bfloat else 'float16'}",
+                    lambda: dx_old(x, dy, outputs[0], planes, n, bfloat),
+                    lambda: dx_new(x, dy, outputs[1], planes, n, bfloat), outputs)
+elif __name__ == "__main__":
     print("this CPU has no F16C: the kernels' float16 rows are scalar code; nothing to compare")
