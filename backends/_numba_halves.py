@@ -91,11 +91,19 @@ def _bfloat_type():
     return BFloatType()
 
 
+def _native_bfloat(features, llvm_version, bfloat_type) -> bool:
+    """Whether the bfloat16 vector narrowing may be ``fptrunc`` to ``bfloat``: the CPU has
+    AVX512-BF16 and AVX512-VL (vcvtneps2bf16 for 8, 16 and 32 lanes), llvmlite can spell
+    the type, and LLVM is 20 or later. Older LLVMs cannot lower it: LLVM 14 (llvmlite
+    0.43) stops the process with "Cannot select", LLVM 15 (0.44) emits no vcvtneps2bf16;
+    LLVM 20 (0.45) and 22 (0.50) emit it (llvmlite has no LLVM 16-19; part 7's README)."""
+    return bfloat_type is not None and {"avx512bf16", "avx512vl"} <= features and tuple(llvm_version) >= (20,)
+
+
 _FEATURES = _target_features()
 F16C = "f16c" in _FEATURES
 BFLOAT = _bfloat_type()
-# vcvtneps2bf16 for 8, 16 and 32 lanes (LLVM emits it for fptrunc to bfloat vectors)
-NATIVE_BFLOAT = BFLOAT is not None and {"avx512bf16", "avx512vl"} <= _FEATURES
+NATIVE_BFLOAT = _native_bfloat(_FEATURES, llvm.llvm_version_info, BFLOAT)
 STREAM_LANES = LINE // 2  # 16-bit elements a streaming store writes: one 64-byte line
 
 

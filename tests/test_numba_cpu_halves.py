@@ -182,6 +182,27 @@ def test_the_default_float16_path_is_f16c_where_the_cpu_has_it(kernels):
     assert "vcvtph2ps" in assembly
 
 
+@pytest.mark.parametrize("features, llvm_version, typed, native", [
+    ({"avx512bf16", "avx512vl", "f16c"}, (22, 1, 0), True, True),
+    ({"avx512bf16", "avx512vl"}, (20, 1, 8), True, True),
+    ({"avx512bf16", "avx512vl"}, (15, 0, 7), True, False),  # llvmlite 0.44: no vcvtneps2bf16
+    ({"avx512bf16", "avx512vl"}, (14, 0, 6), True, False),  # llvmlite 0.43: "Cannot select", the process stops
+    ({"avx512bf16"}, (22, 1, 0), True, False),
+    ({"avx512vl", "f16c"}, (22, 1, 0), True, False),
+    ({"avx512bf16", "avx512vl"}, (22, 1, 0), False, False),
+], ids=["host-like", "llvm20", "llvm15", "llvm14", "no-vl", "no-bf16", "no-bfloat-type"])
+def test_native_bfloat16_narrowing_needs_the_features_the_type_and_llvm_20(features, llvm_version, typed, native):
+    """The gate of vcvtneps2bf16: the CPU features, llvmlite's bfloat type and an LLVM
+    that lowers ``fptrunc`` to ``bfloat`` (checked here on llvmlite 0.43, 0.44, 0.45, 0.50
+    with the host's features)."""
+    from backends import _numba_halves
+
+    bfloat_type = _numba_halves.BFLOAT if typed else None
+    if typed and bfloat_type is None:
+        pytest.skip("this llvmlite has no float base class for the bfloat type")
+    assert _numba_halves._native_bfloat(features, llvm_version, bfloat_type) is native
+
+
 def test_the_bfloat16_vector_narrowing_is_vcvtneps2bf16_where_the_cpu_has_it(kernels):
     """On a CPU with AVX512-BF16 the vector narrowing's machine code holds vcvtneps2bf16
     (the emulation has none)."""
