@@ -9,31 +9,19 @@ import time
 
 import numpy as np
 from llvmlite import ir
-from llvmlite.ir import types as irt
 from numba import types
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 from backends import _numba_halves as H  # noqa: E402
 
 
-class BFloatType(irt._BaseFloatType):
-    null = "0.0"
-    intrinsic_name = "bf16"
-
-    def __str__(self):
-        return "bfloat"
-
-    def format_constant(self, value):
-        return irt._format_double(value)
-
-
-BFloatType._create_instance()
+BFLOAT = H.BFLOAT  # LLVM's bfloat type (the kernels' own since part 7; this file defined it before)
 
 
 def to_bfloat_native(builder, floats):
     """bfloat16 bits (i16, or a vector of them) of float32 by ``fptrunc``: vcvtneps2bf16
     on a CPU with AVX512-BF16 (subnormals flushed to zero)."""
-    return builder.bitcast(builder.fptrunc(floats, H._shaped(floats.type, BFloatType())),
+    return builder.bitcast(builder.fptrunc(floats, H._shaped(floats.type, BFLOAT)),
                            H._shaped(floats.type, ir.IntType(16)))
 
 

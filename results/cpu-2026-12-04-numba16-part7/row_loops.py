@@ -19,7 +19,6 @@ Both say whether the outputs are the same bits."""
 
 import pathlib
 import sys
-import time
 
 import numba
 import numpy as np
@@ -28,6 +27,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 from backends import _numba_cpu_kernels as K  # noqa: E402
 from backends import _numba_halves as H  # noqa: E402
 from harness.timing import pin_allocator  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "cpu-2026-12-04-numba16-part6"))
+from _bfloat_native import median_ms  # noqa: E402  (part 6's timing helper)
 
 
 @numba.njit(fastmath={"contract"})
@@ -114,16 +116,6 @@ def planes_new(source, target, planes, n, bfloat):
                              np.float32(0.2), bfloat)
 
 
-def median_ms(call, seconds=0.4):
-    call()
-    times, end = [], time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e3
-
-
 def bits(rng, *shape):
     values = rng.standard_normal(shape).astype(np.float32)
     return (values.view(np.uint32) >> 16).astype(np.uint16) & np.uint16(0x3FFF)
@@ -132,8 +124,8 @@ def bits(rng, *shape):
 def compare(label, old, new, outputs):
     best = {"old": [], "new": []}
     for _ in range(5):
-        best["old"].append(median_ms(old))
-        best["new"].append(median_ms(new))
+        best["old"].append(median_ms(old, 0.4))
+        best["new"].append(median_ms(new, 0.4))
     same = "same bits" if (outputs[0] == outputs[1]).all() else "DIFFERENT BITS"
     print(f"{label:32s} old {min(best['old']):.4f} ms  new {min(best['new']):.4f} ms  "
           f"new/old {min(best['new']) / min(best['old']):.3f}  {same}", flush=True)
