@@ -25,7 +25,7 @@ from numba import types
 from numba.extending import overload
 
 from ._numba_stores import LINE, address, prefetch, stream_affine, stream_fence, stream_gradient
-from ._numba_tiles import LANES, TILE_ROWS, strip_sums, tile_sums
+from ._numba_tiles import LANES, TILE_ROWS, tile_sums
 from ._numba_halves import (F16C, STREAM_LANES, _affine_bfloat_bits32, _affine_bfloat_bits32_stream,
                             _affine_half_bits32, _affine_half_bits32_stream, _stream_span, affine_bits, bfloat_of,
                             bfloat_value, gradient_bits, half_of, half_value, narrow_bfloat8, narrow_f16c,
@@ -598,52 +598,6 @@ def _widened_overload(value, bfloat):
     return lambda value, bfloat: bfloat_value(value)  # float16 bits come here only with F16C (see the drivers)
 
 
-def _in_strips(block):
-    """Whether :func:`_sums_along_channels` sums ``block`` in strips where it comes from
-    DRAM: float32 blocks only, a constant of the type (Numba overload), so the other
-    types' code holds no strip at all (compiled in but not taken, they slowed the 16-bit
-    row loop by 1.2x)."""
-
-
-@overload(_in_strips, inline="always")
-def _in_strips_overload(block):
-    strips = block.dtype == types.float32
-    return lambda block: strips
-
-
-def _strips(block, at, k, s1, s2, tiled):
-    """The sums of the 16 rows of ``block`` from flat element ``at``, channels 0 to
-    ``tiled`` (a multiple of 16), in strips of 8, 4, 2 and 1 tiles (:func:`strip_sums`):
-    float32 blocks only (Numba overload: nothing for other types, which
-    :func:`_in_strips` keeps away)."""
-
-
-@overload(_strips, inline="always")
-def _strips_overload(block, at, k, s1, s2, tiled):
-    if block.dtype != types.float32:
-        return lambda block, at, k, s1, s2, tiled: None
-
-    def strips(block, at, k, s1, s2, tiled):
-        channels = block.shape[1]
-        c = 0
-        while c < tiled:
-            left = (tiled - c) // LANES
-            if left >= 8:
-                strip_sums(block, at + c, channels, k, c, s1, s2, 8)
-                c += 8 * LANES
-            elif left >= 4:
-                strip_sums(block, at + c, channels, k, c, s1, s2, 4)
-                c += 4 * LANES
-            elif left >= 2:
-                strip_sums(block, at + c, channels, k, c, s1, s2, 2)
-                c += 2 * LANES
-            else:
-                strip_sums(block, at + c, channels, k, c, s1, s2, 1)
-                c += LANES
-
-    return strips
-
-
 def _floats_for(block, count):
     """np.empty(count) of the float type of ``block``'s values: float32 for 16-bit bits,
     else the block's own dtype (Numba overload, by type)."""
@@ -664,15 +618,10 @@ def _sums_along_channels(block, k, s1, s2, bfloat, tiles):
     as the chunk sums' lanes), those partial sums added in float64. A block of 16-bit
     bits is widened as it is read (:func:`_widened`), the same sums as of its values.
     With ``tiles``, 16 x 16 register tiles (for a block in cache: compute-bound); else
-    (a block read from DRAM) reads in address order, which keep the prefetchers ahead
-    where a tile's 16 strided rows stall them (float32 16x64x256x256/8, the statistics of
-    all blocks: 9.4 against 12.8 ms): float32 blocks in strips of up to 128 channels
-    side by side over 16 rows, the sums in registers (:func:`strip_sums`; whole rows at
-    C = 64 and 128; part 8: 0.89-0.94x the row loop's time on the two large float32
-    shapes), other blocks row after row through per-channel sums in L1 (16-bit rows took
-    1.2-1.7x as long in strips at C = 512, read a strip at a time), and the channels left
-    over (C mod 16) row after row. The same arithmetic in the same order, so the same bits
-    every way. Row by row, 16-bit rows
+    row after row through per-channel sums in L1 (for a block read from DRAM: sequential
+    reads keep the prefetchers ahead, where a tile's 16 strided rows stall them; float32
+    16x64x256x256/8, the statistics of all blocks: 9.4 against 12.8 ms). The same
+    arithmetic in the same order, so the same bits either way. Row by row, 16-bit rows
     are also prefetched :data:`PREFETCH_BYTES` ahead: with half the bytes per element the
     hardware prefetchers left them at 14-16 GB/s (1x512x256x256 statistics, bfloat16
     4.40 against 3.36 ms, float16 6.00 against 4.50); float32 rows got no faster (7.47
@@ -682,20 +631,15 @@ def _sums_along_channels(block, k, s1, s2, bfloat, tiles):
     t2 = np.empty(channels, k.dtype)
     s1[:] = 0.0
     s2[:] = 0.0
-    strips = not tiles and _in_strips(block)
-    tiled = channels - channels % LANES if ROWS == TILE_ROWS and (tiles or strips) else 0
+    tiled = channels - channels % LANES if tiles and ROWS == TILE_ROWS else 0
     flat = block.reshape(-1)
     ahead = PREFETCH_BYTES // flat.itemsize if flat.itemsize == 2 and not tiles else 0
     for first in range(0, positions, ROWS):
         stop = min(first + ROWS, positions)
         start = 0
-        if stop - first == ROWS and tiled:  # register tiles or strips, the sums in registers (_numba_tiles)
-            at = first * channels
-            if tiles:
-                for c in range(0, tiled, LANES):
-                    tile_sums(block, at + c, channels, k, c, s1, s2, bfloat)
-            elif strips:
-                _strips(block, at, k, s1, s2, tiled)
+        if stop - first == ROWS and tiled:  # 16 x 16 tiles, the sums in registers (_numba_tiles)
+            for c in range(0, tiled, LANES):
+                tile_sums(block, first * channels + c, channels, k, c, s1, s2, bfloat)
             start = tiled
         rest = channels - start  # the loop runs over 0-based slices: no wraparound checks, so it vectorizes
         centre, u1, u2 = k[start:], t1[start:], t2[start:]

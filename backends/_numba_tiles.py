@@ -12,9 +12,7 @@ rounded then added (no FMA: the loop, which sums blocks read from DRAM row by ro
 the same bits), then the tile's sums added to the float64 ones). A
 block of 16-bit bits (bfloat16, or float16 with F16C) is widened as each row's 16 lanes
 are loaded (``_numba_halves``' conversions), so the 16-bit kernel needs no widened copy
-of x: the same sums as the tile of the float32 values. :func:`strip_sums` is the same
-tile repeated across up to 128 channels and read row after row, for float32 blocks read
-from DRAM (the tile's strided rows stall the prefetchers there).
+of x: the same sums as the tile of the float32 values.
 
 Editing this file: as for ``_numba_halves.py`` (see its last paragraph), delete the
 kernels' disk cache, which is keyed on the kernels file's contents only (the backend's
@@ -83,49 +81,3 @@ def _tile(context, builder, signature, args, widen):
         pointer = _pointer(context, builder, sums_t, sums_v, c_v, LANES)
         wide = value if floats == doubles else builder.fpext(value, ir.VectorType(doubles, LANES))
         builder.store(builder.fadd(builder.load(pointer, align=8), wide), pointer, align=8)
-
-
-STRIP_VECTORS = 8  # 16-lane vectors a strip sums at most: 128 float32 channels, 16 running sums in registers
-
-
-@intrinsic
-def strip_sums(typingctx, block, at, stride, k, c, s1, s2, width):
-    """:func:`tile_sums` for ``width`` (a literal, 1 to :data:`STRIP_VECTORS`) tiles side
-    by side, channels ``c .. c + 16 * width - 1`` of a float block, read row after row:
-    each of the :data:`TILE_ROWS` rows' ``16 * width`` channels in address order, so a
-    strip as wide as the row reads the block's memory in order (what the hardware
-    prefetchers follow from DRAM, where a single tile's 16 rows 64 bytes at a time stall
-    them), every channel's running sums in registers. Each channel's arithmetic is the
-    tile's, in the same order: the same bits. (No 16-bit bits: their rows were slower in
-    strips than row by row.)"""
-    if not isinstance(width, types.IntegerLiteral) or not 1 <= width.literal_value <= STRIP_VECTORS:
-        return None
-    if not isinstance(block.dtype, types.Float) or k.dtype != block.dtype:
-        return None
-    vectors = width.literal_value
-
-    def codegen(context, builder, signature, args):
-        block_t, _, _, k_t, _, s1_t, s2_t, _ = signature.args
-        block_v, at_v, stride_v, k_v, c_v, s1_v, s2_v, _ = args
-        floats, doubles = context.get_value_type(k_t.dtype), ir.DoubleType()
-        zero = ir.Constant(ir.VectorType(floats, LANES), [0.0] * LANES)
-        starts = [builder.add(c_v, ir.Constant(c_v.type, LANES * v)) for v in range(vectors)]
-        centres = [builder.load(_pointer(context, builder, k_t, k_v, start, LANES), align=4) for start in starts]
-        totals, squares = [zero] * vectors, [zero] * vectors
-        for row in range(TILE_ROWS):
-            base = builder.add(at_v, builder.mul(stride_v, ir.Constant(stride_v.type, row)))
-            for v in range(vectors):
-                offset = builder.add(base, ir.Constant(base.type, LANES * v))
-                x = builder.load(_pointer(context, builder, block_t, block_v, offset, LANES),
-                                 align=block_t.dtype.bitwidth // 8)
-                d = builder.fsub(x, centres[v])
-                totals[v] = builder.fadd(totals[v], d)
-                squares[v] = builder.fadd(squares[v], builder.fmul(d, d))  # unfused, as the tile
-        for v in range(vectors):
-            for sums_t, sums_v, value in ((s1_t, s1_v, totals[v]), (s2_t, s2_v, squares[v])):
-                pointer = _pointer(context, builder, sums_t, sums_v, starts[v], LANES)
-                wide = value if floats == doubles else builder.fpext(value, ir.VectorType(doubles, LANES))
-                builder.store(builder.fadd(builder.load(pointer, align=8), wide), pointer, align=8)
-        return context.get_dummy_value()
-
-    return types.void(block, at, stride, k, c, s1, s2, width), codegen

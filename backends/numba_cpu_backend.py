@@ -33,9 +33,8 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
   kernel, narrow everything, each pass parallel; the same bits.)
 * Channels-last input is read in place as (N, positions, C): the statistics of a block of
   positions (up to 128K elements, at least 4 blocks a thread) per channel, vectorized
-  along C (16 x 16 register tiles; where x comes from DRAM, the streaming case below,
-  reads in address order: float32 in strips of up to 128 channels over 16 rows, 16-bit
-  row by row; one pass centred on the block's first 64 positions, two passes for a channel
+  along C (16 x 16 register tiles; row by row where x comes from DRAM, the streaming case
+  below; one pass centred on the block's first 64 positions, two passes for a channel
   that needs them), channels combined per group, then
   ``y = x * a + c`` along the channels; samples in waves of about 16 MiB so the second read
   can come from L3; y keeps the layout. 16-bit blocks are read as bits and widened in
@@ -61,7 +60,7 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
   the machine code instead of compiling; the bench reports compile time apart.
 
 Measured figures (bench against torch, roofline, verification) are in the results folders
-named in README.md; the latest is results/cpu-2026-12-04-numba16-part8 (float32 strips).
+named in README.md; the latest is results/cpu-2026-12-04-numba16-part7 (vcvtneps2bf16).
 (Parts 2 and 3 reported channels-last figures that timed the contiguous kernel:
 ``from_numpy`` made every input C-contiguous until part 4.)
 """
