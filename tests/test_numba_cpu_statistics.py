@@ -129,8 +129,10 @@ def test_channels_last_blocks_take_two_passes_for_the_channels_that_need_them(ki
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("positions, channels", [(64, 16), (96, 320), (100, 37), (17, 2560), (5, 40)],
-                         ids=["one-tile-column", "tiles", "tiles-and-remainders", "wide", "rows-below-a-tile"])
+@pytest.mark.parametrize("positions, channels", [(64, 16), (96, 320), (100, 37), (17, 2560), (5, 40), (48, 64),
+                                                 (32, 128), (33, 248)],
+                         ids=["one-tile-column", "tiles", "tiles-and-remainders", "wide", "rows-below-a-tile",
+                              "C64", "C128", "C248-and-remainders"])
 def test_sums_along_channels_are_the_sums_of_the_centred_values(positions, channels, dtype):
     """_sums_along_channels (16 x 16 register tiles where whole, the loop elsewhere): per
     channel sum(x - k) and sum((x - k)^2) within a few ulps of float64 sums, for blocks

@@ -58,8 +58,8 @@ def test_forward_by_group_and_by_chunk_streamed_give_the_same_bits(kernels, shap
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("channels, groups", [(3, 3), (8, 2), (16, 4), (20, 5), (64, 8)],
-                         ids=["C3", "C8", "C16", "C20", "C64"])
+@pytest.mark.parametrize("channels, groups", [(3, 3), (8, 2), (16, 4), (20, 5), (64, 8), (128, 32), (200, 8)],
+                         ids=["C3", "C8", "C16", "C20", "C64", "C128", "C200"])
 def test_channels_last_streamed_gives_the_same_bits(kernels, channels, groups, dtype):
     """A line of y spans channels from any channel on (C below, equal to and above the
     16 lanes of a float32 line: the wrapped scale and shift). Streaming also sums the

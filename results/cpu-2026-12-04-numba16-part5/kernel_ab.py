@@ -1,9 +1,11 @@
 """Interleaved A/B of numba-cpu's kernels at a git commit against the working tree's, in
 one process (pinned allocator, 2 threads, medians). Run from the repo root:
 
-    python results/cpu-2026-12-04-numba16-part5/kernel_ab.py 05a468c [seconds per case] [small]
+    python results/cpu-2026-12-04-numba16-part5/kernel_ab.py 05a468c [seconds per case] [small|channels_last]
 
-(``small``, added in part 7: only 16-bit cases with planes of 64 and 256 elements.)
+(``small``, added in part 7: only 16-bit cases with planes of 64 and 256 elements;
+``channels_last``, added in part 8: only the channels-last cases, float16 1x512x256x256
+among them.)
 
 The commit's ``backends/_numba_*.py`` kernel files (CPU) are extracted into a temporary
 package and compiled beside the current ones. (Part 5's copy of part 3's script: it
@@ -61,6 +63,9 @@ if sys.argv[3:] == ["small"]:  # part 7: 16-bit planes of 64 and 256 elements on
     FORWARD = [((2, 1280, side, side), 32, dtype) for side in (8, 16) for dtype in ("float16", "bfloat16")]
     BACKWARD = [((2, 640, side, side), 32, dtype) for side in (8, 16) for dtype in ("float16", "bfloat16")]
     CHANNELS_LAST = []
+if sys.argv[3:] == ["channels_last"]:  # part 8
+    FORWARD, BACKWARD = [], []
+    CHANNELS_LAST.append(((1, 512, 256, 256), 32, "float16"))
 
 
 def _stream(k, arrays, x):
