@@ -13,7 +13,12 @@ training step is both: ``5 * numel * itemsize + 5 * C * param_itemsize``. (The s
 a backward reuses from the forward are 2 numbers per group: left out.) GB/s is that over the median
 device time; ``roofline_pct`` compares it with the device's copy bandwidth (a device
 copy reads and writes its bytes once), measured by the same timer, in the same run, on
-the same device, at the start of the sweep.
+the same device: at the start of the sweep, and again right before each case that moves
+at least :data:`COPY_AGAIN_BYTES` (its rows' ``copy_gbps``). A shared host's memory
+bandwidth drifts by tens of percent within minutes, and it is on cases that large, out
+of the cache, that the share of the roofline means something (channels-last float32
+1x128x512x512/32, one kernel: 78-107% of a copy timed at a sweep's start in two runs,
+68% with the copy timed beside it, results/cpu-2026-12-04-numba16-part8).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from .verify import COLUMNS, Sweep
 
 ROUNDS = 3
 COPY_BYTES = {"cpu": 256 << 20, "cuda": 1 << 30}
+COPY_AGAIN_BYTES = 64 << 20  # a case moving this much gets the copy timed again just before it
+COPY_BUDGET = {"start": 2.0, "again": 1.0}  # seconds of copy timing at the sweep's start, and before a case
 COPY_PREFERENCE = ("torch", "cupy", "numpy", "jax")  # which framework's copy is the reference
 
 
@@ -51,7 +58,8 @@ class BenchSweep(Sweep):
     def __init__(self, the_plan, *, budget: float = 1.0, flush: bool = False, **kwargs):
         super().__init__(the_plan, **kwargs)
         self.budget, self.flush = budget, flush
-        self.copy = {}  # device -> (GB/s, backend that measured it)
+        self.copy = {}  # device -> (GB/s, backend that measured it), at the sweep's start
+        self.copy_before = {}  # (case id, device) -> (GB/s, backend): timed again just before a large case
 
     @staticmethod
     def options(args) -> dict:
@@ -67,16 +75,23 @@ class BenchSweep(Sweep):
     def start(self) -> "BenchSweep":
         super().start()
         for device in sorted({device for _, device in self.pairs}):
-            candidates = sorted((pair for pair in self.pairs if pair[1] == device and not self.simulated(pair)),
-                                key=lambda pair: COPY_PREFERENCE.index(pair[0]) if pair[0] in COPY_PREFERENCE else 99)
-            for pair in candidates:
-                nbytes = COPY_BYTES.get(device, 256 << 20)
-                reply = self.runners[pair].call("copy", (nbytes, 2.0), timeout=self.timeout)
-                measurement = reply.get("measurement")
-                if measurement is not None and measurement.median > 0:
-                    self.copy[device] = (2 * nbytes / measurement.median / 1e9, pair[0])
-                    break
+            copy = self.time_copy(device, COPY_BUDGET["start"])
+            if copy is not None:
+                self.copy[device] = copy
         return self
+
+    def time_copy(self, device: str, budget: float):
+        """(GB/s, backend) of ``device``'s copy (:data:`COPY_BYTES`), by the first backend of
+        :data:`COPY_PREFERENCE` that offers one, or None when none does."""
+        candidates = sorted((pair for pair in self.pairs if pair[1] == device and not self.simulated(pair)),
+                            key=lambda pair: COPY_PREFERENCE.index(pair[0]) if pair[0] in COPY_PREFERENCE else 99)
+        for pair in candidates:
+            nbytes = COPY_BYTES.get(device, 256 << 20)
+            reply = self.runners[pair].call("copy", (nbytes, budget), timeout=self.timeout)
+            measurement = reply.get("measurement")
+            if measurement is not None and measurement.median > 0:
+                return 2 * nbytes / measurement.median / 1e9, pair[0]
+        return None
 
     def simulated(self, pair) -> bool:
         return bool(self.info[pair].get("simulated"))
@@ -86,6 +101,11 @@ class BenchSweep(Sweep):
         from .verify import case_timeout
 
         timeout = case_timeout(case, self.timeout)
+        if min_bytes(case) >= COPY_AGAIN_BYTES:  # the roofline of this moment, not the sweep's start
+            for device in sorted({device for name, device in pairs if not self.simulated((name, device))}):
+                copy = self.time_copy(device, COPY_BUDGET["again"]) if device in self.copy else None
+                if copy is not None:
+                    self.copy_before[case.id, device] = copy
         results, timed = {}, []
         for name, device in pairs:
             on_device = case.on(device)
@@ -114,7 +134,8 @@ class BenchSweep(Sweep):
         measurement = result.get("measurement")
         case = Case.from_id(row["case_id"])
         nbytes = min_bytes(case)
-        copy_gbps, copy_with = self.copy.get(row["device"], (math.nan, ""))
+        copy_gbps, copy_with = self.copy_before.get((row["case_id"], row["device"]),
+                                                    self.copy.get(row["device"], (math.nan, "")))
         extra = dict.fromkeys(BENCH_COLUMNS, math.nan)
         extra.update(bytes=nbytes, copy_gbps=copy_gbps, copy_backend=copy_with, flushed=self.flush,
                      threads=self.info[row["backend"], row["device"]].get("threads"),
@@ -144,7 +165,16 @@ class BenchSweep(Sweep):
             console.print(f"not timed: {name}:{device} ran on a device emulated on the host (Numba's CUDA "
                           f"simulator): its rows are verified, its times would say nothing")
         for device, (gbps, backend) in sorted(self.copy.items()):
-            console.print(f"roofline: {device} copy bandwidth {gbps:.1f} GB/s (measured with {backend}'s copy, same timer)")
+            again = sorted(copy for (_, where), (copy, _) in self.copy_before.items() if where == device)
+            line = (f"roofline: {device} copy bandwidth {gbps:.1f} GB/s at the start (measured with {backend}'s copy, "
+                    f"same timer)")
+            large = f"{COPY_AGAIN_BYTES >> 20} MiB or more"
+            if len(again) == 1:
+                line += f"; {again[0]:.1f} GB/s timed again before the one case of {large} (its rows' roofline)"
+            elif again:
+                line += (f"; {again[0]:.1f}-{again[-1]:.1f} GB/s timed again before each of the {len(again)} cases of "
+                         f"{large} (their rows' roofline)")
+            console.print(line)
         if (frame.roofline_pct > 100).any():
             console.print("* above 100% of the copy roofline: not an error. The roofline is a copy of one large "
                           "buffer through memory; this case's input and output fit in the cache, so back-to-back "

@@ -117,7 +117,8 @@ BENCH_COLUMNS = {
     "threads": "worker threads the backend reports (CPU)",
     "bytes": "minimum bytes a forward pass moves: read x, write y, read weight and bias",
     "gbps": "bytes / median_s, in GB/s (1e9)",
-    "copy_gbps": "the device's copy bandwidth, same timer, same run",
+    "copy_gbps": "the device's copy bandwidth, same timer, same run: at the sweep's start, or timed again "
+                 "just before the case where it moves at least 64 MiB (harness.bench.COPY_AGAIN_BYTES)",
     "copy_backend": "the backend whose copy measured it",
     "roofline_pct": "100 * gbps / copy_gbps",
     "speedup_vs_torch": "torch's median_s / this median_s (same case and device, both verified)",
