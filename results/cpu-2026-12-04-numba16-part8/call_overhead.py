@@ -19,7 +19,6 @@ against the same calls made twice in a row (warm). Run from the repo root:
     python results/cpu-2026-12-04-numba16-part8/call_overhead.py [seconds]
 """
 
-import pathlib
 import sys
 import time
 
@@ -27,16 +26,13 @@ import ml_dtypes
 import numba
 import numpy as np
 import torch
+from _interleaved import race  # the repo on the path, the allocator pinned
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-import backends  # noqa: E402
-from backends import _numba_cpu_kernels as kernels  # noqa: E402
-from backends.numba_cpu_backend import stream_bytes  # noqa: E402
-from backends.validation import check_group_norm_args  # noqa: E402
-from harness.timing import pin_allocator  # noqa: E402
+import backends
+from backends import _numba_cpu_kernels as kernels
+from backends.numba_cpu_backend import stream_bytes
+from backends.validation import check_group_norm_args
 
-pin_allocator()
 torch.set_num_threads(2)
 seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 15.0
 numba_cpu, torch_backend = backends.get("numba-cpu"), backends.get("torch")
@@ -71,15 +67,7 @@ calls = {
     "torch backend": lambda: torch_backend.group_norm(x, groups, weight, bias, 1e-5),
 }
 same = np.array_equal(calls["backend"]().view(np.uint16), bits(calls["torch backend"]()).view(np.uint16))
-for call in calls.values():
-    call(), call()
-times = {name: [] for name in calls}
-end = time.perf_counter() + seconds
-while time.perf_counter() < end:
-    for name, call in calls.items():
-        start = time.perf_counter()
-        call()
-        times[name].append(time.perf_counter() - start)
+times = race(calls, seconds)
 print(f"numba-cpu {numba_cpu.version()}, torch {torch.__version__}, {threads} threads; bfloat16 "
       f"{'x'.join(map(str, shape))}/{groups} channels-last, stream {stream}; numba-cpu's y "
       f"{'is' if same else 'is not'} torch's, bit for bit")

@@ -16,37 +16,22 @@ writes x's bytes both count x once). Run from the repo root:
     python results/cpu-2026-12-04-numba16-part8/passes.py [seconds per shape]
 """
 
-import pathlib
 import sys
-import time
 
 import ml_dtypes
 import numba
 import numpy as np
 import torch
+from _interleaved import race, statistics_pass  # the repo on the path, the allocator pinned
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-from backends import _numba_cpu_kernels as K  # noqa: E402
-from backends.numba_cpu_backend import stream_bytes  # noqa: E402
-from harness.timing import pin_allocator  # noqa: E402
+from backends import _numba_cpu_kernels as K
+from backends.numba_cpu_backend import stream_bytes
 
-pin_allocator()
 torch.set_num_threads(2)
 seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 15.0
 
 
-@numba.njit(parallel=True)
-def statistics(x, num_groups, bfloat, stream, threads):
-    samples, positions, channels = x.shape
-    block, blocks, wave = K._wave_plan(x, threads)
-    partial = np.zeros((wave * blocks, num_groups, 3), np.float64)
-    for first in range(0, samples, wave):
-        count = min(wave, samples - first)
-        for task in numba.prange(count * blocks):
-            n, p0 = first + task // blocks, (task % blocks) * block
-            K._block_group_moments(x[n][p0:min(p0 + block, positions)], num_groups, partial[task], bfloat, not stream)
-    return partial
+statistics = statistics_pass(K)
 
 
 def normalizer(rows_of):
@@ -109,15 +94,7 @@ for shape, groups, dtype in [((16, 64, 256, 256), 8, "float32"), ((1, 128, 512, 
              "normalize": lambda: (normalize_floats if dtype == "float32" else normalize_bits)(
                  rows, scale, shift, bfloat, stream, threads),
              "kernel": whole, "copy": lambda: target.copy_(source), "sum": lambda: flat.sum()}
-    for call in calls.values():
-        call(), call()
-    times = {name: [] for name in calls}
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
+    times = race(calls, seconds)
     medians = {name: np.median(t) for name, t in times.items()}
     print(f"{'x'.join(map(str, shape))}/{groups} {dtype} channels-last (x {rows.nbytes / 2**20:.0f} MiB, "
           f"stream {stream}, {len(times['kernel'])} rounds)")

@@ -13,19 +13,14 @@ ratios, and of torch / numba. Run from the repo root:
     python results/cpu-2026-12-04-numba16-part8/roofline_interleaved.py [seconds per case]
 """
 
-import pathlib
 import sys
-import time
 
 import numpy as np
 import torch
+from _interleaved import race  # the repo on the path, the allocator pinned
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-import backends as registry  # noqa: E402
-from harness.timing import pin_allocator  # noqa: E402
+import backends as registry
 
-pin_allocator()
 torch.set_num_threads(2)
 seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 20.0
 CASES = [((16, 64, 256, 256), 8, "float32", "channels_last"), ((1, 128, 512, 512), 32, "float32", "channels_last"),
@@ -68,16 +63,7 @@ for shape, groups, dtype, layout in CASES:
     calls = {"numba": lambda: numba_cpu.group_norm(array, groups, w, b, 1e-5),
              "torch": lambda: torch.nn.functional.group_norm(x, groups, weight, bias, 1e-5),
              "copy": lambda: target.copy_(source)}
-    for call in calls.values():
-        call(), call()
-    times = {name: [] for name in calls}
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    t = {name: np.array(v) for name, v in times.items()}
+    t = race(calls, seconds)
     label = f"{'x'.join(map(str, shape))}/{groups} {dtype} {layout}"
     print(f"{label:43} {np.median(t['numba']) * 1e3:8.3f}  {np.median(t['torch']) * 1e3:8.3f}  "
           f"{np.median(t['copy']) * 1e3:8.3f}   {quartiles(t['copy'] / t['numba'])}   "

@@ -16,17 +16,13 @@ import pathlib
 import subprocess
 import sys
 import tempfile
-import time
 
-import numba
 import numpy as np
+from _interleaved import race, statistics_pass  # the repo on the path, the allocator pinned
+
+from backends import _numba_cpu_kernels as NEW
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-from backends import _numba_cpu_kernels as NEW  # noqa: E402
-from harness.timing import pin_allocator  # noqa: E402
-
-pin_allocator()
 ref = sys.argv[1] if len(sys.argv) > 1 else "HEAD"
 seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 12.0
 package = pathlib.Path(tempfile.mkdtemp()) / "kernels_at_ref"
@@ -39,40 +35,11 @@ sys.path.insert(0, str(package.parent))
 from kernels_at_ref import _numba_cpu_kernels as OLD  # noqa: E402
 
 
-def statistics_pass(kernels):
-    """The channels-last kernel's first pass alone (all waves), as the kernel runs it."""
-    plan, moments = kernels._wave_plan, kernels._block_group_moments
-
-    @numba.njit(parallel=True)
-    def statistics(x, num_groups, stream, threads):
-        samples, positions, channels = x.shape
-        block, blocks, wave = plan(x, threads)
-        partial = np.zeros((wave * blocks, num_groups, 3), np.float64)
-        for first in range(0, samples, wave):
-            count = min(wave, samples - first)
-            for task in numba.prange(count * blocks):
-                n, p0 = first + task // blocks, (task % blocks) * block
-                moments(x[n][p0:min(p0 + block, positions)], num_groups, partial[task], False, not stream)
-        return partial
-
-    return statistics
-
-
-def race(calls):
-    """Per call: median seconds, and the per-round ratios new / old, the order alternating."""
-    for call in calls.values():
-        call()
-    times = {name: [] for name in calls}
-    rounds = 0
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        for name in (("old", "new") if rounds % 2 == 0 else ("new", "old")):
-            start = time.perf_counter()
-            calls[name]()
-            times[name].append(time.perf_counter() - start)
-        rounds += 1
-    ratios = np.array(times["new"]) / np.array(times["old"])
-    return np.median(times["old"]), np.median(times["new"]), ratios, rounds
+def ab(calls):
+    """Median seconds of old and new, the per-round ratios new / old, and the rounds."""
+    times = race(calls, seconds, alternate=True)
+    rounds = min(len(times["old"]), len(times["new"]))
+    return np.median(times["old"]), np.median(times["new"]), times["new"][:rounds] / times["old"][:rounds], rounds
 
 
 statistics = {"old": statistics_pass(OLD), "new": statistics_pass(NEW)}
@@ -84,13 +51,13 @@ for shape, groups in [((16, 64, 256, 256), 8), ((1, 128, 512, 512), 32), ((1, 64
     rows = rng.standard_normal((shape[0], shape[2] * shape[3], shape[1]), dtype=np.float32)
     w, b = rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
     for what, calls in (
-            ("statistics", {k: (lambda f=f: f(rows, groups, True, 2)) for k, f in statistics.items()}),
+            ("statistics", {k: (lambda f=f: f(rows, groups, False, True, 2)) for k, f in statistics.items()}),
             ("kernel", {k: (lambda m=m: m.group_norm_channels_last(rows, groups, w, b, 1e-5, True, 2))
                         for k, m in (("old", OLD), ("new", NEW))})):
         old_out, new_out = calls["old"](), calls["new"]()
         pairs = zip(old_out, new_out) if isinstance(old_out, tuple) else [(old_out, new_out)]
         same = all(np.array_equal(p, q) for p, q in pairs)
-        old, new, ratios, rounds = race(calls)
+        old, new, ratios, rounds = ab(calls)
         print(f"{'x'.join(map(str, shape)):>15}/{groups:<2} {what:10} old {old * 1e3:7.3f} ms  new {new * 1e3:7.3f} ms  "
               f"new/old {new / old:.3f}  per round {np.median(ratios):.3f} [{np.percentile(ratios, 25):.3f}-"
               f"{np.percentile(ratios, 75):.3f}]  ({rounds} rounds, {'same' if same else 'different'} bits)")
