@@ -85,8 +85,8 @@ class BenchSweep(Sweep):
         :data:`COPY_PREFERENCE` that offers one, or None when none does."""
         candidates = sorted((pair for pair in self.pairs if pair[1] == device and not self.simulated(pair)),
                             key=lambda pair: COPY_PREFERENCE.index(pair[0]) if pair[0] in COPY_PREFERENCE else 99)
+        nbytes = COPY_BYTES.get(device, 256 << 20)
         for pair in candidates:
-            nbytes = COPY_BYTES.get(device, 256 << 20)
             reply = self.runners[pair].call("copy", (nbytes, budget), timeout=self.timeout)
             measurement = reply.get("measurement")
             if measurement is not None and measurement.median > 0:
