@@ -56,11 +56,18 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
   64-byte line at a time with non-temporal stores (``_numba_stores.py``; 16-bit output
   too, 32 elements a store), which skip reading each output line before writing it and
   leave x in the cache; same bits.
+* Placement: every output (y, dx) is allocated one page larger and placed half a page
+  from its input modulo 4 KiB (``empty_apart``; dx also clear of dy): a y starting 16-144
+  bytes past x made each load of x wait on the store to y just issued (4K aliasing), up
+  to 2.4x on the normalize pass. A large NumPy x lies 16 bytes past a page and NRT's y
+  64, so with glibc's defaults y - x was 48 every call; in the harness's workers it came
+  and went with the heap (the slow mode of part 8; results/cpu-2026-12-04-numba16-part9).
 * Compiled on first use and cached on disk (``cache=True``), so a second process loads
   the machine code instead of compiling; the bench reports compile time apart.
 
 Measured figures (bench against torch, roofline, verification) are in the results folders
-named in README.md; the latest is results/cpu-2026-12-04-numba16-part7 (vcvtneps2bf16).
+named in README.md; the latest are results/cpu-2026-12-04-numba16-part9 (output placement)
+and -part7 (vcvtneps2bf16).
 (Parts 2 and 3 reported channels-last figures that timed the contiguous kernel:
 ``from_numpy`` made every input C-contiguous until part 4.)
 """
