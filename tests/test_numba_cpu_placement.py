@@ -66,7 +66,7 @@ def test_forward_output_lies_half_a_page_from_x(backend, shape, groups, dtype, c
         values = np.moveaxis(np.ascontiguousarray(np.moveaxis(values, 1, -1)), -1, 1)
     values = values.astype(_dtype(dtype))
     weight, bias = (rng.standard_normal(shape[1]).astype(_dtype(dtype)) for _ in "wb")
-    if dtype == "float16" and not _half_kernels_fused(backend):
+    if dtype == "float16" and not _has_f16c():
         pytest.skip("float16 without F16C takes the widen/narrow path (its output is narrowed, not placed)")
     outputs = []
     for offset in (0, 16, 48, 80, 2064):
@@ -80,7 +80,7 @@ def test_forward_output_lies_half_a_page_from_x(backend, shape, groups, dtype, c
         assert np.array_equal(outputs[0], other), "y depends on where x lies"
 
 
-def _half_kernels_fused(backend):
+def _has_f16c():
     from backends import _numba_halves
 
     return _numba_halves.F16C
