@@ -24,7 +24,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from ._numba_stores import LINE, address, prefetch, stream_affine, stream_fence, stream_gradient
+from ._numba_stores import LINE, address, advise_huge_pages, prefetch, stream_affine, stream_fence, stream_gradient
 from ._numba_tiles import LANES, TILE_ROWS, tile_sums
 from ._numba_halves import (F16C, STREAM_LANES, _affine_bfloat_bits32, _affine_bfloat_bits32_stream,
                             _affine_half_bits32, _affine_half_bits32_stream, _stream_span, affine_bits, bfloat_of,
@@ -204,10 +204,13 @@ def _line_head(target):
 # stores to y just before it: the 1x512x128x128 bfloat16 channels-last forward took 2.1
 # against 1.2 ms, and the normalize pass alone 1.3 against 0.46 ms, with y 48 or 80 bytes
 # past x (a large NumPy x lies 16 bytes past a page, NRT's y 64: y - x = 48 every call).
-# So every output is placed half a page from its input (:func:`empty_apart`).
+# So every output is placed half a page from its input (:func:`empty_apart`), and one of
+# HUGE_BYTES or more is advised onto huge pages before its first touch
+# (:func:`advise_huge_pages`).
 
 PAGE = 4096
 CLEAR = 512  # bytes past a read array's address (modulo PAGE) where an output must not start
+HUGE_BYTES = 4 << 20  # NumPy's threshold for the same advice
 
 
 @numba.njit(cache=True)
@@ -216,9 +219,12 @@ def empty_apart(source, other):
     (or a quarter, or three quarters) past ``source``'s modulo :data:`PAGE`, and at least
     :data:`CLEAR` bytes past ``other``'s (a second array read beside it, the backward's
     dy; ``source`` itself in a forward). A view of a buffer one page larger; where
-    ``source``'s address is not a multiple of its item size, the buffer as it comes."""
+    ``source``'s address is not a multiple of its item size, the buffer as it comes. A
+    buffer of :data:`HUGE_BYTES` or more is advised onto huge pages first (Linux)."""
     size = source.itemsize
     flat = np.empty(source.size + PAGE // size, source.dtype)
+    if flat.size * size >= HUGE_BYTES:
+        advise_huge_pages(flat)
     start = address(flat)
     want = start
     if address(source) % size == 0:

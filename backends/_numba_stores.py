@@ -29,6 +29,11 @@ so the backend streams only where x and y together exceed the L3
 * :func:`prefetch`: a software prefetch of one line (``prefetcht0``; never faults), for
   reads the hardware prefetchers do not keep ahead of (the 16-bit channels-last
   statistics, read row by row from DRAM).
+* :func:`advise_huge_pages`: ``madvise(MADV_HUGEPAGE)`` on an array's whole pages (Linux;
+  nothing elsewhere), so a fresh output is faulted in 2 MiB at a time where the system
+  allows it (transparent huge pages ``always`` or ``madvise``), as NumPy does for its own
+  arrays of 4 MiB and more. In a plain script glibc maps each large output afresh:
+  a 134 MB y cost 52 ms in 4 KiB faults against 15 ms advised, for a 5.4 ms pass.
 
 The tests compare every streamed output with the ordinary kernels' bit for bit
 (``tests/test_numba_cpu_streaming.py``).
@@ -37,6 +42,8 @@ Editing this file: as for ``_numba_halves.py`` (see its last paragraph), delete 
 kernels' disk cache, which is keyed on the kernels file's contents only (the backend's
 ``source_hash`` covers this file).
 """
+
+import sys
 
 from llvmlite import binding as llvm
 from llvmlite import ir
@@ -176,3 +183,36 @@ def prefetch(typingctx, array, at):
         return context.get_dummy_value()
 
     return types.void(array, at), codegen
+
+
+MADV_HUGEPAGE = 14  # Linux's value (asm-generic/mman-common.h)
+PAGE_MASK = ~4095 & ((1 << 64) - 1)
+
+
+@intrinsic
+def advise_huge_pages(typingctx, array):
+    """``madvise(MADV_HUGEPAGE)`` on the whole 4 KiB pages inside ``array``'s data (C
+    contiguous), before anything touches them; its result is ignored (advice). A no-op
+    off Linux. The call is to libc's ``madvise`` by name, so the kernels stay cacheable."""
+    if not isinstance(array, types.Array) or array.layout != "C":
+        return None
+
+    def codegen(context, builder, signature, args):
+        if not sys.platform.startswith("linux"):
+            return context.get_dummy_value()
+        data = context.make_array(signature.args[0])(context, builder, args[0])
+        i64 = ir.IntType(64)
+        start = builder.ptrtoint(data.data, i64)
+        nbytes = builder.mul(data.nitems, ir.Constant(i64, context.get_abi_sizeof(
+            context.get_data_type(signature.args[0].dtype))))
+        first = builder.and_(builder.add(start, ir.Constant(i64, 4095)), ir.Constant(i64, PAGE_MASK))
+        end = builder.and_(builder.add(start, nbytes), ir.Constant(i64, PAGE_MASK))
+        byte = ir.IntType(8).as_pointer()
+        kind = ir.FunctionType(ir.IntType(32), [byte, i64, ir.IntType(32)])
+        madvise = builder.module.globals.get("madvise") or ir.Function(builder.module, kind, "madvise")
+        with builder.if_then(builder.icmp_unsigned(">", end, first)):
+            builder.call(madvise, [builder.inttoptr(first, byte), builder.sub(end, first),
+                                   ir.Constant(ir.IntType(32), MADV_HUGEPAGE)])
+        return context.get_dummy_value()
+
+    return types.void(array), codegen

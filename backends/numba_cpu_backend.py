@@ -62,6 +62,10 @@ Design (issue #6; kernels in ``_numba_cpu_kernels.py``):
   to 2.4x on the normalize pass. A large NumPy x lies 16 bytes past a page and NRT's y
   64, so with glibc's defaults y - x was 48 every call; in the harness's workers it came
   and went with the heap (the slow mode of part 8; results/cpu-2026-12-04-numba16-part9).
+  An output of 4 MiB or more is advised onto huge pages before its first touch
+  (``madvise(MADV_HUGEPAGE)``, Linux, as NumPy does for its arrays): where glibc maps each
+  large output afresh (a plain script), faulting in a 134 MB y took 52 ms in 4 KiB pages
+  and 15 ms advised.
 * Compiled on first use and cached on disk (``cache=True``), so a second process loads
   the machine code instead of compiling; the bench reports compile time apart.
 

@@ -1,14 +1,20 @@
-"""numba-cpu places every output half a page from its input modulo 4 KiB
+"""numba-cpu places every output half a page from its input modulo 4 KiB, and advises a large
+one onto huge pages
 (``empty_apart`` in ``backends/_numba_cpu_kernels.py``): an output starting a few lines
 past its input made the normalize's loads wait on its stores (4K aliasing, up to 2.8x).
 Through the backend, as users call it, for every kernel family that allocates an output
 from its input; the values must not depend on where the input lies."""
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from conftest import require
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGE = 4096
 QUARTERS = {1024, 2048, 3072}
 
@@ -119,3 +125,33 @@ def test_empty_apart_of_a_misaligned_array_is_a_plain_buffer():
     out = kernels.empty_apart(misaligned, misaligned)
     assert out.shape == (8, 8) and out.dtype == np.float32 and out.flags.c_contiguous
     assert _address(out) % 4 == 0
+
+
+HUGE_PAGE_SCRIPT = """
+import numpy as np
+import backends
+
+x = np.ones((1, 64, 512, 512), np.float32)  # 64 MiB: glibc maps y on its own, as in any plain script
+y = backends.get("numba-cpu").group_norm(x, 32, None, None, 1e-5)
+at = y.__array_interface__["data"][0] + y.nbytes // 2  # (the first page, shared with the header, is not advised)
+flags = None
+for line in open("/proc/self/smaps"):
+    head = line.split()[0]
+    if "-" in head and ":" not in head:
+        low, high = (int(v, 16) for v in head.split("-"))
+        inside = low <= at < high
+    elif head == "VmFlags:" and inside:
+        flags = line.split()[1:]
+print("advised" if "hg" in flags else "not advised", float(y[0, 0, 0, 0]))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel/mm/transparent_hugepage"), reason="no transparent huge pages (Linux)")
+def test_a_large_output_is_advised_onto_huge_pages_in_a_plain_script(tmp_path):
+    require("numba-cpu")
+    script = tmp_path / "plain.py"
+    script.write_text(HUGE_PAGE_SCRIPT)
+    ran = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": ROOT})
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.split() == ["advised", "0.0"], ran.stdout
