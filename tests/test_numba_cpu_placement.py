@@ -1,7 +1,7 @@
 """numba-cpu places every output half a page from its input modulo 4 KiB, and advises a large
-one onto huge pages
-(``empty_apart`` in ``backends/_numba_cpu_kernels.py``): an output starting a few lines
-past its input made the normalize's loads wait on its stores (4K aliasing, up to 2.8x).
+one onto huge pages (``empty_apart`` in ``backends/_numba_cpu_kernels.py``): an output
+starting a few lines past its input made the normalize's loads wait on its stores (4K
+aliasing, up to 2.8x).
 Through the backend, as users call it, for every kernel family that allocates an output
 from its input; the values must not depend on where the input lies."""
 

@@ -10,7 +10,10 @@ allocator, 2 threads). Run from the repo root with the strips kernel in the work
 (Works against any two commits whose ``_wave_plan`` / ``_block_group_moments`` /
 ``group_norm_channels_last`` have part 7's signatures.) Prints, per shape: the median
 time of each, new/old of the medians, and the median and quartiles of the per-round
-ratios; and whether the two give the same bits."""
+ratios; and whether the two give the same bits.
+
+With ``--flush`` (added in part 9): only the two large shapes, each with a third line,
+``kernel+flush``, every kernel call after a 64 MiB read (part 9's ``strips-rerun.txt``)."""
 
 import pathlib
 import subprocess
@@ -23,8 +26,10 @@ from _interleaved import race, statistics_pass  # the repo on the path, the allo
 from backends import _numba_cpu_kernels as NEW
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-ref = sys.argv[1] if len(sys.argv) > 1 else "HEAD"
-seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 12.0
+flushed = "--flush" in sys.argv
+args = [arg for arg in sys.argv[1:] if arg != "--flush"]
+ref = args[0] if args else "HEAD"
+seconds = float(args[1]) if len(args) > 1 else 12.0
 package = pathlib.Path(tempfile.mkdtemp()) / "kernels_at_ref"
 package.mkdir()
 (package / "__init__.py").write_text("")
@@ -46,14 +51,20 @@ statistics = {"old": statistics_pass(OLD), "new": statistics_pass(NEW)}
 rng = np.random.default_rng(0)
 print(f"channels-last float32, stream on: kernels at {ref} (old) against the working tree (new), "
       f"{seconds:.0f} s a line")
-for shape, groups in [((16, 64, 256, 256), 8), ((1, 128, 512, 512), 32), ((1, 64, 256, 256), 8),
-                      ((4, 64, 256, 256), 8), ((2, 128, 256, 256), 32), ((16, 128, 128, 128), 32)]:
+SHAPES = [((16, 64, 256, 256), 8), ((1, 128, 512, 512), 32), ((1, 64, 256, 256), 8),
+          ((4, 64, 256, 256), 8), ((2, 128, 256, 256), 32), ((16, 128, 128, 128), 32)]
+flush = np.ones(16 << 20, np.float32)
+for shape, groups in ([((1, 128, 512, 512), 32), ((16, 64, 256, 256), 8)] if flushed else SHAPES):
     rows = rng.standard_normal((shape[0], shape[2] * shape[3], shape[1]), dtype=np.float32)
     w, b = rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
-    for what, calls in (
-            ("statistics", {k: (lambda f=f: f(rows, groups, False, True, 2)) for k, f in statistics.items()}),
-            ("kernel", {k: (lambda m=m: m.group_norm_channels_last(rows, groups, w, b, 1e-5, True, 2))
-                        for k, m in (("old", OLD), ("new", NEW))})):
+    kernels = (("old", OLD), ("new", NEW))
+    modes = [("statistics", {k: (lambda f=f: f(rows, groups, False, True, 2)) for k, f in statistics.items()}),
+             ("kernel", {k: (lambda m=m: m.group_norm_channels_last(rows, groups, w, b, 1e-5, True, 2))
+                         for k, m in kernels})]
+    if flushed:
+        modes.append(("kernel+flush", {k: (lambda m=m: (flush.sum(), m.group_norm_channels_last(
+            rows, groups, w, b, 1e-5, True, 2))[1]) for k, m in kernels}))
+    for what, calls in modes:
         old_out, new_out = calls["old"](), calls["new"]()
         pairs = zip(old_out, new_out) if isinstance(old_out, tuple) else [(old_out, new_out)]
         same = all(np.array_equal(p, q) for p, q in pairs)
