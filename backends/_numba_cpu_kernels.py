@@ -792,27 +792,31 @@ def _wave_coefficients(partial, first, count, blocks, num_groups, weight, bias, 
 
 
 @numba.njit(cache=True)
-def _wave_plan(x, threads):
+def _wave_plan(x, threads, wave_bytes=WAVE_BYTES):
     """(positions per block, blocks per sample, samples per wave) of x (N, P, C) on
     ``threads`` threads (the caller's numba.get_num_threads(): called in a kernel, it
-    would keep the kernel out of the disk cache)."""
+    would keep the kernel out of the disk cache): as many whole samples a wave as fit in
+    ``wave_bytes`` counted as float32, at least one."""
     samples, positions, channels = x.shape
     per_sample = max(1, positions * channels * 4)
-    wave = max(1, min(samples, WAVE_BYTES // per_sample))
+    wave = max(1, min(samples, wave_bytes // per_sample))
     block = channels_last_block(positions, channels, wave, threads)
     return block, -(-positions // block), wave
 
 
 @numba.njit(parallel=True, cache=True)
-def group_norm_channels_last(x, num_groups, weight, bias, eps, stream, threads):
+def group_norm_channels_last(x, num_groups, weight, bias, eps, stream, threads, wave_bytes=WAVE_BYTES):
     """GroupNorm of ``x`` (N, P, C) C-contiguous (a channels-last tensor's memory);
     returns y in the same layout and (mean, rstd) per (sample, group) in float64
     (N * G, 2). weight/bias float64 of length C; ``stream``: x and y exceed the cache, so
     y in streaming stores (:func:`_stream_rows`) and the statistics summed row by row
     (``tiles`` off, :func:`_sums_along_channels`); ``threads``: Numba's thread count (sizes
-    the blocks)."""
+    the blocks); ``wave_bytes``: the size of a wave (:func:`_wave_plan`), :data:`WAVE_BYTES`
+    unless a test names a smaller one to take a few small samples in several waves (the
+    backend passes none: half of an 8 MiB L3 on a second host read 0.84x on 16x64x64x64
+    float32 but 1.01-1.14x on four other shapes, results/cpu-2026-12-04-numba16-part10)."""
     samples, positions, channels = x.shape
-    block, blocks, wave = _wave_plan(x, threads)
+    block, blocks, wave = _wave_plan(x, threads, wave_bytes)
     partial = np.zeros((wave * blocks, num_groups, 3), np.float64)
     stats = np.empty((samples * num_groups, 2), np.float64)
     out = empty_apart(x, x)
@@ -946,7 +950,8 @@ def _table_rows_bits(source, target, scale, shift, table, values):
 
 
 @numba.njit(parallel=True, cache=True)
-def group_norm_half_channels_last(x, num_groups, weight, bias, eps, table, bfloat, stream, threads):
+def group_norm_half_channels_last(x, num_groups, weight, bias, eps, table, bfloat, stream, threads,
+                                  wave_bytes=WAVE_BYTES):
     """:func:`group_norm_channels_last` of 16-bit bits ``x`` (N, P, C) uint16, float16
     (``table`` as in :func:`group_norm_half_by_group`) or bfloat16 (``bfloat``), read in
     place: the statistics read the bits and widen them in registers (bfloat16, or float16
@@ -955,9 +960,9 @@ def group_norm_half_channels_last(x, num_groups, weight, bias, eps, table, bfloa
     row by row, :func:`_table_rows_bits`). Same bits as widening x, the float32 kernel,
     narrowing y; y's bits in x's layout. ``stream`` as for the float32 kernel: y in
     streaming stores (bfloat16, or float16 with F16C) and the statistics summed row by
-    row; ``threads`` as for the float32 kernel."""
+    row; ``threads`` and ``wave_bytes`` as for the float32 kernel."""
     samples, positions, channels = x.shape
-    block, blocks, wave = _wave_plan(x, threads)
+    block, blocks, wave = _wave_plan(x, threads, wave_bytes)
     partial = np.zeros((wave * blocks, num_groups, 3), np.float64)
     stats = np.empty((samples * num_groups, 2), np.float64)
     out = empty_apart(x, x)

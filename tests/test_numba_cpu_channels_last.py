@@ -108,3 +108,47 @@ def test_16_bit_channels_last_is_read_in_place_with_the_float32_kernels_bits(ker
     _, stats = original(bits, groups, weight, bias, 1e-5, _half_table() if dtype == "float16" else
                         np.empty(0, np.float32), dtype == "bfloat16", True, numba.get_num_threads())
     np.testing.assert_array_equal(stats, wide_stats)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("stream", [False, True], ids=["cached", "streamed"])
+@pytest.mark.parametrize("per_wave", [1, 2, 5], ids=["wave-of-1", "waves-of-2", "one-wave"])
+def test_channels_last_waves_take_whole_samples(kernels, dtype, stream, per_wave):
+    """The channels-last kernels with ``wave_bytes`` of 1, 2 and 5 samples (as float32)
+    take 5 samples in waves of that many (the last one shorter: 2 + 2 + 1), each wave's
+    statistics before its normalize: y and the statistics of every sample within half
+    the harness's tolerance of the float64 oracle, whatever the waves (the float32
+    kernel here; bfloat16 bits through the 16-bit kernel, against the oracle of their
+    values). Every other test's input is one wave: this is the multi-wave path of large
+    inputs, at a size a test can afford."""
+    import numba
+
+    from harness.reference import group_norm_reference
+    from harness.tolerances import tolerance
+
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    shape, groups, threads = (5, 64, 12, 10), 8, numba.get_num_threads()
+    rng = np.random.default_rng(12)
+    values = (rng.standard_normal((shape[0], *shape[2:], shape[1])) * 2 + 30).astype(np.float32)
+    weight, bias = (rng.standard_normal(shape[1]).astype(np.float32) for _ in range(2))
+    if dtype == "bfloat16":
+        values = values.astype(ml_dtypes.bfloat16).astype(np.float32)
+    rows = values.reshape(shape[0], -1, shape[1])
+    size = per_wave * rows[0].size * 4
+    assert kernels._wave_plan(rows, threads, size)[2] == per_wave
+    w, b = weight.astype(np.float64), bias.astype(np.float64)
+    if dtype == "float32":
+        y, stats = kernels.group_norm_channels_last(rows, groups, w, b, 1e-5, stream, threads, size)
+    else:
+        bits = rows.astype(ml_dtypes.bfloat16).view(np.uint16)
+        y, stats = kernels.group_norm_half_channels_last(bits, groups, w, b, 1e-5, np.empty(0, np.float32), True,
+                                                         stream, threads, size)
+        y = y.view(ml_dtypes.bfloat16).astype(np.float32)
+    contiguous = np.ascontiguousarray(np.moveaxis(values, -1, 1))
+    oracle = group_norm_reference(contiguous, groups, weight, bias, 1e-5)
+    allowed = tolerance(dtype, oracle.normalized, oracle.mean, oracle.rstd, contiguous.size // (shape[0] * groups),
+                        weight, bias)
+    got = np.moveaxis(y.reshape(values.shape), -1, 1)
+    assert np.max(np.abs(got - oracle.y) / allowed) <= 0.5
+    np.testing.assert_allclose(stats[:, 0], oracle.mean.reshape(-1), rtol=1e-6)
+    np.testing.assert_allclose(stats[:, 1], oracle.rstd.reshape(-1), rtol=1e-6)
