@@ -97,7 +97,8 @@ def machine_record(name: str | None = None) -> dict:
         record["machine"] = name
     gpu = facts.get("gpu_name")
     record["gpu"] = f"{gpu} (driver {facts.get('gpu_driver')})" if gpu else "none"
-    record["cpu"] = f"{facts['cpu_model']} ({facts['cpu_affinity']} of {facts['cpu_count']} CPUs usable)"
+    record["cpu"] = (f"{facts['cpu_model']} ({facts['cpu_signature']}; "
+                     f"{facts['cpu_affinity']} of {facts['cpu_count']} CPUs usable)")
     MachineCollection.save(record["machine"], record)
     return record
 
@@ -291,11 +292,23 @@ def gate_table(comparisons, base: str, head: str):
 
 def record(revisions, *, bench=None, machine=None, quick=False, results_dir: Path = ROOT / "results" / "asv",
            console=None) -> int:
-    """One asv run per commit (its own code) into ``results_dir``; returns the worst exit status."""
+    """One asv run per commit (its own code) into ``results_dir``; returns the worst exit
+    status. Refuses (ValueError) to add to a machine's history whose ``machine.json``
+    names another CPU than this host's (model and signature): asv would take both
+    hosts' timings for one machine's, and a slower host for a regression."""
     from rich.console import Console
 
     console = console or Console(stderr=True, highlight=False, width=160)
-    machine = machine_record(machine)["machine"]
+    this = machine_record(machine)
+    machine = this["machine"]
+    stored = results_dir / machine / "machine.json"
+    if stored.exists():
+        cpu = json.loads(stored.read_text()).get("cpu")
+        if cpu != this["cpu"]:
+            raise ValueError(f"{stored} names CPU {cpu!r}, this host {this['cpu']!r}: recording here would mix two "
+                             f"machines' timings in one history; pass another --machine name (a record made before "
+                             f"the CPU signature names the model only: if this is that very machine, put this "
+                             f"host's cpu string into that file)")
     config = config_for(results_dir, STATE / "html", STATE / "record.asv.conf.json")
     worst = 0
     for revision in revisions:

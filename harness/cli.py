@@ -72,7 +72,8 @@ def _list(args) -> int:
     console = _console()
     console.print(table)
     gpu = facts["gpu_name"] or "no NVIDIA GPU (nvidia-smi absent)"
-    console.print(_escape(f"host {facts['host']}: {facts['cpu_model']}, {facts['cpu_affinity']} of {facts['cpu_count']} CPUs, "
+    console.print(_escape(f"host {facts['host']}: {facts['cpu_model']} ({facts['cpu_signature']}), "
+                          f"{facts['cpu_affinity']} of {facts['cpu_count']} CPUs, "
                           f"{facts['memory_gb']} GiB; GPU: {gpu}; commit {facts['commit']}"))
     return EXIT_OK
 

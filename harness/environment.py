@@ -1,7 +1,7 @@
 """The environment a result was produced in, read without importing any framework.
 
 Every results row carries these fields (see :mod:`harness.results`): host, OS, Python,
-CPU model and thread counts, memory, GPU name, driver and CUDA version (from
+CPU model, signature (family, vector extensions, caches) and thread counts, memory, GPU name, driver and CUDA version (from
 ``nvidia-smi`` when present), the machine type (the GPU's model as Ray names accelerator
 types: ``H100``, ``A100``, ...; empty without a GPU), installed framework versions (from
 package metadata, never by importing them), the git commit of this checkout, and the date.
@@ -40,6 +40,48 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+ISA_FLAGS = ("avx512_bf16", "avx512bw", "avx512f", "avx2", "fma", "f16c", "sse4_2", "asimd", "sve")  # kernels' paths
+
+
+def _cpu_signature(cpuinfo: str = "/proc/cpuinfo", caches: str = "/sys/devices/system/cpu/cpu0/cache") -> str:
+    """What tells two CPUs of the same model name apart, as far as timings go: vendor,
+    family/model/stepping, the vector extensions the kernels choose paths by
+    (:data:`ISA_FLAGS`, those present), and the cache sizes (Linux sysfs), e.g.
+    ``AuthenticAMD 23/1/2 avx2 fma f16c sse4_2 L1d 32K L2 512K L3 8192K``. Two hosts
+    both named "AMD EPYC", one with AVX-512 and a 32 MiB L3, the other with AVX2 and
+    8 MiB, ran this project's CPU benches in turn: the model name alone could not keep
+    their rows apart. Elsewhere (no /proc/cpuinfo): the platform's processor and
+    machine strings."""
+    fields = {}
+    try:
+        with open(cpuinfo) as handle:
+            for line in handle:
+                if not line.strip():
+                    break  # the first CPU's block
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return " ".join(filter(None, (platform.processor(), platform.machine()))) or "unknown"
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    parts = [fields.get("vendor_id") or fields.get("CPU implementer", ""),
+             "/".join(fields.get(k, "?") for k in ("cpu family", "model", "stepping"))
+             if "cpu family" in fields else fields.get("CPU part", ""),
+             " ".join(flag for flag in ISA_FLAGS if flag in flags)]
+    sizes = []
+    for index in sorted(os.listdir(caches)) if os.path.isdir(caches) else []:
+        try:
+            with open(os.path.join(caches, index, "level")) as level, \
+                    open(os.path.join(caches, index, "type")) as kind, \
+                    open(os.path.join(caches, index, "size")) as size:
+                kind_text = kind.read().strip()
+                if kind_text != "Instruction":
+                    name = f"L{level.read().strip()}" + ("d" if kind_text == "Data" else "")
+                    sizes.append(f"{name} {size.read().strip()}")
+        except OSError:
+            continue
+    return " ".join(part for part in parts + sizes if part)
 
 
 def _memory_total_gb() -> float:
@@ -118,6 +160,7 @@ def machine() -> dict:
         "os": platform.platform(),
         "python": platform.python_version(),
         "cpu_model": _cpu_model(),
+        "cpu_signature": _cpu_signature(),
         "cpu_count": os.cpu_count(),
         "cpu_affinity": affinity,
         "memory_gb": _memory_total_gb(),

@@ -27,7 +27,7 @@ import tempfile
 
 from backends.errors import GroupNormBenchError
 
-SCHEMA_VERSION = 5  # 2: known_bug; 3: simulated; 4: pass, gradients, determinism; 5: machine_type, cluster columns
+SCHEMA_VERSION = 6  # 2: known_bug; 3: simulated; 4: pass, gradients, determinism; 5: machine_type, cluster columns; 6: cpu_signature
 
 COLUMNS = {
     # the case
@@ -77,6 +77,8 @@ COLUMNS = {
     "os": "platform string",
     "python": "Python version",
     "cpu_model": "CPU model name",
+    "cpu_signature": "vendor, family/model/stepping, vector extensions and cache sizes (harness.environment."
+                     "_cpu_signature): two CPUs of one model name apart; empty in rows of schema 5 and before",
     "cpu_count": "logical CPUs of the machine",
     "cpu_affinity": "logical CPUs this process may use",
     "memory_gb": "host memory, GiB",
@@ -310,7 +312,7 @@ def load(*paths):
         if column not in combined.columns:
             combined[column] = None
     combined["simulated"] = combined["simulated"].fillna(False).astype(bool)  # older schemas: never simulated
-    for column in ("machine_type", "node", "retry_reason"):  # older schemas: local runs, no machine type
+    for column in ("machine_type", "node", "retry_reason", "cpu_signature"):  # older schemas: local runs, no machine type, CPU unsigned
         combined[column] = combined[column].astype(object).fillna("").astype(str)
     combined["attempt"] = combined["attempt"].fillna(1).astype(int)
     return combined

@@ -11,7 +11,8 @@
   by :data:`PREFERENCE` (the best-established implementation first).
 * **Evidence** comes from stored results that match this machine and these versions
   (``results=``: files or folders of verify/bench rows; rows count only when their host,
-  CPU, GPU and each backend's version string equal the current ones), else it is
+  CPU (model name and signature: family, vector extensions, caches), GPU and each
+  backend's version string equal the current ones), else it is
   measured now. The answer is cached on disk under a key made of the machine (host, CPU,
   GPU, driver), every candidate's version (framework versions, kernel hashes) and the
   problem, so any version change is a cache miss.
@@ -122,7 +123,7 @@ def evidence_hash() -> str:
 
 
 def cache_key(case: Case, metric: str, names) -> str:
-    """Hash of the machine (host, CPU, GPU, driver, CUDA), the installed framework versions,
+    """Hash of the machine (host, CPU and its signature, GPU, driver, CUDA), the installed framework versions,
     the candidates and their kernel-source hashes, the problem, and the evidence rules
     (:func:`evidence_hash`: suites, tolerance model, known bugs). Computed without
     importing any framework, so a cache hit costs milliseconds."""
@@ -134,7 +135,7 @@ def _key(what: dict) -> str:
     """Hash of ``what`` with the machine, the installed versions and the evidence rules."""
     facts = machine()
     material = {
-        "machine": [facts[k] for k in ("host", "cpu_model", "gpu_name", "gpu_driver", "cuda_version")],
+        "machine": [facts[k] for k in ("host", "cpu_model", "cpu_signature", "gpu_name", "gpu_driver", "cuda_version")],
         "packages": facts["versions"],
         "evidence": evidence_hash(),
         **what,
@@ -182,11 +183,16 @@ def problem_cases(case: Case) -> list[Case]:
 
 def _matching(frame, versions: dict):
     """Rows produced on this machine by the current version of each backend (on a
-    cluster's machine of the same host name, rows of another machine type do not count)."""
+    cluster's machine of the same host name, rows of another machine type do not count;
+    nor do rows of another CPU signature, or of none: rows of schema 5 and before name
+    only the CPU's model, which two different CPUs can share)."""
     if frame is None or frame.empty:
         return frame
+    if "cpu_signature" not in frame:  # a frame of schema 5 or before, not read by results.load: CPU unsigned
+        return frame.iloc[:0]
     facts = machine()
     same = (frame.host == facts["host"]) & (frame.cpu_model == facts["cpu_model"])
+    same &= frame.cpu_signature.fillna("").astype(str) == facts["cpu_signature"]
     same &= frame.gpu_name.fillna("").astype(str) == (facts["gpu_name"] or "")
     if "machine_type" in frame:  # a frame from before schema 5 has none: local rows
         same &= frame.machine_type.fillna("").astype(str) == facts["machine_type"]

@@ -20,6 +20,7 @@ pytest.importorskip("asv", reason="asv is not installed: pip install -e '.[test]
 
 from benchmarks.common import BACKEND_DEVICES, TRAINING_CASES, WORKLOADS  # noqa: E402
 from harness import asv_runs, suites  # noqa: E402
+from harness.environment import machine  # noqa: E402
 
 # A small subset: every benchmark method, two CPU backends, the smallest workload.
 QUICK_SUBSET = (r"(Forward\.\w+\('(torch|numpy):cpu', '2x320x64x64-g32-float16-contiguous"
@@ -101,6 +102,25 @@ def test_quick_asv_run_of_a_subset_gives_every_result(tmp_path, monkeypatch):
         assert found.get(name), f"{name} gave no result: {text[-3000:]}"
     machine_json = json.loads((results / machine / "machine.json").read_text())
     assert machine_json["gpu"] == _gpu_by_nvidia_smi() or machine_json["gpu"].startswith(_gpu_by_nvidia_smi() + " (")
+
+
+def test_record_refuses_a_history_made_on_another_cpu(tmp_path, monkeypatch):
+    """``record`` into a machine's history whose machine.json names another CPU (the
+    model name alone, as before the signature; or another signature) stops with a clear
+    error before running asv: one history must not hold two hosts' timings."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    this = asv_runs.machine_record("ci-test")
+    assert machine()["cpu_signature"] in this["cpu"] and machine()["cpu_model"] in this["cpu"]
+    history = tmp_path / "results" / "ci-test"
+    history.mkdir(parents=True)
+    for cpu in ("AMD EPYC (2 of 2 CPUs usable)", "AMD EPYC (AuthenticAMD 25/17/1 avx512f; 2 of 2 CPUs usable)"):
+        (history / "machine.json").write_text(json.dumps({**this, "cpu": cpu}))
+        with pytest.raises(ValueError, match="mix two machines' timings"):
+            asv_runs.record(["HEAD"], machine="ci-test", results_dir=tmp_path / "results")
+    done = subprocess.run([sys.executable, "-m", "harness.asv_runs", "record", "HEAD", "--machine", "ci-test",
+                           "--results-dir", str(tmp_path / "results")], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "HOME": str(tmp_path)}, timeout=120)
+    assert done.returncode == 2 and "error: " in done.stderr and "--machine" in done.stderr, done.stderr
 
 
 def _gpu_by_nvidia_smi() -> str:

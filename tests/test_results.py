@@ -20,7 +20,7 @@ def test_rows_have_exactly_the_documented_columns(frame):
 
 
 def test_every_row_carries_its_environment(frame):
-    for column in ("host", "cpu_model", "cpu_count", "python", "commit", "date", "versions"):
+    for column in ("host", "cpu_model", "cpu_signature", "cpu_count", "python", "commit", "date", "versions"):
         assert frame[column].notna().all() and (frame[column].astype(str) != "").all(), column
     assert "numpy" in json.loads(frame.versions.iloc[0])
 
@@ -58,3 +58,48 @@ def test_load_takes_a_list_as_well_as_several_arguments(tmp_path):
     frame = harness.verify(backends=["numpy"], suite="smoke", isolate=False)
     paths = [results.write(frame.iloc[:5], str(tmp_path), "a")[0], results.write(frame.iloc[5:], str(tmp_path), "b")[0]]
     assert len(results.load(paths)) == len(results.load(*paths)) == len(frame)
+
+
+def test_older_files_have_an_empty_cpu_signature(frame, tmp_path):
+    """Rows of schema 5 and before name no CPU signature: read back as "" (which
+    ``select`` never takes for this machine's)."""
+    frame.drop(columns=["cpu_signature"]).assign(schema_version=5).to_csv(tmp_path / "five.csv", index=False)
+    assert (results.load(tmp_path / "five.csv").cpu_signature == "").all()
+
+
+CPUINFO_ZEN1 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 23
+model\t\t: 1
+model name\t: AMD EPYC
+stepping\t: 2
+flags\t\t: fpu sse sse2 sse4_1 sse4_2 fma f16c avx avx2 bmi2
+
+processor\t: 1
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+flags\t\t: avx512f
+"""
+
+
+@pytest.mark.parametrize("caches, expected", [
+    ({"index0": ("1", "Data", "32K"), "index1": ("1", "Instruction", "64K"), "index2": ("2", "Unified", "512K"),
+      "index3": ("3", "Unified", "8192K")},
+     "AuthenticAMD 23/1/2 avx2 fma f16c sse4_2 L1d 32K L2 512K L3 8192K"),
+    ({}, "AuthenticAMD 23/1/2 avx2 fma f16c sse4_2"),
+], ids=["with-sysfs-caches", "no-caches"])
+def test_cpu_signature_reads_the_first_cpu_and_its_caches(tmp_path, caches, expected):
+    """The signature: vendor, family/model/stepping and the vector extensions of the
+    first CPU's block (a later block's flags do not leak in), the data and unified
+    caches by level; two "AMD EPYC"s with other caches or extensions differ."""
+    from harness.environment import _cpu_signature
+
+    (tmp_path / "cpuinfo").write_text(CPUINFO_ZEN1)
+    for index, (level, kind, size) in caches.items():
+        folder = tmp_path / "cache" / index
+        folder.mkdir(parents=True)
+        for name, value in (("level", level), ("type", kind), ("size", size)):
+            (folder / name).write_text(value + "\n")
+    assert _cpu_signature(str(tmp_path / "cpuinfo"), str(tmp_path / "cache")) == expected
+    assert _cpu_signature(str(tmp_path / "missing"), str(tmp_path / "cache"))  # elsewhere: the platform's strings
