@@ -1,10 +1,11 @@
 """The environment a result was produced in, read without importing any framework.
 
 Every results row carries these fields (see :mod:`harness.results`): host, OS, Python,
-CPU model, signature (family, vector extensions, caches) and thread counts, memory, GPU name, driver and CUDA version (from
-``nvidia-smi`` when present), the machine type (the GPU's model as Ray names accelerator
-types: ``H100``, ``A100``, ...; empty without a GPU), installed framework versions (from
-package metadata, never by importing them), the git commit of this checkout, and the date.
+CPU model, signature (family, vector extensions, caches) and thread counts, memory, GPU
+name, driver and CUDA version (from ``nvidia-smi`` when present), the machine type (the
+GPU's model as Ray names accelerator types: ``H100``, ``A100``, ...; empty without a
+GPU), installed framework versions (from package metadata, never by importing them), the
+git commit of this checkout, and the date.
 """
 
 from __future__ import annotations

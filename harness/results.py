@@ -27,7 +27,8 @@ import tempfile
 
 from backends.errors import GroupNormBenchError
 
-SCHEMA_VERSION = 6  # 2: known_bug; 3: simulated; 4: pass, gradients, determinism; 5: machine_type, cluster columns; 6: cpu_signature
+# 2: known_bug; 3: simulated; 4: pass, gradients, determinism; 5: machine_type, cluster columns; 6: cpu_signature
+SCHEMA_VERSION = 6
 
 COLUMNS = {
     # the case
@@ -312,7 +313,8 @@ def load(*paths):
         if column not in combined.columns:
             combined[column] = None
     combined["simulated"] = combined["simulated"].fillna(False).astype(bool)  # older schemas: never simulated
-    for column in ("machine_type", "node", "retry_reason", "cpu_signature"):  # older schemas: local runs, no machine type, CPU unsigned
+    # older schemas: local runs, no machine type, the CPU unsigned
+    for column in ("machine_type", "node", "retry_reason", "cpu_signature"):
         combined[column] = combined[column].astype(object).fillna("").astype(str)
     combined["attempt"] = combined["attempt"].fillna(1).astype(int)
     return combined

@@ -123,10 +123,10 @@ def evidence_hash() -> str:
 
 
 def cache_key(case: Case, metric: str, names) -> str:
-    """Hash of the machine (host, CPU and its signature, GPU, driver, CUDA), the installed framework versions,
-    the candidates and their kernel-source hashes, the problem, and the evidence rules
-    (:func:`evidence_hash`: suites, tolerance model, known bugs). Computed without
-    importing any framework, so a cache hit costs milliseconds."""
+    """Hash of the machine (host, CPU and its signature, GPU, driver, CUDA), the installed
+    framework versions, the candidates and their kernel-source hashes, the problem, and
+    the evidence rules (:func:`evidence_hash`: suites, tolerance model, known bugs).
+    Computed without importing any framework, so a cache hit costs milliseconds."""
     return _key({"candidates": sorted((name, registry.get(name).source_hash()) for name in names),
                  "case": case.id, "device": case.device, "metric": metric})
 
@@ -135,7 +135,8 @@ def _key(what: dict) -> str:
     """Hash of ``what`` with the machine, the installed versions and the evidence rules."""
     facts = machine()
     material = {
-        "machine": [facts[k] for k in ("host", "cpu_model", "cpu_signature", "gpu_name", "gpu_driver", "cuda_version")],
+        "machine": [facts[k] for k in ("host", "cpu_model", "cpu_signature", "gpu_name", "gpu_driver",
+                                       "cuda_version")],
         "packages": facts["versions"],
         "evidence": evidence_hash(),
         **what,

@@ -128,9 +128,10 @@ def test_select_answers_from_stored_results_of_this_machine(planted, tmp_path, m
     choice = selection.select(SHAPE, GROUPS, backends=names, results=foreign, isolate=False, use_cache=False,
                               budget=0.2)
     assert choice.source == "measured now"
+    # the same host name and model name, but another CPU's signature, or none (rows of schema 5 and before)
     for signature in ("AuthenticAMD 25/17/1 avx512f avx2 fma f16c sse4_2 L1d 32K L2 1024K L3 32768K", ""):
-        other_cpu = stored.assign(cpu_signature=signature)  # the same host name and model name; another CPU, or
-        choice = selection.select(SHAPE, GROUPS, backends=names, results=other_cpu, isolate=False,  # unsigned rows
+        other_cpu = stored.assign(cpu_signature=signature)
+        choice = selection.select(SHAPE, GROUPS, backends=names, results=other_cpu, isolate=False,
                                   use_cache=False, budget=0.2)
         assert choice.source == "measured now", signature
     choice = selection.select(SHAPE, GROUPS, backends=names, results=stored.drop(columns=["cpu_signature"]),
