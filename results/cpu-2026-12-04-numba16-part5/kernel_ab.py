@@ -126,16 +126,21 @@ def _same(a, b):
 
 
 def _race(calls):
-    """Median seconds of each call, the calls interleaved for ``seconds``."""
+    """Median seconds of each call, the calls interleaved for ``seconds``, their order
+    reversed every other round (part 10: in a fixed order, old then new on the same x,
+    an A/A run of identical kernels read new/old 0.89-0.95 on small cases on an AVX2
+    host; ``results/cpu-2026-12-04-numba16-part10/kernel-ab-order-bias.txt``)."""
     for call in calls.values():
         call()
     times = {name: [] for name in calls}
+    names = list(calls)
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
-        for name, call in calls.items():
+        for name in names:
             start = time.perf_counter()
-            call()
+            calls[name]()
             times[name].append(time.perf_counter() - start)
+        names.reverse()
     return {name: float(np.median(t)) for name, t in times.items()}, len(times["old"])
 
 
