@@ -1,3 +1,6 @@
+"""The 16-bit channels-last normalize (_lane_rows_bits) alone, one thread, C = 512, on a
+block kept in cache (64 and 4096 positions), bfloat16 and float16, plain and streaming
+stores: ns per element. Run: python results/cpu-2026-12-04-numba16-part10/narrow_rate.py"""
 import sys, time, numpy as np, numba
 import pathlib
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))

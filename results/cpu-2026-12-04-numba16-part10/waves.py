@@ -1,3 +1,6 @@
+"""numba-cpu's channels-last kernels at five wave sizes (wave_bytes 2-16 MiB), interleaved
+in one process (pinned allocator, all threads), 12 s a case: the median ms of each and
+the samples per wave. Run from anywhere: python results/cpu-2026-12-04-numba16-part10/waves.py"""
 import sys, time, numpy as np, numba, ml_dtypes
 import pathlib
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
