@@ -56,9 +56,9 @@ BUILTIN = {
     "jax": "backends.jax_backend:JaxBackend",
     "numpy": "backends.numpy_backend:NumpyBackend",
     "torch-compile": "backends.torch_compile_backend:TorchCompileBackend",
-    "numba-cpu": "backends.numba_cpu_backend:NumbaCpuBackend",
-    "numba-cuda": "backends.numba_cuda_backend:NumbaCudaBackend",
-    "cupy": "backends.cupy_backend:CupyBackend",
+    "numba-cpu": "backends.numba_cpu.backend:NumbaCpuBackend",
+    "numba-cuda": "backends.cuda.numba_cuda_backend:NumbaCudaBackend",
+    "cupy": "backends.cuda.cupy_backend:CupyBackend",
 }
 
 _registered: dict[str, GroupNormBackend] = {}

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from .dtypes import DTYPES
 from .errors import GroupNormBenchError
+from .saved import Saved
 from .validation import check_backward_args, check_group_norm_args
 
 DEVICES = ("cpu", "cuda")
@@ -59,18 +60,6 @@ def _validated(group_norm: Callable) -> Callable:
 class BackwardUnsupportedError(GroupNormBenchError, NotImplementedError):
     """The backend implements the forward pass only (its rows for backward and train
     are ``unsupported``)."""
-
-
-class Saved:
-    """What ``forward_train`` hands to ``backward``: the backend's own residuals
-    (``residuals``), and the forward's x shape and dtype, and whether it had a weight and
-    a bias (for validating grad_y and shaping the answer). Opaque to callers."""
-
-    __slots__ = ("residuals", "shape", "dtype", "has_weight", "has_bias")
-
-    def __init__(self, residuals, shape, dtype: str, has_weight: bool, has_bias: bool):
-        self.residuals, self.shape, self.dtype = residuals, tuple(shape), dtype
-        self.has_weight, self.has_bias = has_weight, has_bias
 
 
 def _validated_forward_train(forward_train: Callable) -> Callable:
@@ -291,7 +280,7 @@ class GroupNormBackend(abc.ABC):
     def supports(self, case) -> str | None:
         """None when ``case`` is in scope, else why not (a dtype, a layout, a device).
 
-        ``case`` is a :class:`harness.cases.Case` (read by attribute: ``device``,
+        ``case`` is a :class:`harness.problems.cases.Case` (read by attribute: ``device``,
         ``dtype``, ``layout``, ``param_dtype``, ``shape``, ``num_groups``).
         """
         if case.device not in self.devices:

@@ -31,7 +31,7 @@ def _jax():
     return jax
 
 
-def _x64(enabled: bool):
+def x64_context(enabled: bool):
     """A context enabling 64-bit types for this thread only, when ``enabled``."""
     if not enabled:
         return contextlib.nullcontext()
@@ -127,7 +127,7 @@ class JaxBackend(GroupNormBackend):
         import numpy as np
 
         wide = any(a is not None and a.dtype == np.float64 for a in (x, weight, bias))
-        with _x64(wide):
+        with x64_context(wide):
             jnp = _jax().numpy
             eps_array = jnp.asarray(eps, dtype=x.dtype if wide else jnp.float32)
             return _compiled()(x, weight, bias, eps_array, num_groups=int(num_groups))
@@ -137,7 +137,7 @@ class JaxBackend(GroupNormBackend):
         import numpy as np
 
         wide = any(a is not None and a.dtype == np.float64 for a in (x, weight, bias))
-        with _x64(wide):
+        with x64_context(wide):
             jax = _jax()
             eps_array = jax.numpy.asarray(eps, dtype=x.dtype if wide else jax.numpy.float32)
             y, pullback = _forward_train_compiled()(x, weight, bias, eps_array, num_groups=int(num_groups))
@@ -146,14 +146,14 @@ class JaxBackend(GroupNormBackend):
     def backward(self, grad_y, residuals):
         """The pullback of :meth:`forward_train`, jit-compiled."""
         pullback, wide = residuals
-        with _x64(wide):
+        with x64_context(wide):
             return tuple(_apply_vjp()(pullback, grad_y))
 
     def from_numpy(self, array, device):
         import numpy as np
 
         jax = _jax()
-        with _x64(array.dtype == np.float64):
+        with x64_context(array.dtype == np.float64):
             return jax.device_put(np.ascontiguousarray(array), jax.devices(_JAX_PLATFORM[device])[0])
 
     def to_numpy(self, array):

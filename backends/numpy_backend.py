@@ -2,7 +2,7 @@
 
 Half and float32 inputs compute in float32 (NumPy's pairwise summation along the
 contiguous group axis keeps the error near u * log2(m)), float64 in float64; centered
-two-pass statistics. Separate from :mod:`harness.reference`, which is float64 only and
+two-pass statistics. Separate from :mod:`harness.oracle.reference`, which is float64 only and
 judges this backend like any other.
 """
 

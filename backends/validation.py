@@ -19,6 +19,7 @@ import numbers
 
 from .dtypes import DTYPES, HALF_DTYPES, dtype_name
 from .errors import InvalidArgumentError, InvalidTypeError
+from .saved import Saved
 
 
 def _shape(array, argument: str) -> tuple[int, ...]:
@@ -121,7 +122,7 @@ def check_group_norm_args(x, num_groups, weight=None, bias=None, eps=1e-5) -> No
 
 def check_backward_args(grad_y, saved) -> None:
     """Raise if ``backward(grad_y, saved)`` is not a valid call: ``saved`` must come from
-    this backend's ``forward_train`` (a :class:`backends.base.Saved`), and grad_y must
+    this backend's ``forward_train`` (a :class:`backends.saved.Saved`), and grad_y must
     have x's shape and dtype (any strides: channels-last or strided independently of x).
 
     Raises:
@@ -129,8 +130,6 @@ def check_backward_args(grad_y, saved) -> None:
             array or has another dtype than x.
         ValueError (InvalidArgumentError): grad_y's shape is not x's.
     """
-    from .base import Saved
-
     if not isinstance(saved, Saved):
         raise InvalidTypeError(
             f"saved must be what this backend's forward_train returned (its second value); got "

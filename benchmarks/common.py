@@ -49,9 +49,9 @@ class Problem:
     """One (backend:device, case) combination, ready to call.
 
     Attributes: ``backend`` (the backend object), ``device``, ``case``
-    (:class:`harness.cases.Case` on that device), ``host`` (the harness's host inputs),
+    (:class:`harness.problems.cases.Case` on that device), ``host`` (the harness's host inputs),
     ``call`` (the zero-argument call ``gnbench bench`` times for the case's pass:
-    :func:`harness.tasks.timed_call`), ``first_call_s`` (the first synchronized call,
+    :func:`harness.execution.tasks.timed_call`), ``first_call_s`` (the first synchronized call,
     compilation included, made here so that no timed call compiles).
     """
 
@@ -59,10 +59,10 @@ class Problem:
         import time
 
         from harness import memory
-        from harness.cases import Case
-        from harness.inputs import make
-        from harness.tasks import timed_call
-        from harness.timing import pin_allocator
+        from harness.problems.cases import Case
+        from harness.problems.inputs import make
+        from harness.execution.tasks import timed_call
+        from harness.execution.timing import pin_allocator
 
         name, _, device = backend_device.partition(":")
         try:
@@ -85,7 +85,7 @@ class Problem:
         if needed > memory.host_available():
             raise NotImplementedError(f"{case_id} needs about {memory.gib(needed)} of host memory; "
                                       f"{memory.gib(memory.host_available())} available")
-        pin_allocator()  # as the harness's workers do: see harness.timing
+        pin_allocator()  # as the harness's workers do: see harness.execution.timing
         self.host = make(self.case)
         self.call = timed_call(self.backend, self.case, self.host, device)
         start = time.perf_counter()

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from .common import BACKEND_DEVICES, CASES, Problem
 
-TRACK_BUDGET_S = 0.5  # harness.timing budget of one bandwidth track
+TRACK_BUDGET_S = 0.5  # harness.execution.timing budget of one bandwidth track
 
 
 def _device_seconds(problem) -> float:
     """Median device seconds per call, timed by the harness (device events on GPUs)."""
-    from harness.timing import measure
+    from harness.execution.timing import measure
 
     return measure(problem.call, problem.backend, problem.device, budget=TRACK_BUDGET_S).median
 
@@ -22,8 +22,8 @@ def _device_seconds(problem) -> float:
 def _copy_gb_per_s(device: str) -> float:
     """The device's copy bandwidth, measured now as ``gnbench bench`` measures its roofline."""
     import backends
-    from harness.bench import COPY_BYTES, COPY_PREFERENCE
-    from harness.timing import measure
+    from harness.commands.bench import COPY_BYTES, COPY_PREFERENCE
+    from harness.execution.timing import measure
 
     nbytes = COPY_BYTES.get(device, 256 << 20)
     for name in COPY_PREFERENCE:
@@ -51,8 +51,8 @@ class Forward:
 
     def track_error_ratio(self, backend, case):
         """Worst |error| / tolerance against the float64 oracle (<= 1 passes)."""
-        from harness.checks import run_case
-        from harness.expected import Expected
+        from harness.oracle.checks import run_case
+        from harness.oracle.expected import Expected
 
         problem = self.problem
         verdict = run_case(problem.backend, problem.case, problem.host, Expected.of(problem.case, problem.host))
@@ -64,7 +64,7 @@ class Forward:
 
     def track_ms_per_gb(self, backend, case):
         """Inverse bandwidth: device milliseconds per GB a forward pass must move."""
-        from harness.bench import min_bytes
+        from harness.commands.bench import min_bytes
 
         return _device_seconds(self.problem) * 1e3 / (min_bytes(self.problem.case) / 1e9)
 
@@ -73,7 +73,7 @@ class Forward:
     def track_roofline_gap_pct(self, backend, case):
         """Percent below the device's copy bandwidth (0 = at the copy roofline; can go
         negative when the case fits in cache)."""
-        from harness.bench import min_bytes
+        from harness.commands.bench import min_bytes
 
         achieved = min_bytes(self.problem.case) / _device_seconds(self.problem) / 1e9
         return 100.0 * (1.0 - achieved / _copy_gb_per_s(self.problem.device))

@@ -5,7 +5,7 @@ in setup (the backward a training step pays); ``time_train`` times ``forward_tra
 ``backward`` (the step itself). The tracks read lower-is-better like the forward's
 (:mod:`benchmarks.forward`): the worst error/tolerance ratio over y and the three
 gradients (the train pass), and milliseconds per GB of the pass's floor
-(:func:`harness.bench.min_bytes`: 3·E·b for the backward, 5·E·b for a step).
+(:func:`harness.commands.bench.min_bytes`: 3·E·b for the backward, 5·E·b for a step).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ class Training:
 
     def track_train_error_ratio(self, backend, case):
         """Worst |error| / tolerance over y, grad_x, grad_weight and grad_bias (<= 1 passes)."""
-        from harness.checks import run_case
-        from harness.expected import Expected
+        from harness.oracle.checks import run_case
+        from harness.oracle.expected import Expected
 
         problem = self.train
         verdict = run_case(problem.backend, problem.case, problem.host, Expected.of(problem.case, problem.host))
@@ -52,8 +52,8 @@ class Training:
 
     def track_backward_ms_per_gb(self, backend, case):
         """Inverse bandwidth of the backward alone: device ms per GB of its 3·E·b floor."""
-        from harness.bench import min_bytes
-        from harness.timing import measure
+        from harness.commands.bench import min_bytes
+        from harness.execution.timing import measure
 
         problem = self.backward
         seconds = measure(problem.call, problem.backend, problem.device, budget=TRACK_BUDGET_S).median

@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from harness.environment import environment
+    from harness.records.environment import environment
 
     parser = argparse.ArgumentParser(prog="python -m groupnorm_bench.benchmark", description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=2)

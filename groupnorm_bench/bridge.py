@@ -119,9 +119,9 @@ class JaxBridge(Bridge):
     def to_backend(self, tensor):
         import jax.dlpack
 
-        from backends.jax_backend import _x64
+        from backends.jax_backend import x64_context
 
-        with _x64(dtype_name(tensor) == "float64"):
+        with x64_context(dtype_name(tensor) == "float64"):
             return jax.dlpack.from_dlpack(tensor.detach())
 
     def to_torch(self, array, like):

@@ -12,13 +12,13 @@ best evidence this machine has, in this order:
 2. **Autotune** (opt-in: ``configure(autotune=True)``, ``GroupNorm(..., autotune=True)``,
    or :func:`warmup`): :func:`harness.select`, which verifies and times the candidates now
    and caches the answer.
-3. Otherwise **verification without timing** (:func:`harness.selection.verified`): the
+3. Otherwise **verification without timing** (:func:`harness.commands.selection.verified`): the
    candidates in the preference order :data:`ORDER` (torch first, then our kernels, then
    JAX, then NumPy), the first one verified for the problem's class and the problem itself
    wins. Cached on disk too: a second process pays nothing.
 
 A backend that is unavailable, outside its dtypes or layouts, known wrong for the class
-(``harness/known_bugs.toml``: e.g. torch's CPU channels-last GroupNorm), unverified, or
+(``harness/records/known_bugs.toml``: e.g. torch's CPU channels-last GroupNorm), unverified, or
 unreachable without a copy (:mod:`groupnorm_bench.bridge`) is never chosen. No candidate
 left raises :class:`harness.NoVerifiedBackendError` naming each one's reason: there is no
 fallback to an unverified implementation.
@@ -30,7 +30,7 @@ import contextlib
 import dataclasses
 import threading
 
-from harness.selection import PREFERENCE
+from harness.commands.selection import PREFERENCE
 
 from . import bridge as bridges
 
@@ -103,7 +103,7 @@ class Problem:
 
     def case(self):
         """The harness :class:`~harness.Case` of this problem."""
-        from harness.cases import Case
+        from harness.problems.cases import Case
 
         return Case(self.shape, self.num_groups, self.dtype, self.layout, eps=self.eps,
                     affine="random" if self.affine else "none", param_dtype=self.param_dtype,
@@ -117,7 +117,7 @@ class Choice:
     problem: Problem
     backend: str
     evidence: str  # "select cache", "stored results", "autotuned now", "verified (not timed)", "named by the caller"
-    selection: object = None  # the harness.selection.Selection behind it, when there is one
+    selection: object = None  # the harness.commands.selection.Selection behind it, when there is one
 
     @property
     def bridge(self):
@@ -125,14 +125,14 @@ class Choice:
 
 
 _lock = threading.Lock()
-_choices: dict = {}  # fast-path key -> Choice
+fast_path: dict = {}  # (shape, strides, dtype, device, pass, ...) -> Choice: what functional.group_norm looks up first
 _problems: dict = {}  # Problem -> Choice
 
 
 def clear() -> None:
     """Forget every choice made in this process (the on-disk caches stay)."""
     with _lock:
-        _choices.clear()
+        fast_path.clear()
         _problems.clear()
 
 

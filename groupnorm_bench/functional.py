@@ -85,12 +85,12 @@ def _choose(x, num_groups, weight, bias, eps, pass_, autotune, backends, record)
         backends = tuple(backends)
     key = (x.shape, x.stride(), x.dtype, x.device, pass_, num_groups, eps,
            None if weight is None else weight.dtype, bias is None, autotune, backends, default_stream)
-    choice = dispatch._choices.get(key)
+    choice = dispatch.fast_path.get(key)
     if choice is None:
         problem = _problem(x, num_groups, weight, bias, eps, pass_)  # dtype and device first: clearer than torch's
         _check_like_torch(x, num_groups, weight, bias, eps)
         choice = dispatch.decide(problem, x, autotune=autotune, backends=backends)
-        dispatch._choices[key] = choice
+        dispatch.fast_path[key] = choice
     if record is not None and choice.problem not in record:
         record[choice.problem] = choice
     return choice

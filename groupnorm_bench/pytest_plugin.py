@@ -61,7 +61,7 @@ class GroupNormCase:
 
     @property
     def host(self):
-        """The case's host NumPy inputs (:class:`harness.inputs.Inputs`)."""
+        """The case's host NumPy inputs (:class:`harness.problems.inputs.Inputs`)."""
         if self._host is None:
             from harness import inputs
 
@@ -84,9 +84,9 @@ class GroupNormCase:
         return tuple(tensors)
 
     def expected(self):
-        """The oracle (:class:`harness.expected.Expected`, with ``.grads`` for backward cases)."""
+        """The oracle (:class:`harness.oracle.expected.Expected`, with ``.grads`` for backward cases)."""
         if self._expected is None:
-            from harness.expected import Expected
+            from harness.oracle.expected import Expected
 
             self._expected = Expected.of(self.case, self.host)
         return self._expected
@@ -95,7 +95,7 @@ class GroupNormCase:
         """Judge the outputs given (torch tensors or arrays) against the oracle: y for
         forward cases, y (train) and the gradients the forward's parameters call for.
         Raises AssertionError naming the case, the output, the worst element and a rerun line."""
-        from harness.checks_backward import combine, judge_output
+        from harness.oracle.checks import combine, judge_output
 
         expected = self.expected()
         got = {"y": y, "grad_x": grad_x, "grad_weight": grad_weight, "grad_bias": grad_bias}

@@ -118,7 +118,7 @@ def assert_group_norm_correct(fn, *, suite="smoke", passes=("forward",), cases=N
         AssertionError: a case failed, or no case ran at all (everything unsupported or
             skipped: an assertion that checked nothing does not pass).
     """
-    from harness.checks import FAILED
+    from harness.oracle.checks import FAILED
 
     frame = verify_function(fn, suite=suite, passes=passes, cases=cases, devices=devices, dtypes=dtypes,
                             layouts=layouts, arrays=arrays, isolate=isolate)

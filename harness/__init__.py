@@ -8,15 +8,18 @@ torch, JAX, CuPy or Numba itself (a test proves it).
     >>> frame.groupby("backend").status.value_counts()
 """
 
-from . import known_bugs, suites
-from .bench import bench
-from .fuzz import fuzz
-from .cases import Case
-from .reference import Reference, group_norm_reference
-from .selection import NoVerifiedBackendError, fastest, select
-from .tolerances import tolerance, unit_roundoff
-from .checks import FAILED, STATUSES, Verdict, judge
-from .verify import plan, verify
+from harness.records import known_bugs
+
+from harness.problems import suites
+from harness.commands.bench import bench
+from harness.commands.fuzz import fuzz
+from harness.problems.cases import Case
+from harness.oracle.reference import Reference, group_norm_reference
+from harness.commands.selection import NoVerifiedBackendError, fastest, select
+from harness.oracle.tolerances import tolerance, unit_roundoff
+from harness.oracle.checks import FAILED, STATUSES, Verdict, judge
+from harness.commands.verify import verify
+from harness.problems.plan import plan
 
 __all__ = [
     "FAILED",

@@ -52,7 +52,7 @@ def _list(args) -> int:
 
     import backends
 
-    from .workers import availability
+    from harness.execution.pool import availability
 
     table = Table(title="GroupNorm backends")
     for column in ("backend", "device", "dtypes", "layouts", "status", "version"):
@@ -66,7 +66,7 @@ def _list(args) -> int:
             status = "[green]available[/] (emulated: Numba's CUDA simulator; never timed)"
         table.add_row(name, device, ", ".join(backend.dtypes), ", ".join(backend.layouts), status,
                       _escape(answers[name, device].get("version") or ""))
-    from .environment import machine
+    from harness.records.environment import machine
 
     facts = machine()
     console = _console()
@@ -79,7 +79,7 @@ def _list(args) -> int:
 
 
 def _cases(args) -> int:
-    from . import suites
+    from harness.problems import suites
 
     try:
         for suite in args.suite.split(","):
@@ -124,7 +124,7 @@ def _rerun_command(row, plugins, command: str = "verify") -> str:
 def print_failures(frame, console, plugins=(), command: str = "verify", limit: int = 25) -> None:
     """Each unexpected failure with its rerun line; failures that known framework bugs
     explain, one line per bug; known bugs that did not reproduce."""
-    from . import known_bugs
+    from harness.records import known_bugs
 
     failures = frame[known_bugs.unexpected(frame)]
     for _, row in failures.head(limit).iterrows():
@@ -148,7 +148,7 @@ def print_failures(frame, console, plugins=(), command: str = "verify", limit: i
     for bug, count in known_bugs.not_reproduced(frame):
         console.print(f"[yellow]known bug not reproduced[/] {bug.id}: {count} rows of its class on triggering inputs "
                       f"all passed ({bug.package} {bug.versions}): fixed in this version? Narrow its versions in "
-                      f"harness/known_bugs.toml", soft_wrap=True)
+                      f"harness/records/known_bugs.toml", soft_wrap=True)
 
 
 def default_out_dir(command: str) -> str:
@@ -162,9 +162,10 @@ def default_out_dir(command: str) -> str:
 
 def _sweep_command(args, sweep_class, command: str) -> int:
     """The shared body of ``verify`` and ``bench``."""
-    from . import results
-    from .known_bugs import unexpected
-    from .verify import FAILED, plan
+    from harness.records import results
+    from harness.records.known_bugs import unexpected
+    from harness.problems.plan import plan
+    from harness.records.results import FAILED
 
     console = _console()
     if args.resume and not args.out:
@@ -220,16 +221,16 @@ def _verify(args) -> int:
         _console().print("[red]error:[/] --accelerators picks machine types of a cluster: give --cluster ADDRESS too")
         return EXIT_USAGE
     if args.cluster:
-        from .cluster import ClusterSweep
+        from harness.execution.cluster import ClusterSweep
 
         return _sweep_command(args, ClusterSweep, "verify")
-    from .verify import Sweep
+    from harness.execution.sweep import Sweep
 
     return _sweep_command(args, Sweep, "verify")
 
 
 def _bench(args) -> int:
-    from .bench import BenchSweep
+    from harness.commands.bench import BenchSweep
 
     if args.cluster:
         _console().print("[red]error:[/] bench does not run on a cluster: timing needs nodes nobody else uses while "
@@ -242,7 +243,7 @@ def _bench(args) -> int:
 def _select(args) -> int:
     from rich.table import Table
 
-    from .selection import select
+    from harness.commands.selection import select
 
     console = _console()
     _load_plugins(args.plugin)
@@ -251,7 +252,7 @@ def _select(args) -> int:
     except ValueError:
         console.print(f"[red]error:[/] --shape must be comma-separated integers such as 2,320,64,64; got {args.shape!r}")
         return EXIT_USAGE
-    from .selection import NoVerifiedBackendError
+    from harness.commands.selection import NoVerifiedBackendError
 
     try:
         choice = select(shape, args.num_groups, args.dtype, args.device, layout=args.layout, eps=args.eps,
@@ -287,7 +288,7 @@ def _select(args) -> int:
 
 
 def _report(args) -> int:
-    from .report import report
+    from harness.commands.report import report
 
     paths = report(args.results, args.out or default_out_dir("report"))
     _console().print("wrote " + ", ".join(paths))
@@ -298,8 +299,8 @@ def _fuzz(args) -> int:
     """Property-based search; prints each finding with its rerun line as it is found."""
     from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
-    from . import results
-    from .fuzz import fuzz
+    from harness.records import results
+    from harness.commands.fuzz import fuzz
 
     console = _console()
     _load_plugins(args.plugin)
@@ -308,7 +309,7 @@ def _fuzz(args) -> int:
         return EXIT_USAGE
     out = args.out or default_out_dir("fuzz")
     log = results.RowLog(out, "fuzz")
-    from .verify import COLUMNS
+    from harness.records.results import COLUMNS
 
     def finding(found):
         label = f"[yellow]known bug {found.known_bug}[/]" if found.known_bug else "[red]new failure[/]"
@@ -334,7 +335,7 @@ def _fuzz(args) -> int:
                       f"{sum(f.backend == backend and f.device == device for f in result.findings)} findings")
     for backend, device, reason in result.not_run:
         console.print(f"[dim]not run: {backend}:{device}: {_escape(reason)}[/]")
-    paths = log.finish(COLUMNS)
+    paths = log.finish(list(COLUMNS))
     console.print(f"rows written to {' and '.join(paths)}")
     new = [f for f in result.findings if not f.known_bug]
     if not result.examples:
@@ -344,7 +345,7 @@ def _fuzz(args) -> int:
 
 
 def _selftest(args) -> int:
-    from . import selftest
+    from harness.commands import selftest
 
     console = _console()
     report = selftest.run(suite=args.suite)

@@ -108,10 +108,13 @@ def main(specs: list[str]) -> int:
     warnings.simplefilter("ignore", RuntimeWarning)  # NaN/Inf arithmetic of the simulated kernels
     import numpy as np
 
-    from backends import _cuda_model
+    from backends.cuda import model
     from backends.dtypes import numpy_dtype
-    from backends.numba_cuda_backend import NumbaCudaBackend
-    from harness import cases, checks, expected, inputs
+    from backends.cuda.numba_cuda_backend import NumbaCudaBackend
+    from harness.problems import cases
+    from harness.oracle import checks
+    from harness.oracle import expected
+    from harness.problems import inputs
 
     class Recording(NumbaCudaBackend):
         """The backend, keeping its last output for the comparison with the model."""

@@ -19,8 +19,9 @@ from conftest import ROOT
 pytest.importorskip("asv", reason="asv is not installed: pip install -e '.[test]'")
 
 from benchmarks.common import BACKEND_DEVICES, TRAINING_CASES, WORKLOADS  # noqa: E402
-from harness import asv_runs, suites  # noqa: E402
-from harness.environment import machine  # noqa: E402
+from harness.commands import asv_runs  # noqa: E402
+from harness.problems import suites
+from harness.records.environment import machine  # noqa: E402
 
 # A small subset: every benchmark method, two CPU backends, the smallest workload.
 QUICK_SUBSET = (r"(Forward\.\w+\('(torch|numpy):cpu', '2x320x64x64-g32-float16-contiguous"
@@ -48,7 +49,7 @@ def test_workload_is_a_case_of_its_suite(case_id):
 
 @pytest.mark.parametrize("case_id", TRAINING_CASES, ids=lambda case_id: case_id.split("-normal")[0])
 def test_training_cases_are_backward_cases_whose_train_twin_parses(case_id):
-    from harness.cases import Case
+    from harness.problems.cases import Case
 
     case = Case.from_id(case_id)
     assert case.pass_ == "backward"

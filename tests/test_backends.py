@@ -12,8 +12,8 @@ import pytest
 
 import harness
 from conftest import ROOT, require
-from harness import inputs
-from harness.cases import Case
+from harness.problems import inputs
+from harness.problems.cases import Case
 
 PAIRS = [("torch", "cpu"), ("jax", "cpu"), ("numpy", "cpu"), ("numba-cpu", "cpu"), ("torch", "cuda"), ("jax", "cuda")]
 

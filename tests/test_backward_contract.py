@@ -8,8 +8,8 @@ import backends
 from backends.base import BackwardUnsupportedError, Saved
 from backends.errors import InvalidArgumentError, InvalidTypeError
 from conftest import plain_group_norm, require
-from harness.reference_backward import group_norm_backward_reference
-from harness.tolerances_backward import tolerances
+from harness.oracle.reference import group_norm_backward_reference
+from harness.oracle.tolerances import tolerances
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 

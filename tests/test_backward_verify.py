@@ -10,12 +10,13 @@ import backends
 from backends.base import GroupNormBackend
 from backends.errors import InvalidArgumentError
 from conftest import require
-from harness import inputs, suites
-from harness.bench import min_bytes
-from harness.cases import PASSES, Case
-from harness.checks import run_case
-from harness.expected import Expected
-from harness.selftest import _backward
+from harness.problems import inputs
+from harness.problems import suites
+from harness.commands.bench import min_bytes
+from harness.problems.cases import PASSES, Case
+from harness.oracle.checks import run_case
+from harness.oracle.expected import Expected
+from harness.commands.selftest import _backward
 
 SHAPE, GROUPS = (2, 12, 5, 7), 3
 
@@ -213,7 +214,7 @@ def test_the_default_suite_keeps_its_backward_coverage(pass_):
 
 
 def test_the_pass_is_in_every_row_and_the_summary(tmp_path):
-    from harness.verify import verify
+    from harness.commands.verify import verify
 
     frame = verify(backends=["numpy"], suite="smoke", pass_="forward,train", isolate=False)
     assert set(frame["pass"]) == {"forward", "train"}
@@ -231,7 +232,7 @@ def test_bench_floors_per_pass(pass_, tensors):
 
 
 def test_select_by_pass_leaves_forward_only_backends_out():
-    from harness.selection import select
+    from harness.commands.selection import select
 
     require("numpy")
     forward_only = GroupNormBackend.from_function("fwd-only-select", backends.get("numpy").group_norm)
@@ -247,7 +248,7 @@ def test_select_by_pass_leaves_forward_only_backends_out():
 
 
 def test_known_bugs_narrow_by_output_and_group_size():
-    from harness import known_bugs
+    from harness.records import known_bugs
 
     [bug] = [b for b in known_bugs.load() if b.id == "torch-cpu-empty-group-nan-grad-weight"]
     common = ("torch", "cpu", "contiguous", "float32", 4, "train", "2.13.0+cpu")

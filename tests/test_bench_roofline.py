@@ -8,7 +8,7 @@ import pytest
 
 import harness
 
-bench_module = importlib.import_module("harness.bench")  # harness.bench is also the function
+bench_module = importlib.import_module("harness.commands.bench")  # harness.bench is also the function
 
 CASES = ["2x8x4-g2-float32-contiguous-normal-s0", "2x16x8-g4-float32-channels_last-normal-s0"]
 

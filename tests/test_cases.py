@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from backends.errors import InvalidArgumentError
-from harness import inputs, suites
-from harness.cases import Case
+from harness.problems import inputs
+from harness.problems import suites
+from harness.problems.cases import Case
 
 ALL_CASES = suites.get("smoke") + suites.get("default")
 

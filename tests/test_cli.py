@@ -64,7 +64,7 @@ def test_list_shows_backends_with_availability():
 
 
 def test_cases_prints_parseable_ids():
-    from harness.cases import Case
+    from harness.problems.cases import Case
 
     result = run_harness("cases", "--suite", "smoke")
     ids = result.stdout.split()
@@ -72,7 +72,7 @@ def test_cases_prints_parseable_ids():
 
 
 def test_out_writes_parquet_and_csv_that_load_back(tmp_path):
-    from harness import results
+    from harness.records import results
 
     result = run_harness("verify", "--suite", "smoke", "--backends", "numpy", "--out", str(tmp_path))
     assert result.returncode == 0

@@ -15,9 +15,9 @@ import time
 import pytest
 
 import backends
-from harness import results
-from harness.cluster import ClusterSweep, fingerprint, mismatch
-from harness.verify import plan, verify
+from harness.records import results
+from harness.execution.cluster import ClusterSweep, fingerprint, mismatch
+from harness.commands.verify import plan, verify
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
@@ -142,7 +142,7 @@ def test_a_backend_that_segfaults_is_a_crash_row_as_in_a_local_run(cluster):
 def test_select_counts_only_rows_of_its_own_machine_type():
     """Rows a cluster made on an H100 node of this very host are not evidence for this
     machine (no GPU): same host name, other machine type."""
-    from harness import selection
+    from harness.commands import selection
 
     local = verify(backends=["numpy"], suite="smoke", devices=["cpu"])
     elsewhere = local.assign(machine_type="H100")
@@ -214,15 +214,15 @@ def test_resume_after_the_driver_is_killed_keeps_every_finished_row(cluster, tmp
     # one summary table per machine type, and the refused node with its reason
     assert "H100: verification summary" in resumed.stdout and "A100: verification summary" in resumed.stdout
     assert "node refused" in resumed.stdout and "pandas 0.0.1 on the node" in resumed.stdout
-    from harness.report import report
+    from harness.commands.report import report
 
     summary = open(report([out], str(tmp_path / "report"))[0]).read()
     assert "### H100" in summary and "### A100" in summary
 
 
 def test_a_node_holds_its_object_store_back_from_the_memory_fit(cluster):
-    from harness import memory
-    from harness.cases import Case
+    from harness.execution import memory
+    from harness.problems.cases import Case
 
     case = Case((1, 64, 256, 256), 8, "float32", "contiguous")
     need = memory.case_host_bytes(case) + memory.backend_host_bytes(case, "cpu")

@@ -5,7 +5,8 @@ import pytest
 
 from backends.base import LAYOUTS
 from backends.dtypes import DTYPES
-from harness import inputs, suites
+from harness.problems import inputs
+from harness.problems import suites
 
 
 @pytest.mark.parametrize("suite", sorted(suites.COVERAGE))

@@ -23,9 +23,10 @@ import pytest
 
 import backends
 import harness
-from backends import _cuda_model as model
-from backends import cupy_backend, sass
-from backends._launch import geometry
+from backends.cuda import model
+from backends.cuda import cupy_backend
+from backends.cuda import sass
+from backends.cuda.launch import geometry
 
 MODEL_CONFIGS = {
     "h100": dict(),  # 256 threads, 132 SMs, 50 MB L2: the plans the GPU takes
@@ -133,7 +134,7 @@ def test_host_arguments_match_the_kernel_signature():
     mismatch would read garbage on the GPU, where no test here runs)."""
     import re
 
-    from backends._launch import plan
+    from backends.cuda.launch import plan
 
     text = cupy_backend.source()
     signature = re.search(r"__global__ void __launch_bounds__\(\d+\) gn_forward\((.*?)\)\s*\{", text, re.S).group(1)
@@ -187,7 +188,7 @@ SMALL = 100_000  # lowered thresholds (and the scalar path) on huge cases cost m
 
 @pytest.mark.parametrize("suite", ["default", "adversarial"])
 def test_model_passes_the_suite(model_backends, suite):
-    from harness import suites
+    from harness.problems import suites
 
     # The model takes 7-12 s per call on a 2^25-element group (NumPy emulating every block),
     # and the oracle and inputs as much again: of the cases past 2^22 elements only the

@@ -12,7 +12,7 @@ import backends  # noqa: E402
 import groupnorm_bench as gnb  # noqa: E402
 from groupnorm_bench import bridge, dispatch  # noqa: E402
 from groupnorm_bench.pytest_plugin import GroupNormCase  # noqa: E402
-from harness.cases import Case  # noqa: E402
+from harness.problems.cases import Case  # noqa: E402
 
 CUDA_BACKENDS = ["torch", "cupy", "numba-cuda", "jax"]
 

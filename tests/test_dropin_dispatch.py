@@ -13,7 +13,7 @@ F = torch.nn.functional
 import backends  # noqa: E402
 import groupnorm_bench as gnb  # noqa: E402
 from groupnorm_bench import bridge, dispatch, functional  # noqa: E402
-from harness import selection  # noqa: E402
+from harness.commands import selection  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +28,7 @@ def no_timing(monkeypatch):
     """Fail the test if anything is timed (a forward must never measure unless asked)."""
     import sys
 
-    import harness.bench  # noqa: F401 - the module, which harness's `bench` function shadows
+    import harness.commands.bench  # noqa: F401 - the module, which harness's `bench` function shadows
 
     def refuse(*args, **kwargs):
         raise AssertionError("bench() was called: the module measured without autotune")

@@ -114,7 +114,7 @@ def test_the_pytest_plugin_in_a_users_own_suite(tmp_path):
                          capture_output=True, text=True, timeout=600)
     out = ran.stdout + ran.stderr
     assert ran.returncode == 1, out
-    from harness import suites
+    from harness.problems import suites
 
     cases = [c for p in ("forward", "train") for c in suites.get("smoke", p) if c.dtype == "float32"]
     failed = [line for line in ran.stdout.splitlines() if line.startswith("FAILED")]

@@ -10,13 +10,16 @@ import pytest
 import backends
 from backends.errors import InvalidArgumentError
 from conftest import run_harness
-from harness import inputs, known_bugs, selftest, suites
-from harness.cases import Case
-from harness.inputs import Parametric
+from harness.problems import inputs
+from harness.records import known_bugs
+from harness.commands import selftest
+from harness.problems import suites
+from harness.problems.cases import Case
+from harness.problems.inputs import Parametric
 
 hypothesis = pytest.importorskip("hypothesis", reason="gnbench fuzz needs hypothesis (the 'fuzz' extra)")
 
-fuzz = importlib.import_module("harness.fuzz")  # the module: the attribute harness.fuzz is the function
+fuzz = importlib.import_module("harness.commands.fuzz")  # the module: the attribute harness.fuzz is the function
 
 
 def test_parametric_distribution_ids_round_trip_and_are_canonical():
@@ -72,7 +75,7 @@ def test_a_rare_planted_bug_is_found_and_shrunk_to_a_case_that_reruns():
 
 
 def _torch_in_known_bug_range() -> bool:
-    from harness.environment import machine
+    from harness.records.environment import machine
 
     installed = json.loads(machine()["versions"]).get("torch")
     return backends.get("torch").availability("cpu") is None and known_bugs.load()[0].version_matches(installed)

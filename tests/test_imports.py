@@ -31,7 +31,7 @@ def test_looking_up_builtin_backends_imports_no_framework():
 
 def test_building_cases_and_the_oracle_imports_no_framework():
     code = (
-        "from harness import suites, inputs\nfrom harness.verify import Expected\n"
+        "from harness.problems import suites, inputs\nfrom harness.oracle.expected import Expected\n"
         "for case in suites.get('smoke'): Expected.of(case, inputs.make(case))"
     )
     assert _frameworks_imported_by(code) == set()

@@ -126,7 +126,8 @@ def test_interrupted_sweep_keeps_finished_rows_and_resume_does_not_redo_them(tmp
     resumed = subprocess.run(command + ["--resume"], cwd=ROOT, capture_output=True, text=True, timeout=600,
                              env=dict(os.environ, COLUMNS="200"))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    from harness import results, suites
+    from harness.records import results
+    from harness.problems import suites
 
     expected = 2 * len(suites.get("default"))
     frame = results.load(out / "verify-default.parquet")
@@ -194,7 +195,7 @@ def test_a_worker_that_fails_to_start_is_a_crash_row_with_its_stderr_tail():
     ("nr_free_pages 12\n", None),  # no counter
 ], ids=["v2", "v1", "none"])
 def test_oom_kill_counter_is_read_from_the_kernels_files(text, expected, tmp_path):
-    from harness.workers import oom_kills
+    from harness.execution.pool import oom_kills
 
     path = tmp_path / "memory.events"
     path.write_text(text)
@@ -202,7 +203,7 @@ def test_oom_kill_counter_is_read_from_the_kernels_files(text, expected, tmp_pat
 
 
 def test_sigkill_is_oom_only_with_the_kernels_evidence():
-    from harness.workers import _sigkill_reply
+    from harness.execution.pool import _sigkill_reply
 
     assert _sigkill_reply(3, 4)["status"] == "oom" and "3 -> 4" in _sigkill_reply(3, 4)["reason"]
     assert _sigkill_reply(3, 3)["status"] == "crash" and "no OOM kill was recorded" in _sigkill_reply(3, 3)["reason"]

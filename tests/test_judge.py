@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 
 from backends.dtypes import numpy_dtype
-from harness import inputs, suites
-from harness.cases import Case
-from harness.expected import Expected, as_rows
-from harness.reference import group_norm_reference
-from harness.tolerances import tolerance
-from harness.verify import judge
+from harness.problems import inputs
+from harness.problems import suites
+from harness.problems.cases import Case
+from harness.oracle.expected import Expected, as_rows
+from harness.oracle.reference import group_norm_reference
+from harness.oracle.tolerances import tolerance
+from harness.oracle.checks import judge
 
 SMALL_DEFAULT = [c for c in suites.get("default") if c.numel <= 50_000]
 
@@ -119,7 +120,7 @@ def test_missing_nan_is_a_nan_mismatch():
     Case((4, 8), 8, "float64", affine="none"),
 ], ids=str)
 def test_blocked_expectation_equals_the_plain_oracle(case, monkeypatch):
-    import harness.expected
+    import harness.oracle.expected
 
     monkeypatch.setattr(harness.expected, "BLOCK_ELEMENTS", 30)  # many small blocks
     host = inputs.make(case)

@@ -10,8 +10,8 @@ import pytest
 import backends
 from backends.errors import InvalidArgumentError
 from conftest import run_harness
-from harness import known_bugs
-from harness.cases import Case
+from harness.records import known_bugs
+from harness.problems.cases import Case
 
 BUG = known_bugs.load()[0]
 
@@ -84,7 +84,7 @@ def test_selection_excludes_the_class():
 
 
 def _torch_bug_reproduces() -> bool:
-    from harness.environment import machine
+    from harness.records.environment import machine
 
     return backends.get("torch").availability("cpu") is None and known_bugs.match(_row(versions=machine()["versions"])) != ""
 

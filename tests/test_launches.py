@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from harness import launches
+from harness.commands import launches
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -2,9 +2,9 @@
 on a sample of whole groups, and their rows say so."""
 
 import harness
-import harness.expected
-from harness import memory
-from harness.cases import Case
+import harness.oracle.expected
+from harness.execution import memory
+from harness.problems.cases import Case
 
 BIG = Case((2, 32, 64, 64), 8, "float32")
 

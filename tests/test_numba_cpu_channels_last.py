@@ -9,9 +9,9 @@ from conftest import require
 @pytest.fixture(scope="module")
 def kernels():
     require("numba-cpu")
-    from backends import _numba_cpu_kernels
+    from backends.numba_cpu import kernels
 
-    return _numba_cpu_kernels
+    return kernels
 
 
 def _group_norm_reading_in_place(kernels, kernel, x, groups, weight, bias):
@@ -44,8 +44,8 @@ def test_channels_last_input_is_read_in_place_and_keeps_its_layout(kernels, shap
     each within half the harness's tolerance of the float64 oracle (offset 50, std 2, so
     y = x * a + c cancels about 5 bits in both)."""
     import backends
-    from harness.reference import group_norm_reference
-    from harness.tolerances import tolerance
+    from harness.oracle.reference import group_norm_reference
+    from harness.oracle.tolerances import tolerance
 
     rng = np.random.default_rng(4)
     contiguous = (rng.standard_normal(shape) * 2 + 50).astype(np.float32)
@@ -76,7 +76,7 @@ def test_16_bit_channels_last_is_read_in_place_with_the_float32_kernels_bits(ker
     means: those channels are summed again by the two-pass method, from widened columns."""
     import numba
 
-    from backends.numba_cpu_backend import _half_table
+    from backends.numba_cpu.backend import _half_table
 
     ml_dtypes = pytest.importorskip("ml_dtypes")
     np_dtype = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
@@ -123,8 +123,8 @@ def test_channels_last_waves_take_whole_samples(kernels, dtype, stream, per_wave
     inputs, at a size a test can afford."""
     import numba
 
-    from harness.reference import group_norm_reference
-    from harness.tolerances import tolerance
+    from harness.oracle.reference import group_norm_reference
+    from harness.oracle.tolerances import tolerance
 
     ml_dtypes = pytest.importorskip("ml_dtypes")
     shape, groups, threads = (5, 64, 12, 10), 8, numba.get_num_threads()

@@ -15,9 +15,9 @@ ml_dtypes = pytest.importorskip("ml_dtypes")
 @pytest.fixture(scope="module")
 def kernels():
     require("numba-cpu")
-    from backends import _numba_cpu_kernels
+    from backends.numba_cpu import kernels
 
-    return _numba_cpu_kernels
+    return kernels
 
 
 def _narrowing_inputs():
@@ -88,7 +88,7 @@ def _one_at_a_time():
     the kernels' bit-reading sums and channels-last rows use: (widen, narrow)."""
     import numba
 
-    from backends import _numba_halves as halves
+    from backends.numba_cpu import halves
 
     f16c = halves.F16C  # a compile-time constant: without F16C the float16 branch is never compiled to a call
 
@@ -119,8 +119,8 @@ def _widen(kernels, bits, dtype, path):
     """float32 of 16-bit ``bits`` by one conversion path: the backend's own choice
     (``default``: F16C where the CPU has it), float16's F16C or scalar path forced, or
     ``one``: the one-element conversions."""
-    from backends import _numba_halves
-    from backends.numba_cpu_backend import _half_table
+    from backends.numba_cpu import halves
+    from backends.numba_cpu.backend import _half_table
 
     if path == "one":
         return _one_at_a_time()[0](bits, dtype == "bfloat16")
@@ -130,7 +130,7 @@ def _widen(kernels, bits, dtype, path):
         return kernels.widen_half(bits, _half_table())
     values = np.empty(bits.size, np.float32)
     if path == "f16c":
-        _numba_halves.widen_f16c(bits, values)
+        halves.widen_f16c(bits, values)
     else:
         kernels.widen_half_scalar(bits, _half_table(), values)
     return values
@@ -138,7 +138,7 @@ def _widen(kernels, bits, dtype, path):
 
 def _narrow(kernels, values, dtype, path):
     """16-bit bits of float32 ``values`` by one conversion path (as :func:`_widen`)."""
-    from backends import _numba_halves
+    from backends.numba_cpu import halves
 
     if path == "one":
         return _one_at_a_time()[1](values, dtype == "bfloat16")
@@ -148,7 +148,7 @@ def _narrow(kernels, values, dtype, path):
         return kernels.narrow_half(values)
     bits = np.empty(values.size, np.uint16)
     if path == "f16c":
-        _numba_halves.narrow_f16c(values, bits)
+        halves.narrow_f16c(values, bits)
     else:
         kernels.narrow_half_scalar(values, bits)
     return bits
@@ -162,9 +162,9 @@ CONVERSIONS = [("float16", "default"), ("float16", "f16c"), ("float16", "scalar"
 
 @pytest.fixture(params=CONVERSIONS, ids=["-".join(c) for c in CONVERSIONS])
 def conversion(request):
-    from backends import _numba_halves
+    from backends.numba_cpu import halves
 
-    if request.param in (("float16", "f16c"), ("float16", "one")) and not _numba_halves.F16C:
+    if request.param in (("float16", "f16c"), ("float16", "one")) and not halves.F16C:
         pytest.skip("this CPU has no F16C: the scalar path is the one the kernels use here")
     return request.param
 
@@ -172,9 +172,9 @@ def conversion(request):
 def test_the_default_float16_path_is_f16c_where_the_cpu_has_it(kernels):
     """On a CPU with F16C the kernels call its conversions: widen_half's machine code
     holds vcvtph2ps (the scalar path has none)."""
-    from backends import _numba_halves
+    from backends.numba_cpu import halves
 
-    if not _numba_halves.F16C:
+    if not halves.F16C:
         pytest.skip("this CPU has no F16C")
     fresh = kernels.numba.njit(parallel=True)(kernels.widen_half.py_func)  # uncached, so its assembly is inspectable
     fresh(np.zeros(9, np.uint16), np.zeros(1 << 16, np.float32))
@@ -195,22 +195,22 @@ def test_native_bfloat16_narrowing_needs_the_features_the_type_and_llvm_20(featu
     """The gate of vcvtneps2bf16: the CPU features, llvmlite's bfloat type and an LLVM
     that lowers ``fptrunc`` to ``bfloat`` (checked here on llvmlite 0.43, 0.44, 0.45, 0.50
     with the host's features)."""
-    from backends import _numba_halves
+    from backends.numba_cpu import halves
 
-    bfloat_type = _numba_halves.BFLOAT if typed else None
+    bfloat_type = halves.BFLOAT if typed else None
     if typed and bfloat_type is None:
         pytest.skip("this llvmlite has no float base class for the bfloat type")
-    assert _numba_halves._native_bfloat(features, llvm_version, bfloat_type) is native
+    assert halves._native_bfloat(features, llvm_version, bfloat_type) is native
 
 
 def test_the_bfloat16_vector_narrowing_is_vcvtneps2bf16_where_the_cpu_has_it(kernels):
     """On a CPU with AVX512-BF16 the vector narrowing's machine code holds vcvtneps2bf16
     (the emulation has none)."""
-    from backends import _numba_halves
+    from backends.numba_cpu import halves
 
-    if not _numba_halves.NATIVE_BFLOAT:
+    if not halves.NATIVE_BFLOAT:
         pytest.skip("this CPU has no AVX512-BF16 (or llvmlite no bfloat type)")
-    fresh = kernels.numba.njit(_numba_halves.narrow_bfloat8.py_func)  # uncached, so its assembly is inspectable
+    fresh = kernels.numba.njit(halves.narrow_bfloat8.py_func)  # uncached, so its assembly is inspectable
     fresh(np.zeros(16, np.float32), np.zeros(16, np.uint16))
     assert "vcvtneps2bf16" in "".join(fresh.inspect_asm().values())
 
@@ -240,14 +240,14 @@ def test_narrowing_rounds_to_nearest_even_like_numpy(kernels, conversion):
 @pytest.mark.parametrize("a, c", [(1.0, 0.0), (1.5, -0.25), (3.0e-3, 7.0)], ids=["identity", "affine", "shrink"])
 @pytest.mark.parametrize("tail", [0, 5], ids=["whole-vectors", "padded-tail"])
 def test_affine_bits_gives_widening_the_affine_loop_then_narrowing_bits(kernels, dtype, a, c, tail):
-    """_numba_halves.affine_bits (widening, x * a + c and the narrowing in one 8-lane step,
+    """halves.affine_bits (widening, x * a + c and the narrowing in one 8-lane step,
     16-bit bits in and out, the tail padded) against the kernels' widening, affine loop
     and 8-lane narrowing apart: the same bits, on every 16-bit pattern (NaN, Inf,
     subnormals) and half a million random ones; the scales take values to overflow,
     to subnormals and through ties."""
-    from backends import _numba_halves
+    from backends.numba_cpu import halves
 
-    if dtype == "float16" and not _numba_halves.F16C:
+    if dtype == "float16" and not halves.F16C:
         pytest.skip("this CPU has no F16C: the fused float16 step is not used")
     every = np.arange(1 << 16, dtype=np.uint16)
     random = np.random.default_rng(1).integers(0, 1 << 16, every.size * 8, dtype=np.uint64).astype(np.uint16)
@@ -259,10 +259,10 @@ def test_affine_bits_gives_widening_the_affine_loop_then_narrowing_bits(kernels,
     expected = np.empty(values.size, np.uint16)
     got = np.empty(values.size, np.uint16)
     if dtype == "bfloat16":
-        _numba_halves.narrow_bfloat8(scaled, expected)
+        halves.narrow_bfloat8(scaled, expected)
     else:
-        _numba_halves.narrow_f16c(scaled, expected)
-    _numba_halves.affine_bits(bits, got, a, c, dtype == "bfloat16", False)
+        halves.narrow_f16c(scaled, expected)
+    halves.affine_bits(bits, got, a, c, dtype == "bfloat16", False)
     np.testing.assert_array_equal(got, expected)
 
 
@@ -283,13 +283,13 @@ def test_bfloat16_vector_narrowing_keeps_a_subnormal_in_any_lane(kernels, lanes,
     against ml_dtypes: vectors of normal values with one float32 subnormal in each lane
     in turn, and one vector with none, through the 8-lane narrowing, the 8-lane affine
     step, the streamed 32-lane one and the channels-last rows (32 lanes a call)."""
-    from backends import _numba_halves
+    from backends.numba_cpu import halves
 
     rng = np.random.default_rng(lanes)
     values = _one_subnormal_per_vector(lanes, rng)
     if path == "narrow":
         got = np.empty(values.size, np.uint16)
-        _numba_halves.narrow_bfloat8(values.reshape(-1), got)
+        halves.narrow_bfloat8(values.reshape(-1), got)
         expected = values.reshape(-1).astype(ml_dtypes.bfloat16)
     else:
         # bfloat16 inputs whose products with a = 0.75 are float32 subnormals where the
@@ -305,10 +305,10 @@ def test_bfloat16_vector_narrowing_keeps_a_subnormal_in_any_lane(kernels, lanes,
         got = target[(-target.ctypes.data) % 64 // 2:][:bits.size]
         if path == "channels-last-rows":
             rows = bits.reshape(-1, 33)  # 33 channels: the lines start at every channel in turn
-            scale = kernels._wrapped(np.full((1, 33), 0.75, np.float32), _numba_halves.STREAM_LANES)[0]
+            scale = kernels._wrapped(np.full((1, 33), 0.75, np.float32), halves.STREAM_LANES)[0]
             kernels._lane_rows_bits(rows, got.reshape(-1, 33), scale, np.zeros_like(scale), True, False)
         else:
-            _numba_halves.affine_bits(bits, got, 0.75, 0.0, True, path == "affine-streamed")
+            halves.affine_bits(bits, got, 0.75, 0.0, True, path == "affine-streamed")
     _same_bits(got.view(ml_dtypes.bfloat16), expected)
 
 
@@ -318,8 +318,8 @@ def test_group_norm_of_16_bit_input_keeps_dtype_and_layout_independence(dtype, l
     """The backend's 16-bit path end to end: same output for every memory layout, and the
     same as float32 math on the widened input narrowed once."""
     backend = require("numba-cpu")
-    from harness import inputs
-    from harness.cases import Case
+    from harness.problems import inputs
+    from harness.problems.cases import Case
 
     case = Case((2, 8, 5, 7), 4, dtype, layout, affine="random")
     host = inputs.make(case)
@@ -332,7 +332,7 @@ def test_group_norm_of_16_bit_input_keeps_dtype_and_layout_independence(dtype, l
 
 def _unfused(kernels, x, num_groups, weight, bias, eps):
     """The separate-pass path: widen everything, the float32 kernel, narrow everything."""
-    from backends.numba_cpu_backend import _half_table
+    from backends.numba_cpu.backend import _half_table
 
     bits = np.ascontiguousarray(x).view(np.uint16).reshape(-1)
     data = kernels.widen_half(bits, _half_table()) if x.dtype == np.float16 else kernels.widen_bfloat(bits)
@@ -358,7 +358,7 @@ def test_fused_16_bit_kernel_gives_the_separate_passes_bits(kernels, dtype, shap
     widened up to HALF_KEEP and widened twice beyond it. With ``specials`` every chunk
     holds an Inf, so the statistics take the two-pass method on widened chunks; with
     ``finite`` (an offset of 8 std) the one-pass sums, which read the bits directly."""
-    from backends.numba_cpu_backend import _half_table
+    from backends.numba_cpu.backend import _half_table
 
     np_dtype = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
     rng = np.random.default_rng(3)
@@ -394,7 +394,7 @@ def test_16_bit_backward_gives_the_separate_passes_bits(kernels, dtype, shape, g
     float32 backward, narrowing dx: the same dx bits (NaN where it has NaN) and the same
     dweight/dbias, finite, with NaN and Inf, and with dy's first element Inf (the sums'
     zero is then NaN, as in the float32 kernel)."""
-    from backends.numba_cpu_backend import _half_table
+    from backends.numba_cpu.backend import _half_table
 
     np_dtype = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
     rng = np.random.default_rng(5)

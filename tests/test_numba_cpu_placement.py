@@ -1,5 +1,5 @@
 """numba-cpu places every output half a page from its input modulo 4 KiB, and advises a large
-one onto huge pages (``empty_apart`` in ``backends/_numba_cpu_kernels.py``): an output
+one onto huge pages (``empty_apart`` in ``backends/kernels.py``): an output
 starting a few lines past its input made the normalize's loads wait on its stores (4K
 aliasing, up to 2.8x).
 Through the backend, as users call it, for every kernel family that allocates an output
@@ -87,15 +87,15 @@ def test_forward_output_lies_half_a_page_from_x(backend, shape, groups, dtype, c
 
 
 def _has_f16c():
-    from backends import _numba_halves
+    from backends.numba_cpu import halves
 
-    return _numba_halves.F16C
+    return halves.F16C
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("dy_from_x", [0, 2048 - 100, 2048 + 200], ids=["dy-0", "dy-just-before-half", "dy-past-half"])
 def test_backward_dx_lies_clear_of_x_and_dy(backend, dtype, dy_from_x):
-    from backends import _numba_cpu_kernels as kernels
+    from backends.numba_cpu import kernels
 
     rng = np.random.default_rng(4)
     shape, groups = (2, 8, 16, 16), 4
@@ -117,7 +117,7 @@ def test_backward_dx_lies_clear_of_x_and_dy(backend, dtype, dy_from_x):
 
 def test_empty_apart_of_a_misaligned_array_is_a_plain_buffer():
     require("numba-cpu")
-    from backends import _numba_cpu_kernels as kernels
+    from backends.numba_cpu import kernels
 
     raw = np.zeros(4 * 64 + 1, np.uint8)
     misaligned = raw[1:].view(np.float32).reshape(8, 8)

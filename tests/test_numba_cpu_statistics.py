@@ -69,7 +69,7 @@ def _chunk(kind, dtype, rng):
                                             ("nan", False), ("inf", False)])
 def test_chunk_moments_take_one_pass_only_where_it_is_as_accurate(kind, one_pass, dtype):
     require("numba-cpu")
-    from backends import _numba_cpu_kernels as kernels
+    from backends.numba_cpu import kernels
 
     rng = np.random.default_rng(3)
     for _ in range(20):
@@ -97,7 +97,7 @@ def test_channels_last_blocks_take_two_passes_for_the_channels_that_need_them(ki
     step, NaN, Inf), and every channel's mean and M2 must be as accurate as the two-pass
     method (the odd channel summed again by it), NaN/Inf staying in channel 5 only."""
     require("numba-cpu")
-    from backends import _numba_cpu_kernels as kernels
+    from backends.numba_cpu import kernels
 
     rng = np.random.default_rng(9)
     positions, channels = 300, 96
@@ -139,7 +139,7 @@ def test_sums_along_channels_are_the_sums_of_the_centred_values(positions, chann
     of whole tiles, tiles with leftover channels and rows, and blocks too small to tile;
     row by row (no tiles) the same bits."""
     require("numba-cpu")
-    from backends import _numba_cpu_kernels as kernels
+    from backends.numba_cpu import kernels
 
     rng = np.random.default_rng(12)
     block = (rng.standard_normal((positions, channels)) * 3 + 10).astype(dtype)
@@ -167,7 +167,7 @@ def test_sums_along_channels_of_16_bit_bits_are_those_of_their_float32_values(po
     require("numba-cpu")
     import ml_dtypes
 
-    from backends import _numba_cpu_kernels as kernels
+    from backends.numba_cpu import kernels
 
     if kind == "float16" and not kernels.F16C:
         pytest.skip("float16 bits are read in place only with F16C")
@@ -192,7 +192,7 @@ import json, sys
 import ml_dtypes
 import numpy as np
 import backends
-from backends import _numba_halves
+from backends.numba_cpu import halves
 backend = backends.get("numba-cpu")
 found = {"f16c": _numba_halves.F16C, "native_bfloat": _numba_halves.NATIVE_BFLOAT}
 for dtype in (np.float16, ml_dtypes.bfloat16):
@@ -246,7 +246,7 @@ def test_16_bit_conversion_instructions_give_the_bits_of_the_scalar_code(tmp_pat
     and channel 1's dx are 16-bit subnormals (for bfloat16, float32 subnormals before
     narrowing, which vcvtneps2bf16 alone would flush to zero); sample 1 holds Inf."""
     require("numba-cpu")
-    from backends import _numba_halves
+    from backends.numba_cpu import halves
 
     if flag == "f16c" and not _numba_halves.F16C:
         pytest.skip("this CPU has no F16C: the suite already runs the scalar path")

@@ -1,4 +1,4 @@
-"""numba-cpu's streaming stores (``backends/_numba_stores.py``): every kernel that can write
+"""numba-cpu's streaming stores (``backends/stores.py``): every kernel that can write
 its output with non-temporal stores gives the same bits with them as without, whatever
 the alignment of the spans, and the backend streams only above its threshold."""
 
@@ -15,9 +15,9 @@ TABLE = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
 @pytest.fixture(scope="module")
 def kernels():
     require("numba-cpu")
-    from backends import _numba_cpu_kernels
+    from backends.numba_cpu import kernels
 
-    return _numba_cpu_kernels
+    return kernels
 
 
 def _same(plain, streamed):
@@ -148,15 +148,15 @@ def test_16bit_affine_and_gradient_bits_at_every_alignment(kernels, kind, offset
     elements) into spans that start anywhere in a line (the head and the tail in
     ordinary stores, partly through padded copies) give the plain calls' bits, the rest
     untouched."""
-    from backends import _numba_halves
+    from backends.numba_cpu import halves
 
     bfloat = kind == "bfloat16"
-    if not (bfloat or _numba_halves.F16C):
+    if not (bfloat or halves.F16C):
         pytest.skip("float16 bits-to-bits needs F16C")
     rng = np.random.default_rng(6)
     x, dy = (_bits(rng, 240, bfloat)[offset:offset + 201] for _ in range(2))
-    for call in (lambda out, stream: _numba_halves.affine_bits(x, out, 1.5, -0.25, bfloat, stream),
-                 lambda out, stream: _numba_halves.gradient_bits(x, dy, out, 0.9, 1.1, 0.01, -0.2, 0.3, 1e-3, bfloat,
+    for call in (lambda out, stream: halves.affine_bits(x, out, 1.5, -0.25, bfloat, stream),
+                 lambda out, stream: halves.gradient_bits(x, dy, out, 0.9, 1.1, 0.01, -0.2, 0.3, 1e-3, bfloat,
                                                                  stream)):
         plain = np.full(240, 7, np.uint16)
         streamed = plain.copy()
@@ -171,7 +171,7 @@ def test_stream_affine_compiles_to_non_temporal_stores(kernels):
     machine code (compiled here, uncached, so it can be inspected)."""
     import numba
 
-    from backends._numba_stores import stream_affine, stream_fence
+    from backends.numba_cpu.stores import stream_affine, stream_fence
 
     @numba.njit
     def line(source, target, a, c):
@@ -192,7 +192,7 @@ def test_prefetch_compiles_to_a_prefetch_and_changes_nothing(kernels):
     array is unchanged, and an index past the end does not fault."""
     import numba
 
-    from backends._numba_stores import prefetch
+    from backends.numba_cpu.stores import prefetch
 
     @numba.njit
     def touch(values, at):
@@ -237,7 +237,7 @@ def test_backend_streams_above_its_threshold_only_with_the_same_result(kernels, 
     import ml_dtypes
 
     import backends
-    from backends import numba_cpu_backend
+    from backends.numba_cpu import backend as numba_cpu_backend
 
     assert numba_cpu_backend.stream_bytes() >= 1 << 20  # the real threshold: a cache size
     backend = backends.get("numba-cpu")

@@ -24,9 +24,9 @@ import tempfile
 
 import pytest
 
-from backends._launch import decode, work_items
-from backends.numba_cuda_backend import collapse, plan
-from harness import suites
+from backends.cuda.launch import decode, work_items
+from backends.cuda.numba_cuda_backend import collapse, plan
+from harness.problems import suites
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_NAMES = ("fused", "split", "split-waves")
@@ -150,7 +150,7 @@ EVERY_LAYOUT_AND_DTYPE = {(layout, dtype) for layout in ("contiguous", "channels
 
 
 def test_selection_covers_every_path_layout_and_dtype():
-    from harness.cases import Case
+    from harness.problems.cases import Case
 
     cases = [(Case.from_id(case_id), config) for case_id, config in SELECTION]
     for config in CONFIG_NAMES:
@@ -163,7 +163,7 @@ def test_selection_covers_every_path_layout_and_dtype():
     assert any(c.numel == 0 for c, _ in cases)
 
 
-# Planted bugs (``_numba_cuda_kernels.PLANTS``), each run where its check must see it: the
+# Planted bugs (``numba_kernels.PLANTS``), each run where its check must see it: the
 # same backend instance runs the two cases of a pair, so a reset that is missing shows in
 # the second; the reversed partial order changes only bits, so only the comparison with
 # the model can see it.
@@ -225,7 +225,7 @@ def test_planted_bug_is_seen(simulated, plant):
 
 
 def test_simulator_ran_every_path(simulated):
-    from harness.cases import Case
+    from harness.problems.cases import Case
 
     simulated = {(case_id, config): row for (case_id, config, plant), row in simulated.items() if plant is None}
     ran = {row["path"] for row in simulated.values() if Case.from_id(row["id"]).numel > 0}
@@ -278,7 +278,7 @@ def _ptx(kind, param_kind, cc) -> dict:
         "import json, sys\n"
         "from numba import cuda\n"
         "sys.path.insert(0, sys.argv[1])\n"
-        "from backends import _numba_cuda_kernels as K\n"
+        "from backends.cuda import numba_kernels as K\n"
         "from tests.test_numba_cuda import _signatures\n"
         "kind, param, cc = sys.argv[2], sys.argv[3], (int(sys.argv[4]), int(sys.argv[5]))\n"
         "kernels = {'forward': K.build(kind, param, 256)}\n"
@@ -316,7 +316,7 @@ def test_kernels_compile_to_ptx(kind, param_kind, cc):
 @CCS
 @KINDS
 def test_kernels_assemble_without_spills(kind, param_kind, cc):
-    from backends.sass import cuda_binary
+    from backends.cuda.sass import cuda_binary
 
     ptxas = cuda_binary("ptxas")
     if ptxas is None:
@@ -351,7 +351,7 @@ def test_statistics_stay_in_float32_for_half_and_float32_inputs(kind, param_kind
 def test_simulator_rows_are_marked_and_never_timed(tmp_path):
     """Rows from Numba's CUDA simulator say device="cuda" like a GPU's: the ``simulated``
     column tells them apart, bench does not time them and report leaves them out."""
-    from harness import results
+    from harness.records import results
 
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", COLUMNS="200")
     case = "2x8x4x4-g4-float32-contiguous-normal-s0"
@@ -376,7 +376,7 @@ def test_a_cpu_tensor_gets_a_clear_error_not_a_stream_lookup():
     torch = pytest.importorskip("torch")
     pytest.importorskip("numba_cuda", reason="numba-cuda is not installed: pip install 'groupnorm-bench[numba]'")
     from backends.errors import InvalidTypeError
-    from backends.numba_cuda_backend import NumbaCudaBackend
+    from backends.cuda.numba_cuda_backend import NumbaCudaBackend
 
     with pytest.raises(InvalidTypeError, match="must be a CUDA array.*got Tensor"):
         NumbaCudaBackend().group_norm(torch.ones(2, 4, 3), 2)

@@ -56,7 +56,7 @@ def test_readme_python_block_runs_as_a_file(name, tmp_path):
 
 def test_readme_output_blocks_are_the_captured_tool_output():
     """Example output is refilled from results/ by `python -m harness.docs`, never typed."""
-    from harness import docs
+    from harness.commands import docs
 
     with open(os.path.join(ROOT, "README.md")) as handle:
         text = handle.read()

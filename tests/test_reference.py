@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import require
-from harness.reference import group_norm_reference
+from harness.oracle.reference import group_norm_reference
 
 
 def test_hand_computed_one_group():

@@ -5,9 +5,9 @@ gradients in every dtype, including the inputs where the exact dx cancels to 0."
 import numpy as np
 import pytest
 
-from harness.reference import group_norm_reference
-from harness.reference_backward import group_norm_backward_reference
-from harness.tolerances_backward import tolerances
+from harness.oracle.reference import group_norm_reference
+from harness.oracle.reference import group_norm_backward_reference
+from harness.oracle.tolerances import tolerances
 
 torch = pytest.importorskip("torch", reason="torch is the independent check: pip install 'groupnorm-bench[torch]'")
 

@@ -2,7 +2,7 @@
 
 import harness
 from conftest import run_harness
-from harness import results
+from harness.records import results
 
 
 def test_report_writes_summary_and_plots(tmp_path):

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import harness
-from harness import results
+from harness.records import results
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_cpu_signature_reads_the_first_cpu_and_its_caches(tmp_path, caches, expe
     """The signature: vendor, family/model/stepping and the vector extensions of the
     first CPU's block (a later block's flags do not leak in), the data and unified
     caches by level; two "AMD EPYC"s with other caches or extensions differ."""
-    from harness.environment import _cpu_signature
+    from harness.records.environment import _cpu_signature
 
     (tmp_path / "cpuinfo").write_text(CPUINFO_ZEN1)
     for index, (level, kind, size) in caches.items():

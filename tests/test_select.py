@@ -10,7 +10,7 @@ import backends
 import harness
 from backends import GroupNormBackend
 from conftest import plain_group_norm, run_harness
-from harness import selection
+from harness.commands import selection
 
 SHAPE, GROUPS = (2, 64, 16, 16), 8  # groups of 2048 elements: not a default-suite size
 

@@ -4,7 +4,7 @@ implementation with its worst error/tolerance ratio below 1."""
 import pytest
 
 import backends
-from harness import selftest
+from harness.commands import selftest
 
 
 FRAMEWORKS = {"torch", "jax", "jaxlib", "cupy", "numba"}
@@ -20,7 +20,7 @@ def run(tmp_path_factory):
     from conftest import ROOT
 
     path = tmp_path_factory.mktemp("selftest") / "rows.parquet"
-    code = ("import sys\nfrom harness import selftest\n"
+    code = ("import sys\nfrom harness.commands import selftest\n"
             f"selftest.run('default').to_parquet({str(path)!r})\n"
             f"print('IMPORTED', *sorted({{m.split('.')[0] for m in sys.modules}} & {FRAMEWORKS!r}))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=1200)
@@ -77,7 +77,7 @@ def test_broken_backends_are_registered_through_the_public_api():
     ("bug-strided-half-accumulation", "strided"),
 ])
 def test_per_path_bugs_are_caught_on_their_path_only(rows, name, layout):
-    from harness.known_bugs import unexpected
+    from harness.records.known_bugs import unexpected
 
     mine = rows[rows.backend == name]
     failed = mine[unexpected(mine)]
@@ -85,7 +85,7 @@ def test_per_path_bugs_are_caught_on_their_path_only(rows, name, layout):
 
 
 def test_correct_backends_fail_only_where_a_known_bug_says(rows):
-    from harness.checks import FAILED
+    from harness.oracle.checks import FAILED
 
     correct = rows[rows.backend.isin(selftest.CORRECT)]
     failed = correct[correct.status.isin(FAILED)]

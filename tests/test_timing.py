@@ -6,7 +6,7 @@ import time
 import pytest
 
 from backends import GroupNormBackend
-from harness.timing import Measurement, Session, measure, pin_allocator
+from harness.execution.timing import Measurement, Session, measure, pin_allocator
 
 
 class Host(GroupNormBackend):
@@ -95,8 +95,8 @@ def test_allocator_pinning_is_available_here():
 def test_the_in_process_runner_pins_the_allocator_as_the_workers_do(monkeypatch):
     """bench --in-process must time the call a worker times: with glibc's allocator
     unpinned, each large fresh output is mapped and faulted in anew (5x slower here)."""
-    import harness.timing
-    from harness.workers import LocalRunner
+    import harness.execution.timing
+    from harness.execution.pool import LocalRunner
 
     calls = []
     monkeypatch.setattr(harness.timing, "pin_allocator", lambda: calls.append(1) or True)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.tolerances import K_FUSED, K_OUTPUT, K_STATS, tolerance, unit_roundoff
+from harness.oracle.tolerances import K_FUSED, K_OUTPUT, K_STATS, tolerance, unit_roundoff
 
 
 def _tol(dtype="float32", group_size=64, mean=0.0, rstd=1.0, xhat=1.0, weight=None, bias=None):

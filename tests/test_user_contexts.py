@@ -84,7 +84,7 @@ def test_a_backend_that_cannot_be_pickled_runs_in_process_with_a_warning():
 
     import backends
     import harness
-    from harness.workers import IsolationWarning
+    from harness.execution.pool import IsolationWarning
 
     lock = threading.Lock()  # a lock cannot be pickled
 
