@@ -295,6 +295,16 @@ def _report(args) -> int:
     return EXIT_OK
 
 
+def _export(args) -> int:
+    """Stored rows (parquet or CSV files, or folders of them) as one CSV file."""
+    from harness.records import results
+
+    frame = results.load(*args.results)
+    path = results.write_csv(frame.drop(columns=["source_file"]), args.csv)
+    _console().print(f"{len(frame)} rows written to {path}")
+    return EXIT_OK
+
+
 def _fuzz(args) -> int:
     """Property-based search; prints each finding with its rerun line as it is found."""
     from rich.progress import Progress, TextColumn, TimeElapsedColumn
@@ -369,7 +379,7 @@ def _sweep_arguments(command, name: str) -> None:
     command.add_argument("--plugin", action="append", metavar="MODULE",
                          help="import MODULE first (and call its register_backends()) to add backends")
     command.add_argument("--out", metavar="DIR",
-                         help=f"write the rows as parquet and CSV into DIR (default: results/local/<time>-{name})")
+                         help=f"write the rows as parquet into DIR (default: results/local/<time>-{name}); gnbench export makes CSV")
     command.add_argument("--resume", action="store_true",
                          help="keep the rows already in --out DIR and run only what is missing")
     command.add_argument("--timeout", type=float, default=120.0, metavar="S",
@@ -418,6 +428,9 @@ def parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="markdown summary and PNG plots of stored results")
     report.add_argument("results", nargs="+", metavar="RESULTS", help="result files or folders")
     report.add_argument("--out", metavar="DIR", help="where summary.md and the plots go (default: results/local/<time>-report)")
+    export = commands.add_parser("export", help="stored results as one CSV file")
+    export.add_argument("results", nargs="+", metavar="RESULTS", help="result files or folders")
+    export.add_argument("--csv", required=True, metavar="FILE", help="the CSV file to write (its folder is created)")
     fuzz = commands.add_parser("fuzz", help="property-based search for failing cases (hypothesis), shrunk to minimal ones")
     fuzz.add_argument("--backends", help="backend names, comma-separated (default: all available)")
     fuzz.add_argument("--devices", help="cpu, cuda (default: wherever available)")
@@ -435,7 +448,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"list": _list, "cases": _cases, "verify": _verify, "bench": _bench, "select": _select,
-            "report": _report, "fuzz": _fuzz, "selftest": _selftest}
+            "report": _report, "export": _export, "fuzz": _fuzz, "selftest": _selftest}
 
 
 def main(argv=None) -> int:

@@ -71,13 +71,15 @@ def test_cases_prints_parseable_ids():
     assert len(ids) == 12 and all(Case.from_id(i).id == i for i in ids)
 
 
-def test_out_writes_parquet_and_csv_that_load_back(tmp_path):
+def test_out_writes_parquet_and_export_makes_csv_that_loads_back(tmp_path):
     from harness.records import results
 
-    result = run_harness("verify", "--suite", "smoke", "--backends", "numpy", "--out", str(tmp_path))
+    result = run_harness("verify", "--suite", "smoke", "--backends", "numpy", "--out", str(tmp_path / "run"))
     assert result.returncode == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["verify-smoke.csv", "verify-smoke.parquet"]
-    for path in tmp_path.iterdir():
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["verify-smoke.parquet"]
+    exported = run_harness("export", str(tmp_path / "run"), "--csv", str(tmp_path / "csv" / "rows.csv"))
+    assert exported.returncode == 0 and "12 rows written to" in exported.stdout, exported.stderr
+    for path in (tmp_path / "run" / "verify-smoke.parquet", tmp_path / "csv" / "rows.csv"):
         frame = results.load(path)
         assert len(frame) == 12 and set(frame.status) == {"passed"}
         assert (frame.schema_version == results.SCHEMA_VERSION).all() and frame.cpu_model.notna().all()
@@ -106,7 +108,7 @@ def test_out_pointing_to_a_file_is_a_usage_error(command, tmp_path):
 
     a_file = tmp_path / "notes.txt"
     a_file.write_text("mine, keep it")
-    args = [ROOT + "/results/cpu-2026-12-03/verify-adversarial.csv" if word == "RESULTS" else word for word in command]
+    args = [ROOT + "/tests/data/verify-adversarial-schema2.csv" if word == "RESULTS" else word for word in command]
     ran = run_harness(*args, "--out", str(a_file))
     assert ran.returncode == 2, ran.stdout + ran.stderr
     assert "--out must be a folder" in ran.stderr and "Traceback" not in ran.stderr
@@ -147,6 +149,6 @@ def test_verify_does_not_import_the_cli():
 
     from conftest import ROOT
 
-    code = "import sys, harness.verify; print('harness.cli' in sys.modules)"
+    code = "import sys, harness.commands.verify; print('harness.cli' in sys.modules)"
     ran = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert ran.stdout.strip() == "False", ran.stderr

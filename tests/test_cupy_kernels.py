@@ -88,11 +88,11 @@ def test_sass_within_budget(arch):
 
 @ARCHS
 def test_committed_sass_table_is_current(arch):
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "sass", f"{arch}.md")
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "model", f"sass-{arch}.md")
     with open(path) as handle:
         committed = handle.read().rstrip("\n")
     assert committed == sass.markdown(_report(arch), arch), \
-        f"rerun: python -m backends.sass --arch {arch} --markdown > results/sass/{arch}.md"
+        f"rerun: python -m backends.sass --arch {arch} --markdown > results/model/sass-{arch}.md"
 
 
 def test_counting_rule_finds_each_main_loop_once_per_variant():

@@ -46,7 +46,7 @@ CLI_COMMANDS = {
     "bench": ["bench", "--case", "2x8x4x4-g4-float32-contiguous-normal-s0", "--backends", "torch,jax", "--budget",
               "0.05"],
     "select": ["select", "--shape", "2,8,4,4", "--num-groups", "4", "--backends", "torch,jax", "--budget", "0.05"],
-    "report": ["report", "results/cpu-2026-12-03/verify-adversarial.csv"],
+    "report": ["report", "tests/data/verify-adversarial-schema2.csv"],
     "fuzz": ["fuzz", "--backends", "torch", "--budget", "3", "--dtypes", "float32"],
     # selftest --suite default: tests/test_selftest.py checks the same run's imports
 }
@@ -73,7 +73,7 @@ PUBLIC_CALLS = {
     "select+fastest": "harness.select((2, 8, 4, 4), 4, backends=['torch', 'jax'], budget=0.05)\n"
                       "harness.fastest((2, 8, 4, 4), 4, backends=['torch', 'jax'], budget=0.05)",  # cached
     "fuzz": "harness.fuzz(backends=['torch'], budget=3, dtypes=['float32'])",
-    "results.load": "harness.results.load('results/cpu-2026-12-03')",
+    "results.load": "harness.results.load('tests/data')",
     # selftest.run: tests/test_selftest.py checks it on the run it judges
 }
 

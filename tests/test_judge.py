@@ -122,7 +122,7 @@ def test_missing_nan_is_a_nan_mismatch():
 def test_blocked_expectation_equals_the_plain_oracle(case, monkeypatch):
     import harness.oracle.expected
 
-    monkeypatch.setattr(harness.expected, "BLOCK_ELEMENTS", 30)  # many small blocks
+    monkeypatch.setattr(harness.oracle.expected, "BLOCK_ELEMENTS", 30)  # many small blocks
     host = inputs.make(case)
     expected = Expected.of(case, host)
     ref, tol = _full(case, host)

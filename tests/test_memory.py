@@ -26,7 +26,7 @@ def test_host_memory_override_understands_suffixes(monkeypatch):
 
 
 def test_huge_cases_are_verified_on_a_stated_sample(monkeypatch):
-    monkeypatch.setattr(harness.expected, "VERIFY_ELEMENTS", BIG.group_size * 3)
+    monkeypatch.setattr(harness.oracle.expected, "VERIFY_ELEMENTS", BIG.group_size * 3)
     frame = harness.verify(backends=["numpy", "torch"], cases=[BIG])
     assert (frame.status == "passed").all()
     assert (frame.verified_groups == 3).all() and (frame.total_groups == 16).all()

@@ -26,9 +26,10 @@ def test_every_row_carries_its_environment(frame):
 
 
 def test_write_then_load_many_files_and_folders(frame, tmp_path):
-    first = results.write(frame, str(tmp_path / "a"), "verify-smoke")
-    results.write(frame.head(3), str(tmp_path / "b"), "verify-part")
+    first = results.write(frame, str(tmp_path / "a"), "verify-smoke", csv=True)
+    only = results.write(frame.head(3), str(tmp_path / "b"), "verify-part")
     assert [p.endswith(s) for p, s in zip(first, (".parquet", ".csv"))] == [True, True]
+    assert len(only) == 1 and only[0].endswith(".parquet")  # parquet is the stored form; CSV on request
     both = results.load(tmp_path / "a", tmp_path / "b")  # folders: parquet preferred over CSV
     assert len(both) == len(frame) + 3
     from_csv = results.load(tmp_path / "a" / "verify-smoke.csv")

@@ -99,7 +99,7 @@ def test_the_in_process_runner_pins_the_allocator_as_the_workers_do(monkeypatch)
     from harness.execution.pool import LocalRunner
 
     calls = []
-    monkeypatch.setattr(harness.timing, "pin_allocator", lambda: calls.append(1) or True)
+    monkeypatch.setattr(harness.execution.timing, "pin_allocator", lambda: calls.append(1) or True)
     LocalRunner("numpy", "cpu")
     assert calls == [1]
 

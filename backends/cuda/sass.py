@@ -3,7 +3,7 @@ NVRTC for a real architecture, read ptxas's resource report, disassemble the cub
 ``cuobjdump -sass`` and count the instructions of the main loops.
 
     python -m backends.sass                      # table for sm_90
-    python -m backends.sass --arch sm_80 --out results/sass   # also write each main loop's SASS
+    python -m backends.sass --arch sm_80 --out build/sass   # also write each main loop's SASS (build/ is ignored)
 
 Counting rule (what "instructions per element" means here):
 

@@ -29,7 +29,7 @@ class Plan:
         return len(self.cases) * len(self.pairs)
 
 
-def parseparse_names(value, kind: str, allowed: Sequence[str]) -> list[str] | None:
+def parse_names(value, kind: str, allowed: Sequence[str]) -> list[str] | None:
     if value is None:
         return None
     items = [v.strip() for v in (value.split(",") if isinstance(value, str) else value)]

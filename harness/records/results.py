@@ -1,4 +1,4 @@
-"""The results schema: one table for every run, written as parquet and CSV.
+"""The results schema: one table for every run, stored as parquet.
 
 Every row is one (case, backend, device, machine type) with its verdict and the
 environment it ran in, so files from different machines and days concatenate into one
@@ -13,8 +13,10 @@ names the bug in ``known_bug`` (:mod:`harness.records.known_bugs`). Rows of a de
 emulated on the host (``simulated``: Numba's CUDA simulator) are correctness rows: no
 timing is taken from them.
 
-Files: ``<dir>/<command>-<suites>.parquet`` and the same rows as ``.csv``, each written
-to a temporary name and renamed, so a reader never sees half a file.
+Files: ``<dir>/<command>-<suites>.parquet``, written to a temporary name and renamed, so a
+reader never sees half a file. CSV is made on request (``gnbench export``,
+:func:`write` with ``csv=True``); :func:`load` reads CSV files too (a folder's CSV is read
+where no parquet file of the same name sits beside it).
 """
 
 from __future__ import annotations
@@ -195,8 +197,8 @@ class RowLog:
     """Rows saved as they finish, so an interrupted sweep keeps them.
 
     Each row is appended to ``DIR/.NAME.rows.jsonl`` (flushed and fsynced: a torn last
-    line from a kill is ignored on reading). :meth:`finish` writes the parquet and CSV
-    files atomically and removes the log. With ``resume``, rows from an earlier run in the
+    line from a kill is ignored on reading). :meth:`finish` writes the parquet file
+    atomically and removes the log. With ``resume``, rows from an earlier run in the
     same folder (its final files and any log it left) are kept and :meth:`done` lists
     their keys so the sweep skips them.
     """
@@ -270,23 +272,34 @@ class SchemaError(GroupNormBenchError, ValueError):
     """A results file this version cannot read (not a results file, unreadable, or newer)."""
 
 
-def write(frame, directory: str, name: str) -> list[str]:
-    """Write ``frame`` as ``directory/name.parquet`` and ``.csv`` (atomically); returns paths."""
+def write(frame, directory: str, name: str, csv: bool = False) -> list[str]:
+    """Write ``frame`` as ``directory/name.parquet`` (and ``.csv`` with ``csv``), each
+    atomically; returns the paths written."""
     os.makedirs(directory, exist_ok=True)
-    paths = []
-    for suffix, writer in ((".parquet", _write_parquet), (".csv", _write_csv)):
-        path = os.path.join(directory, name + suffix)
-        handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}", suffix=suffix)
-        os.close(handle)
-        try:
-            writer(frame, temporary)
-            os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; results are shared
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-        paths.append(path)
+    paths = [_atomically(frame, os.path.join(directory, name + ".parquet"), _write_parquet)]
+    if csv:
+        paths.append(write_csv(frame, os.path.join(directory, name + ".csv")))
     return paths
+
+
+def write_csv(frame, path: str) -> str:
+    """Write ``frame`` as the CSV file ``path`` (atomically; its folder is created)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return _atomically(frame, path, _write_csv)
+
+
+def _atomically(frame, path: str, writer) -> str:
+    directory, name = os.path.split(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}", suffix=os.path.splitext(name)[1])
+    os.close(handle)
+    try:
+        writer(frame, temporary)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; results are shared
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
 
 
 def _umask() -> int:
