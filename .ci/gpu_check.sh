@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU check for a session lent a machine (see ../shared/device/README.md).
+# The prepared GPU check for a lent GPU machine (one command, tiers that fit a short loan; docs/install.md).
 #
 #   bash .ci/gpu_check.sh 1,2      # first `run` command, timeout_s 300: tiers 1 and 2 (270 s)
 #   bash .ci/gpu_check.sh 3        # a second command if device time is left (240 s)

@@ -1,6 +1,6 @@
 """The contract every GroupNorm implementation meets: :class:`GroupNormBackend`.
 
-Design requirements (see ``../shared/DESIGN.md``):
+Design requirements (``docs/plugins.md`` shows a backend written against them):
 
 * A backend is a small object; the harness never imports a framework itself. A backend
   module imports its framework inside its methods only, so ``import backends`` stays
@@ -10,9 +10,9 @@ Design requirements (see ``../shared/DESIGN.md``):
 * Argument validation is done once, here, for every backend: defining ``group_norm`` in
   a subclass wraps it (at class creation) with :func:`backends.validation.check_group_norm_args`,
   so a user's backend raises exactly the same ``ValueError``/``TypeError`` as ours.
-* Optional abilities that a later issue adds (device events, free memory, an L2 flush,
-  backward) come as methods with defaults, so a backend written against this first
-  contract keeps working.
+* Optional abilities (device events, free memory, an L2 flush, the backward pass) are
+  methods with defaults, so a backend that defines only the forward keeps working as the
+  contract grows.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import functools
 import importlib
 import math
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .dtypes import DTYPES
 from .errors import GroupNormBenchError
@@ -291,7 +292,7 @@ class GroupNormBackend(abc.ABC):
             return f"{self.name} does not accept the {case.layout} layout (only {', '.join(self.layouts)})"
         return None
 
-    def synchronize(self, device: str) -> None:
+    def synchronize(self, device: str) -> None:  # noqa: B027  (optional: a default, not abstract)
         """Wait for all work queued on ``device``. No-op by default (synchronous backends)."""
 
     # -- timing hooks (defaults keep a backend written without them working) --------------
@@ -367,7 +368,7 @@ class GroupNormBackend(abc.ABC):
         layouts: tuple[str, ...] = LAYOUTS,
         description: str = "",
         backward: Callable[..., Any] | None = None,
-    ) -> "GroupNormBackend":
+    ) -> GroupNormBackend:
         """A backend built from plain functions, e.g. a NumPy ``group_norm`` under test.
 
         ``from_numpy``/``to_numpy`` default to the identity on NumPy arrays (host only).

@@ -43,7 +43,7 @@ def x64_context(enabled: bool):
     return enable_x64()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled():
     jax = _jax()
     import jax.numpy as jnp
@@ -73,7 +73,7 @@ def _compiled():
     return group_norm
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _forward_train_compiled():
     """``jax.vjp`` of the forward under ``jax.jit``: (y, pullback), the pullback a
     ``jax.tree_util.Partial`` holding the residuals (a pytree, so jit may return it).
@@ -89,7 +89,7 @@ def _forward_train_compiled():
     return forward_train
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _apply_vjp():
     """``jax.vjp``'s pullback applied under ``jax.jit`` (it is a pytree: one compile per
     shape, then cached)."""

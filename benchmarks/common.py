@@ -59,10 +59,10 @@ class Problem:
         import time
 
         from harness import memory
-        from harness.problems.cases import Case
-        from harness.problems.inputs import make
         from harness.execution.tasks import timed_call
         from harness.execution.timing import pin_allocator
+        from harness.problems.cases import Case
+        from harness.problems.inputs import make
 
         name, _, device = backend_device.partition(":")
         try:

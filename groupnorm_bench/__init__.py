@@ -42,7 +42,7 @@ _LAZY = {
     "assert_group_norm_correct": "groupnorm_bench.testing",
 }
 
-__all__ = [
+__all__ = [  # noqa: PLE0604  (the lazy names are strings: the keys of _LAZY)
     "FAILED",
     "ORDER",
     "STATUSES",

@@ -42,7 +42,7 @@ def _raw(method):
     return getattr(method, "__wrapped__", method)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _runner(name: str):
     backend = registry.get(name)
     return backend, _raw(type(backend).group_norm)
@@ -161,7 +161,7 @@ def _autograd_function():
     return BackendGroupNorm
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def backend_function():
     """The :class:`torch.autograd.Function` over a backend's forward_train/backward."""
     return _autograd_function()

@@ -45,7 +45,7 @@ class GroupNorm(nn.GroupNorm):
                           backends=self.backends, _record=self._met)
 
     @classmethod
-    def from_module(cls, module: nn.GroupNorm, *, autotune: bool | None = None, backends=None) -> "GroupNorm":
+    def from_module(cls, module: nn.GroupNorm, *, autotune: bool | None = None, backends=None) -> GroupNorm:
         """A GroupNorm sharing ``module``'s parameters (the same ``Parameter`` objects, so an
         optimizer built on the model keeps working), hooks and training flag."""
         if not isinstance(module, nn.GroupNorm):

@@ -1,5 +1,9 @@
 """groupnorm-bench's harness: cases, the float64 oracle, the tolerance model and verification.
 
+Its sub-packages follow the flow: ``problems`` (what is run), ``oracle`` (what is right),
+``execution`` (how it runs: workers, sweeps, timing), ``commands`` (what users run) and
+``records`` (what is kept: results, environment, known bugs).
+
 The harness knows backends only through the contract in :mod:`backends`; it never imports
 torch, JAX, CuPy or Numba itself (a test proves it).
 
@@ -8,18 +12,19 @@ torch, JAX, CuPy or Numba itself (a test proves it).
     >>> frame.groupby("backend").status.value_counts()
 """
 
-from harness.records import known_bugs
-
-from harness.problems import suites
 from harness.commands.bench import bench
 from harness.commands.fuzz import fuzz
-from harness.problems.cases import Case
-from harness.oracle.reference import Reference, group_norm_reference
 from harness.commands.selection import NoVerifiedBackendError, fastest, select
-from harness.oracle.tolerances import tolerance, unit_roundoff
-from harness.oracle.checks import FAILED, STATUSES, Verdict, judge
 from harness.commands.verify import verify
+from harness.oracle.checks import FAILED, STATUSES, Verdict, judge
+from harness.oracle.reference import Reference, group_norm_reference
+from harness.oracle.tolerances import tolerance, unit_roundoff
+from harness.problems import suites
+from harness.problems.cases import Case
 from harness.problems.plan import plan
+from harness.records import known_bugs
+
+from . import results  # noqa: F401  (harness.results.load, the results files)
 
 __all__ = [
     "FAILED",

@@ -51,7 +51,6 @@ def _list(args) -> int:
     from rich.table import Table
 
     import backends
-
     from harness.execution.pool import availability
 
     table = Table(title="GroupNorm backends")
@@ -96,7 +95,14 @@ def run_sweep(running, console, log, description: str):
     finishes; Ctrl-C keeps what finished. Returns (DataFrame of this run's rows and the
     resumed ones, interrupted?)."""
     import pandas as pd
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
@@ -162,9 +168,9 @@ def default_out_dir(command: str) -> str:
 
 def _sweep_command(args, sweep_class, command: str) -> int:
     """The shared body of ``verify`` and ``bench``."""
+    from harness.problems.plan import plan
     from harness.records import results
     from harness.records.known_bugs import unexpected
-    from harness.problems.plan import plan
     from harness.records.results import FAILED
 
     console = _console()
@@ -207,11 +213,14 @@ def _sweep_command(args, sweep_class, command: str) -> int:
         + f", {len(frame) - int(verified.sum())} not run, in {elapsed:.1f} s"
     )
     if interrupted:
-        console.print(f"[yellow]interrupted:[/] finished rows kept; continue with the same command and --resume --out {out}")
+        console.print(f"[yellow]interrupted:[/] finished rows kept; continue with the same command and "
+                      f"--resume --out {out}")
         return EXIT_FAILED
     if not verified.any():
         reasons = sorted(set(frame.reason))
-        console.print("[red]nothing was verified:[/] every row was skipped or unsupported: " + _escape("; ".join(reasons[:5])))
+        console.print(
+            "[red]nothing was verified:[/] every row was skipped or unsupported: " + _escape("; ".join(reasons[:5]))
+        )
         return EXIT_NOTHING
     return EXIT_FAILED if failed else EXIT_OK
 
@@ -233,9 +242,11 @@ def _bench(args) -> int:
     from harness.commands.bench import BenchSweep
 
     if args.cluster:
-        _console().print("[red]error:[/] bench does not run on a cluster: timing needs nodes nobody else uses while "
-                         "it measures, which a shared Ray cluster does not promise (a later issue). Verify on the "
-                         "cluster (gnbench verify --cluster ...) and run gnbench bench on each machine type")
+        _console().print(
+            "[red]error:[/] bench does not run on a cluster: timing needs nodes nobody else uses while "
+            "it measures, which a shared Ray cluster does not promise. Verify on the "
+            "cluster (gnbench verify --cluster ...) and run gnbench bench on each machine type"
+        )
         return EXIT_USAGE
     return _sweep_command(args, BenchSweep, "bench")
 
@@ -250,20 +261,42 @@ def _select(args) -> int:
     try:
         shape = tuple(int(part) for part in args.shape.split(","))
     except ValueError:
-        console.print(f"[red]error:[/] --shape must be comma-separated integers such as 2,320,64,64; got {args.shape!r}")
+        console.print(
+            f"[red]error:[/] --shape must be comma-separated integers such as 2,320,64,64; got {args.shape!r}"
+        )
         return EXIT_USAGE
     from harness.commands.selection import NoVerifiedBackendError
 
     try:
-        choice = select(shape, args.num_groups, args.dtype, args.device, layout=args.layout, eps=args.eps,
-                        pass_=args.pass_, backends=args.backends, metric=args.metric, results=args.results or None,
-                        budget=args.budget, refresh=args.refresh)
+        choice = select(
+            shape,
+            args.num_groups,
+            args.dtype,
+            args.device,
+            layout=args.layout,
+            eps=args.eps,
+            pass_=args.pass_,
+            backends=args.backends,
+            metric=args.metric,
+            results=args.results or None,
+            budget=args.budget,
+            refresh=args.refresh,
+        )
     except NoVerifiedBackendError as error:
         console.print(f"[red]no verified backend:[/] {_escape(error)}")
         return EXIT_FAILED
     table = Table(title=f"candidates for {choice.case_id} on {choice.device} (fastest first, by {choice.metric} time)")
-    for column in ("backend", "eligible", "median ms", "IQR ms", "latency ms", "default cases", "problem cases",
-                   "source", "why not"):
+    for column in (
+        "backend",
+        "eligible",
+        "median ms",
+        "IQR ms",
+        "latency ms",
+        "default cases",
+        "problem cases",
+        "source",
+        "why not",
+    ):
         table.add_column(column, overflow="fold")
     timed = "median_s" if choice.metric == "device" else "latency_median_s"
 
@@ -278,12 +311,17 @@ def _select(args) -> int:
             "-" if c.median_s != c.median_s else f"{1e3 * c.median_s:.4g}",
             "-" if c.iqr_s != c.iqr_s else f"{1e3 * c.iqr_s:.2g}",
             "-" if c.latency_median_s != c.latency_median_s else f"{1e3 * c.latency_median_s:.4g}",
-            str(c.default_cases), str(c.problem_cases), c.source, _escape(c.why_not),
+            str(c.default_cases),
+            str(c.problem_cases),
+            c.source,
+            _escape(c.why_not),
         )
     console.print(table)
     tie = " (a tie within the noise, broken by preference order)" if choice.tie else ""
-    console.print(f"fastest verified: [bold]{choice.backend}[/]{tie}; evidence: {choice.source}; "
-                  f"answered in {choice.seconds:.2f} s")
+    console.print(
+        f"fastest verified: [bold]{choice.backend}[/]{tie}; evidence: {choice.source}; "
+        f"answered in {choice.seconds:.2f} s"
+    )
     return EXIT_OK
 
 
@@ -309,8 +347,8 @@ def _fuzz(args) -> int:
     """Property-based search; prints each finding with its rerun line as it is found."""
     from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
-    from harness.records import results
     from harness.commands.fuzz import fuzz
+    from harness.records import results
 
     console = _console()
     _load_plugins(args.plugin)
@@ -324,11 +362,15 @@ def _fuzz(args) -> int:
     def finding(found):
         label = f"[yellow]known bug {found.known_bug}[/]" if found.known_bug else "[red]new failure[/]"
         ratio = "" if found.ratio != found.ratio else f" ({found.ratio:.3g}x the tolerance)"
-        console.print(f"{label}: {found.status} {found.backend}:{found.device} {found.case_id}{ratio}: "
-                      f"{_escape(found.reason)} [dim](found and shrunk after {found.examples} cases, "
-                      f"{found.seconds:.1f} s)[/]", soft_wrap=True)
-        rerun = _rerun_command({"backend": found.backend, "device": found.device, "case_id": found.case_id},
-                               args.plugin)
+        console.print(
+            f"{label}: {found.status} {found.backend}:{found.device} {found.case_id}{ratio}: "
+            f"{_escape(found.reason)} [dim](found and shrunk after {found.examples} cases, "
+            f"{found.seconds:.1f} s)[/]",
+            soft_wrap=True,
+        )
+        rerun = _rerun_command(
+            {"backend": found.backend, "device": found.device, "case_id": found.case_id}, args.plugin
+        )
         console.print(f"    rerun: {_escape(rerun)}", soft_wrap=True)
 
     with Progress(TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
@@ -338,11 +380,22 @@ def _fuzz(args) -> int:
             log.add(row)
             bar.update(task, description=f"fuzz {row['backend']}:{row['device']} {len(log.rows)} cases")
 
-        result = fuzz(args.backends, args.devices, args.dtypes, budget=args.budget, seed=args.seed,
-                      max_elements=args.max_elements, timeout=args.timeout, on_row=row, on_finding=finding)
+        result = fuzz(
+            args.backends,
+            args.devices,
+            args.dtypes,
+            budget=args.budget,
+            seed=args.seed,
+            max_elements=args.max_elements,
+            timeout=args.timeout,
+            on_row=row,
+            on_finding=finding,
+        )
     for (backend, device), count in result.examples.items():
-        console.print(f"{backend}:{device}: {count} cases in {result.seconds[backend, device]:.1f} s, "
-                      f"{sum(f.backend == backend and f.device == device for f in result.findings)} findings")
+        console.print(
+            f"{backend}:{device}: {count} cases in {result.seconds[backend, device]:.1f} s, "
+            f"{sum(f.backend == backend and f.device == device for f in result.findings)} findings"
+        )
     for backend, device, reason in result.not_run:
         console.print(f"[dim]not run: {backend}:{device}: {_escape(reason)}[/]")
     paths = log.finish(list(COLUMNS))
@@ -373,25 +426,49 @@ def _sweep_arguments(command, name: str) -> None:
     command.add_argument("--devices", help="cpu, cuda (default: wherever available)")
     command.add_argument("--dtypes", help="float16, bfloat16, float32, float64 (default: all)")
     command.add_argument("--case", action="append", metavar="ID", help="run just this case id (repeatable)")
-    command.add_argument("--pass", dest="pass_", metavar="PASS",
-                         help="forward (default), backward (the gradients judged) or train (y and the "
-                              "gradients), comma-separated for several; a --case id carries its own pass")
-    command.add_argument("--plugin", action="append", metavar="MODULE",
-                         help="import MODULE first (and call its register_backends()) to add backends")
-    command.add_argument("--out", metavar="DIR",
-                         help=f"write the rows as parquet into DIR (default: results/local/<time>-{name}); gnbench export makes CSV")
-    command.add_argument("--resume", action="store_true",
-                         help="keep the rows already in --out DIR and run only what is missing")
-    command.add_argument("--timeout", type=float, default=120.0, metavar="S",
-                         help="seconds a backend may take per case (plus 0.1 s per million elements)")
-    command.add_argument("--in-process", action="store_true",
-                         help="run backends in this process (no isolation from crashes and hangs)")
-    command.add_argument("--cluster", metavar="ADDRESS",
-                         help="run on a Ray cluster: its address (auto, HOST:6379, ray://HOST:10001) or 'local' "
-                              "for a Ray instance on this machine (verify only; needs the cluster extra)")
-    command.add_argument("--accelerators", metavar="TYPES",
-                         help="with --cluster: run the whole sweep on each of these Ray accelerator types, "
-                              "comma-separated (e.g. H100,A100)")
+    command.add_argument(
+        "--pass",
+        dest="pass_",
+        metavar="PASS",
+        help="forward (default), backward (the gradients judged) or train (y and the "
+        "gradients), comma-separated for several; a --case id carries its own pass",
+    )
+    command.add_argument(
+        "--plugin",
+        action="append",
+        metavar="MODULE",
+        help="import MODULE first (and call its register_backends()) to add backends",
+    )
+    command.add_argument(
+        "--out",
+        metavar="DIR",
+        help=f"write the rows as parquet into DIR (default: results/local/<time>-{name}); gnbench export makes CSV",
+    )
+    command.add_argument(
+        "--resume", action="store_true", help="keep the rows already in --out DIR and run only what is missing"
+    )
+    command.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="seconds a backend may take per case (plus 0.1 s per million elements)",
+    )
+    command.add_argument(
+        "--in-process", action="store_true", help="run backends in this process (no isolation from crashes and hangs)"
+    )
+    command.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run on a Ray cluster: its address (auto, HOST:6379, ray://HOST:10001) or 'local' "
+        "for a Ray instance on this machine (verify only; needs the cluster extra)",
+    )
+    command.add_argument(
+        "--accelerators",
+        metavar="TYPES",
+        help="with --cluster: run the whole sweep on each of these Ray accelerator types, "
+        "comma-separated (e.g. H100,A100)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -400,15 +477,21 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("list", help="backends, devices, dtypes and availability")
     cases = commands.add_parser("cases", help="print the case ids of a suite")
     cases.add_argument("--suite", default="default")
-    cases.add_argument("--pass", dest="pass_", default="forward", choices=("forward", "backward", "train"),
-                       help="the suite's cases of this pass (default forward)")
+    cases.add_argument(
+        "--pass",
+        dest="pass_",
+        default="forward",
+        choices=("forward", "backward", "train"),
+        help="the suite's cases of this pass (default forward)",
+    )
     verify = commands.add_parser("verify", help="verify backends against the float64 oracle")
     _sweep_arguments(verify, "verify")
     bench = commands.add_parser("bench", help="verify, then time backends (latency, GB/s, roofline)")
     _sweep_arguments(bench, "bench")
     bench.set_defaults(suite="sd-unet")
-    bench.add_argument("--budget", type=float, default=1.0, metavar="S",
-                       help="seconds of timing per case and backend (default 1)")
+    bench.add_argument(
+        "--budget", type=float, default=1.0, metavar="S", help="seconds of timing per case and backend (default 1)"
+    )
     bench.add_argument("--flush-l2", action="store_true", help="flush the GPU's L2 cache before each timed sample")
     select = commands.add_parser("select", help="the fastest verified backend for a problem, with its evidence")
     select.add_argument("--shape", required=True, help="N,C,... e.g. 2,320,64,64")
@@ -417,26 +500,44 @@ def parser() -> argparse.ArgumentParser:
     select.add_argument("--device", default="cpu")
     select.add_argument("--layout", default="contiguous")
     select.add_argument("--eps", type=float, default=1e-5)
-    select.add_argument("--pass", dest="pass_", default="forward", choices=("forward", "backward", "train"),
-                        help="choose for the forward (default), the backward alone, or a training step")
+    select.add_argument(
+        "--pass",
+        dest="pass_",
+        default="forward",
+        choices=("forward", "backward", "train"),
+        help="choose for the forward (default), the backward alone, or a training step",
+    )
     select.add_argument("--backends", help="candidates, comma-separated (default: all default-selected)")
     select.add_argument("--metric", choices=("device", "latency"), default="device")
     select.add_argument("--results", nargs="*", metavar="PATH", help="stored result files or folders to answer from")
     select.add_argument("--budget", type=float, default=0.5, help="timing seconds per backend when measuring")
-    select.add_argument("--refresh", action="store_true", help="measure again instead of answering from the on-disk cache, and replace its answer")
+    select.add_argument(
+        "--refresh",
+        action="store_true",
+        help="measure again instead of answering from the on-disk cache, and replace its answer",
+    )
     select.add_argument("--plugin", action="append", metavar="MODULE")
     report = commands.add_parser("report", help="markdown summary and PNG plots of stored results")
     report.add_argument("results", nargs="+", metavar="RESULTS", help="result files or folders")
-    report.add_argument("--out", metavar="DIR", help="where summary.md and the plots go (default: results/local/<time>-report)")
+    report.add_argument(
+        "--out", metavar="DIR", help="where summary.md and the plots go (default: results/local/<time>-report)"
+    )
     export = commands.add_parser("export", help="stored results as one CSV file")
     export.add_argument("results", nargs="+", metavar="RESULTS", help="result files or folders")
     export.add_argument("--csv", required=True, metavar="FILE", help="the CSV file to write (its folder is created)")
-    fuzz = commands.add_parser("fuzz", help="property-based search for failing cases (hypothesis), shrunk to minimal ones")
+    fuzz = commands.add_parser(
+        "fuzz", help="property-based search for failing cases (hypothesis), shrunk to minimal ones"
+    )
     fuzz.add_argument("--backends", help="backend names, comma-separated (default: all available)")
     fuzz.add_argument("--devices", help="cpu, cuda (default: wherever available)")
     fuzz.add_argument("--dtypes", help="dtypes to draw (default: all)")
-    fuzz.add_argument("--budget", type=float, default=60.0, metavar="S",
-                      help="seconds of search per backend:device, shrinking included (default 60)")
+    fuzz.add_argument(
+        "--budget",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds of search per backend:device, shrinking included (default 60)",
+    )
     fuzz.add_argument("--seed", type=int, default=0, metavar="K", help="seed of the search (default 0)")
     fuzz.add_argument("--max-elements", type=int, default=20_000, metavar="E", help="largest case drawn (elements)")
     fuzz.add_argument("--timeout", type=float, default=120.0, metavar="S", help="seconds a backend may take per case")
@@ -447,8 +548,17 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-COMMANDS = {"list": _list, "cases": _cases, "verify": _verify, "bench": _bench, "select": _select,
-            "report": _report, "export": _export, "fuzz": _fuzz, "selftest": _selftest}
+COMMANDS = {
+    "list": _list,
+    "cases": _cases,
+    "verify": _verify,
+    "bench": _bench,
+    "select": _select,
+    "report": _report,
+    "export": _export,
+    "fuzz": _fuzz,
+    "selftest": _selftest,
+}
 
 
 def main(argv=None) -> int:
@@ -460,7 +570,15 @@ def main(argv=None) -> int:
         if out and os.path.exists(out) and not os.path.isdir(out):
             raise InvalidArgumentError(f"--out must be a folder (it is created if missing); {out!r} is a file")
         return COMMANDS[args.command](args)
-    except (GroupNormBenchError, ModuleNotFoundError, ImportError, FileNotFoundError, NotADirectoryError,
-            IsADirectoryError, PermissionError, FileExistsError) as error:
+    except (
+        GroupNormBenchError,
+        ModuleNotFoundError,
+        ImportError,
+        FileNotFoundError,
+        NotADirectoryError,
+        IsADirectoryError,
+        PermissionError,
+        FileExistsError,
+    ) as error:
         _console(stderr=True).print(f"[red]error:[/] {error}")
         return EXIT_USAGE

@@ -78,9 +78,9 @@ def run_blocks_concurrently():
     def array(self, shape, dtype, alignment=None):
         if shape == 0 or alignment is not None:
             return real_array(self, shape, dtype, alignment)
+        import numpy as np
         from numba.core import types
         from numba.np import numpy_support
-        import numpy as np
 
         if isinstance(dtype, types.Type):
             dtype = numpy_support.as_dtype(dtype)
@@ -108,13 +108,11 @@ def main(specs: list[str]) -> int:
     warnings.simplefilter("ignore", RuntimeWarning)  # NaN/Inf arithmetic of the simulated kernels
     import numpy as np
 
-    from backends.cuda import model
-    from backends.dtypes import numpy_dtype
+    from backends.cuda import model as cuda_model
     from backends.cuda.numba_cuda_backend import NumbaCudaBackend
-    from harness.problems import cases
-    from harness.oracle import checks
-    from harness.oracle import expected
-    from harness.problems import inputs
+    from backends.dtypes import numpy_dtype
+    from harness.oracle import checks, expected
+    from harness.problems import cases, inputs
 
     class Recording(NumbaCudaBackend):
         """The backend, keeping its last output for the comparison with the model."""
@@ -146,7 +144,7 @@ def main(specs: list[str]) -> int:
         identical = None
         if backend.last is not None and case.numel:
             y = backend.to_numpy(backend.last)
-            model = _cuda_model.group_norm(host.x, case.num_groups, host.weight, host.bias, case.eps,
+            model = cuda_model.group_norm(host.x, case.num_groups, host.weight, host.bias, case.eps,
                                            vectorize=False, **CONFIGS[config_name])
             identical = _identical(np, y, model)
         print(json.dumps({"id": case_id, "config": config_name, "plant": plant, "path": chosen["path"],

@@ -112,12 +112,26 @@ def test_a_forward_only_backend_says_so():
         backend.backward(np.zeros((2, 4, 3), np.float32), None)
 
 
-@pytest.mark.parametrize("grad_y, saved_kind, error, text", [
-    (np.zeros((2, 4, 2), np.float32), "real", InvalidArgumentError, "grad_y must have the shape of the forward's input"),
-    (np.zeros((2, 4, 3), np.float64), "real", InvalidTypeError, "grad_y must have the dtype of the forward's input x"),
-    ([[0.0]], "real", InvalidTypeError, "grad_y must be an array"),
-    (np.zeros((2, 4, 3), np.float32), "tuple", InvalidTypeError, "saved must be what this backend's forward_train"),
-], ids=["shape", "dtype", "not-an-array", "foreign-saved"])
+@pytest.mark.parametrize(
+    "grad_y, saved_kind, error, text",
+    [
+        (
+            np.zeros((2, 4, 2), np.float32),
+            "real",
+            InvalidArgumentError,
+            "grad_y must have the shape of the forward's input",
+        ),
+        (
+            np.zeros((2, 4, 3), np.float64),
+            "real",
+            InvalidTypeError,
+            "grad_y must have the dtype of the forward's input x",
+        ),
+        ([[0.0]], "real", InvalidTypeError, "grad_y must be an array"),
+        (np.zeros((2, 4, 3), np.float32), "tuple", InvalidTypeError, "saved must be what this backend's forward_train"),
+    ],
+    ids=["shape", "dtype", "not-an-array", "foreign-saved"],
+)
 def test_backward_arguments_are_checked_with_clear_errors(grad_y, saved_kind, error, text):
     backend = backends.get("numpy")
     _, saved = backend.forward_train(np.ones((2, 4, 3), np.float32), 2)

@@ -10,13 +10,12 @@ import backends
 from backends.base import GroupNormBackend
 from backends.errors import InvalidArgumentError
 from conftest import require
-from harness.problems import inputs
-from harness.problems import suites
 from harness.commands.bench import min_bytes
-from harness.problems.cases import PASSES, Case
+from harness.commands.selftest import _backward
 from harness.oracle.checks import run_case
 from harness.oracle.expected import Expected
-from harness.commands.selftest import _backward
+from harness.problems import inputs, suites
+from harness.problems.cases import PASSES, Case
 
 SHAPE, GROUPS = (2, 12, 5, 7), 3
 

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from backends.errors import InvalidArgumentError
-from harness.problems import inputs
-from harness.problems import suites
+from harness.problems import inputs, suites
 from harness.problems.cases import Case
 
 ALL_CASES = suites.get("smoke") + suites.get("default")

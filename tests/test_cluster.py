@@ -15,9 +15,9 @@ import time
 import pytest
 
 import backends
-from harness.records import results
-from harness.execution.cluster import ClusterSweep, fingerprint, mismatch
 from harness.commands.verify import plan, verify
+from harness.execution.cluster import ClusterSweep, fingerprint, mismatch
+from harness.records import results
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
@@ -39,7 +39,9 @@ def _fake_distribution(folder: str, package: str, version: str) -> None:
 def cluster(tmp_path_factory):
     """Head (no CPUs, so no work) + two H100 nodes + an A100 node + an A100 node with
     another pandas: 1 CPU each, tests/ on the nodes' PYTHONPATH for cluster_plugin."""
-    pytest.importorskip("ray", reason="the cluster extra (Ray) is not installed: pip install 'groupnorm-bench[cluster]'")
+    pytest.importorskip(
+        "ray", reason="the cluster extra (Ray) is not installed: pip install 'groupnorm-bench[cluster]'"
+    )
     from ray.cluster_utils import Cluster
 
     marker_dir = str(tmp_path_factory.mktemp("markers"))
@@ -47,16 +49,27 @@ def cluster(tmp_path_factory):
     _fake_distribution(fake, "pandas", "0.0.1")
     path = os.pathsep.join([TESTS, ROOT])
     env = {"PYTHONPATH": path, "GNBENCH_CLUSTER_TEST_DIR": marker_dir}
-    head = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "env_vars": env,
-        "_system_config": {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
-                           "health_check_failure_threshold": 4}})
+    head = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 0,
+            "env_vars": env,
+            "_system_config": {
+                "health_check_initial_delay_ms": 0,
+                "health_check_period_ms": 500,
+                "health_check_failure_threshold": 4,
+            },
+        },
+    )
     nodes = {
         "H100-a": head.add_node(num_cpus=1, resources={"accelerator_type:H100": 1}, env_vars=env),
         "H100-b": head.add_node(num_cpus=1, resources={"accelerator_type:H100": 1}, env_vars=env),
         "A100": head.add_node(num_cpus=1, resources={"accelerator_type:A100": 1}, env_vars=env),
-        "A100-other-pandas": head.add_node(num_cpus=1, resources={"accelerator_type:A100": 1},
-                                           env_vars={**env, "PYTHONPATH": os.pathsep.join([fake, path])}),
+        "A100-other-pandas": head.add_node(
+            num_cpus=1,
+            resources={"accelerator_type:A100": 1},
+            env_vars={**env, "PYTHONPATH": os.pathsep.join([fake, path])},
+        ),
     }
     head.wait_for_nodes()
     head.nodes_by_name = nodes
@@ -132,8 +145,11 @@ def test_a_killed_ray_worker_is_retried_once_elsewhere_and_recorded(cluster):
 def test_a_backend_that_segfaults_is_a_crash_row_as_in_a_local_run(cluster):
     backends.load_plugins(["cluster_plugin"])
     the_plan = plan(backends=["segfault"], cases=[c.id for c in plan(suite="smoke").cases[:3]], devices=["cpu"])
-    frame = ClusterSweep(the_plan, cluster=cluster.address, accelerators=["H100"],
-                         plugins=["cluster_plugin"]).start().frame()
+    frame = (
+        ClusterSweep(the_plan, cluster=cluster.address, accelerators=["H100"], plugins=["cluster_plugin"])
+        .start()
+        .frame()
+    )
     local = _local_rows(the_plan)
     assert set(frame.status) == {"crash"} and len(frame) == 3 and set(frame.attempt) == {1}
     assert _comparable(frame[local.columns]).equals(_comparable(local))
@@ -160,8 +176,9 @@ def test_a_node_lost_mid_task_is_retried_on_another_node(cluster):
     cluster.wait_for_nodes()
     try:
         the_plan = plan(backends=["slow-numpy"], suite="smoke", devices=["cpu"])
-        sweep = ClusterSweep(the_plan, cluster=cluster.address, accelerators=["L4"], plugins=["cluster_plugin"],
-                             batch=6).start()
+        sweep = ClusterSweep(
+            the_plan, cluster=cluster.address, accelerators=["L4"], plugins=["cluster_plugin"], batch=6
+        ).start()
         rows, removed = [], None
         for row in sweep.rows():
             rows.append(row)
@@ -191,10 +208,32 @@ def _log_rows(out):
 
 def test_resume_after_the_driver_is_killed_keeps_every_finished_row(cluster, tmp_path):
     out = str(tmp_path / "run")
-    command = [sys.executable, "-m", "harness", "verify", "--cluster", cluster.address, "--accelerators", "H100,A100",
-               "--plugin", "cluster_plugin", "--backends", "slow-numpy", "--suite", "smoke", "--out", out]
-    driver = subprocess.Popen(command, cwd=ROOT, env=cluster.environment, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "harness",
+        "verify",
+        "--cluster",
+        cluster.address,
+        "--accelerators",
+        "H100,A100",
+        "--plugin",
+        "cluster_plugin",
+        "--backends",
+        "slow-numpy",
+        "--suite",
+        "smoke",
+        "--out",
+        out,
+    ]
+    driver = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=cluster.environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 240
     while len(_log_rows(out)) < 3 and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.05)
@@ -202,8 +241,9 @@ def test_resume_after_the_driver_is_killed_keeps_every_finished_row(cluster, tmp
     driver.wait()
     before = _log_rows(out)
     assert 3 <= len(before) < 24, f"{len(before)} rows before the kill: the driver was not killed mid-sweep"
-    resumed = subprocess.run(command + ["--resume"], cwd=ROOT, env=cluster.environment, capture_output=True,
-                             text=True, timeout=600)
+    resumed = subprocess.run(
+        command + ["--resume"], cwd=ROOT, env=cluster.environment, capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     frame = results.load(os.path.join(out, "verify-smoke.parquet"))
     assert len(frame) == 24 and set(frame.groupby(["machine_type", "case_id"]).size()) == {1}
@@ -226,10 +266,9 @@ def test_a_node_holds_its_object_store_back_from_the_memory_fit(cluster):
 
     case = Case((1, 64, 256, 256), 8, "float32", "contiguous")
     need = memory.case_host_bytes(case) + memory.backend_host_bytes(case, "cpu")
-    store = 96 * 2 ** 20
+    store = 96 * 2**20
     env = {"PYTHONPATH": os.pathsep.join([TESTS, ROOT]), "GNBENCH_HOST_MEMORY": str(need + store // 2)}
-    node = cluster.add_node(num_cpus=1, resources={"accelerator_type:MEM": 1}, env_vars=env,
-                            object_store_memory=store)
+    node = cluster.add_node(num_cpus=1, resources={"accelerator_type:MEM": 1}, env_vars=env, object_store_memory=store)
     cluster.wait_for_nodes()
     try:
         frame = verify(backends=["numpy"], cases=[case], cluster=cluster.address, accelerators=["MEM"])
@@ -274,7 +313,7 @@ def test_resume_skips_what_is_done_per_machine_type_or_anywhere_without_types():
     per_type = ClusterSweep(the_plan, accelerators="H100,A100", skip=done)._todo()
     todo = {machine_type: ids for _, machine_type, ids in per_type}
     assert first not in todo["H100"] and second in todo["H100"] and first in todo["A100"]
-    (_, _, anywhere), = ClusterSweep(the_plan, skip=done)._todo()
+    ((_, _, anywhere),) = ClusterSweep(the_plan, skip=done)._todo()
     assert first not in anywhere and second not in anywhere and len(anywhere) == len(the_plan.cases) - 2
 
 
@@ -298,7 +337,9 @@ def test_bench_on_a_cluster_is_refused_with_the_reason(capsys):
 
 
 def test_a_local_sweep_imports_no_ray():
-    code = ("import sys, harness; harness.verify(backends='numpy', suite='smoke', devices='cpu'); "
-            "assert 'ray' not in sys.modules, 'a local sweep imported Ray'; print('ok')")
+    code = (
+        "import sys, harness; harness.verify(backends='numpy', suite='smoke', devices='cpu'); "
+        "assert 'ray' not in sys.modules, 'a local sweep imported Ray'; print('ok')"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr

@@ -5,8 +5,7 @@ import pytest
 
 from backends.base import LAYOUTS
 from backends.dtypes import DTYPES
-from harness.problems import inputs
-from harness.problems import suites
+from harness.problems import inputs, suites
 
 
 @pytest.mark.parametrize("suite", sorted(suites.COVERAGE))

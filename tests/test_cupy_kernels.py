@@ -23,9 +23,7 @@ import pytest
 
 import backends
 import harness
-from backends.cuda import model
-from backends.cuda import cupy_backend
-from backends.cuda import sass
+from backends.cuda import cupy_backend, model, sass
 from backends.cuda.launch import geometry
 
 MODEL_CONFIGS = {
@@ -74,13 +72,17 @@ def test_sass_within_budget(arch):
         assert stats is not None and norm is not None, f"{r.name}: main loops not found (see the counting rule)"
         print(f"{arch} {r.name}: {r.registers} registers, {r.blocks_per_sm} blocks/SM, {stats:.2f} + {norm:.2f} "
               "instructions per element")
-        for what, value, allowed, worse in (("registers", r.registers, limit["registers"], r.registers > limit["registers"]),
-                                            ("blocks per SM", r.blocks_per_sm, limit["blocks_per_sm"],
-                                             r.blocks_per_sm < limit["blocks_per_sm"]),
-                                            ("statistics instructions/element", stats, limit["stats_per_element"],
-                                             stats > limit["stats_per_element"]),
-                                            ("normalize instructions/element", norm, limit["normalize_per_element"],
-                                             norm > limit["normalize_per_element"])):
+        for what, value, allowed, worse in (
+            ("registers", r.registers, limit["registers"], r.registers > limit["registers"]),
+            ("blocks per SM", r.blocks_per_sm, limit["blocks_per_sm"], r.blocks_per_sm < limit["blocks_per_sm"]),
+            ("statistics instructions/element", stats, limit["stats_per_element"], stats > limit["stats_per_element"]),
+            (
+                "normalize instructions/element",
+                norm,
+                limit["normalize_per_element"],
+                norm > limit["normalize_per_element"],
+            ),
+        ):
             if worse:
                 over.append(f"{r.name}: {what} {value} against a budget of {allowed}")
     assert not over, "\n".join(over)
@@ -88,11 +90,14 @@ def test_sass_within_budget(arch):
 
 @ARCHS
 def test_committed_sass_table_is_current(arch):
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "model", f"sass-{arch}.md")
+    path = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "model", f"sass-{arch}.md"
+    )
     with open(path) as handle:
         committed = handle.read().rstrip("\n")
-    assert committed == sass.markdown(_report(arch), arch), \
+    assert committed == sass.markdown(_report(arch), arch), (
         f"rerun: python -m backends.sass --arch {arch} --markdown > results/model/sass-{arch}.md"
+    )
 
 
 def test_counting_rule_finds_each_main_loop_once_per_variant():
@@ -172,8 +177,10 @@ def model_backends():
     names = []
     for name, settings in MODEL_CONFIGS.items():
         backend = backends.GroupNormBackend.from_function(
-            f"cuda-model-{name}", functools.partial(model.group_norm, **settings),
-            description=f"NumPy model of the cupy kernels ({name})")
+            f"cuda-model-{name}",
+            functools.partial(model.group_norm, **settings),
+            description=f"NumPy model of the cupy kernels ({name})",
+        )
         backends.register(backend, replace=True)
         names.append(backend.name)
     yield names
@@ -198,12 +205,15 @@ def test_model_passes_the_suite(model_backends, suite):
     # about 10 minutes of CI. Every smaller case keeps every distribution and both seeds.
     # Isolated sweeps run a small case on every model configuration at once (two cores):
     # 230 s here for the adversarial suite, against 331 s in-process in the last CI run.
-    cases = [c for c in suites.get(suite)
-             if c.numel <= HUGE or (c.seed == 0 and c.distribution in ("offset", "offset_1e5"))]
+    cases = [
+        c for c in suites.get(suite) if c.numel <= HUGE or (c.seed == 0 and c.distribution in ("offset", "offset_1e5"))
+    ]
     full = [name for name in model_backends if name.removeprefix("cuda-model-") not in LOWERED]
     lowered = [name for name in model_backends if name.removeprefix("cuda-model-") in LOWERED]
-    frames = [harness.verify(full, cases=cases, isolate=True),
-              harness.verify(lowered, cases=[c for c in cases if c.numel <= SMALL], isolate=True)]
+    frames = [
+        harness.verify(full, cases=cases, isolate=True),
+        harness.verify(lowered, cases=[c for c in cases if c.numel <= SMALL], isolate=True),
+    ]
     for frame in frames:
         failed = frame[frame.status != "passed"]
         assert failed.empty, failed[["backend", "case_id", "status", "reason"]].head(20).to_string()

@@ -205,7 +205,7 @@ GRADCHECK = [("torch", "contiguous"), ("torch", "channels_last"), ("numpy", "con
              ("numpy", "channels_last"), ("numpy", "strided"), ("jax", "contiguous")]
 
 
-@pytest.mark.parametrize("name, layout", GRADCHECK, ids=[f"{n}-{l}" for n, l in GRADCHECK])
+@pytest.mark.parametrize("name, layout", GRADCHECK, ids=[f"{name}-{layout}" for name, layout in GRADCHECK])
 def test_gradcheck_float64_through_each_cpu_backend(name, layout):
     if backends.get(name).availability("cpu"):
         pytest.skip(backends.get(name).availability("cpu"))

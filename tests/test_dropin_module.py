@@ -12,8 +12,8 @@ nn = torch.nn
 F = torch.nn.functional
 
 import groupnorm_bench as gnb  # noqa: E402
-from harness.records import known_bugs  # noqa: E402
 from harness.problems.cases import Case  # noqa: E402
+from harness.records import known_bugs  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

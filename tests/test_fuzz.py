@@ -10,12 +10,11 @@ import pytest
 import backends
 from backends.errors import InvalidArgumentError
 from conftest import run_harness
-from harness.problems import inputs
-from harness.records import known_bugs
 from harness.commands import selftest
-from harness.problems import suites
+from harness.problems import inputs, suites
 from harness.problems.cases import Case
 from harness.problems.inputs import Parametric
+from harness.records import known_bugs
 
 hypothesis = pytest.importorskip("hypothesis", reason="gnbench fuzz needs hypothesis (the 'fuzz' extra)")
 

@@ -126,8 +126,8 @@ def test_interrupted_sweep_keeps_finished_rows_and_resume_does_not_redo_them(tmp
     resumed = subprocess.run(command + ["--resume"], cwd=ROOT, capture_output=True, text=True, timeout=600,
                              env=dict(os.environ, COLUMNS="200"))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    from harness.records import results
     from harness.problems import suites
+    from harness.records import results
 
     expected = 2 * len(suites.get("default"))
     frame = results.load(out / "verify-default.parquet")
@@ -145,7 +145,8 @@ def test_the_api_works_from_a_plain_script_without_a_main_guard(tmp_path):
                       "rows = harness.verify(backends=['numpy', 'torch'], suite='smoke', devices=['cpu'])\n"
                       "print('RAN', (rows.status == 'passed').sum(), len(rows))\n")
     env = dict(os.environ, PYTHONPATH=ROOT)
-    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env=env)
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if line.startswith("RAN")]
     assert len(lines) == 1, out.stdout  # the script ran once, not again in each worker
@@ -184,16 +185,21 @@ def test_a_worker_that_fails_to_start_is_a_crash_row_with_its_stderr_tail():
         backends.unregister("test-dies-at-start")
     mine = frame[frame.backend == "test-dies-at-start"]
     assert mine.status.tolist() == ["crash"] * len(CASES)
-    assert all("failed to start" in reason and "code 3" in reason and "libgnkernel.so" in reason
-               for reason in mine.reason)
+    assert all(
+        "failed to start" in reason and "code 3" in reason and "libgnkernel.so" in reason for reason in mine.reason
+    )
     assert (frame[frame.backend == "numpy"].status == "passed").all()
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("low 0\nhigh 0\nmax 3\noom 2\noom_kill 1\n", 1),  # cgroup v2 memory.events
-    ("oom_kill_disable 0\nunder_oom 0\noom_kill 7\n", 7),  # cgroup v1 memory.oom_control
-    ("nr_free_pages 12\n", None),  # no counter
-], ids=["v2", "v1", "none"])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("low 0\nhigh 0\nmax 3\noom 2\noom_kill 1\n", 1),  # cgroup v2 memory.events
+        ("oom_kill_disable 0\nunder_oom 0\noom_kill 7\n", 7),  # cgroup v1 memory.oom_control
+        ("nr_free_pages 12\n", None),  # no counter
+    ],
+    ids=["v2", "v1", "none"],
+)
 def test_oom_kill_counter_is_read_from_the_kernels_files(text, expected, tmp_path):
     from harness.execution.pool import oom_kills
 

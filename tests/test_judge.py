@@ -5,13 +5,12 @@ import numpy as np
 import pytest
 
 from backends.dtypes import numpy_dtype
-from harness.problems import inputs
-from harness.problems import suites
-from harness.problems.cases import Case
+from harness.oracle.checks import judge
 from harness.oracle.expected import Expected, as_rows
 from harness.oracle.reference import group_norm_reference
 from harness.oracle.tolerances import tolerance
-from harness.oracle.checks import judge
+from harness.problems import inputs, suites
+from harness.problems.cases import Case
 
 SMALL_DEFAULT = [c for c in suites.get("default") if c.numel <= 50_000]
 

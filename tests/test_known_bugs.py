@@ -10,8 +10,8 @@ import pytest
 import backends
 from backends.errors import InvalidArgumentError
 from conftest import run_harness
-from harness.records import known_bugs
 from harness.problems.cases import Case
+from harness.records import known_bugs
 
 BUG = known_bugs.load()[0]
 
@@ -86,13 +86,27 @@ def test_selection_excludes_the_class():
 def _torch_bug_reproduces() -> bool:
     from harness.records.environment import machine
 
-    return backends.get("torch").availability("cpu") is None and known_bugs.match(_row(versions=machine()["versions"])) != ""
+    return (
+        backends.get("torch").availability("cpu") is None
+        and known_bugs.match(_row(versions=machine()["versions"])) != ""
+    )
 
 
 @pytest.mark.skipif(not _torch_bug_reproduces(), reason="torch is not installed here at a version the known bug covers")
 def test_cli_prints_a_known_bug_apart_and_exits_0(tmp_path):
-    ran = run_harness("verify", "--backends", "torch", "--devices", "cpu", "--case", BUG.case,
-                      "--case", "2x12x5x7-g3-float32-contiguous-offset-s0", "--out", str(tmp_path))
+    ran = run_harness(
+        "verify",
+        "--backends",
+        "torch",
+        "--devices",
+        "cpu",
+        "--case",
+        BUG.case,
+        "--case",
+        "2x12x5x7-g3-float32-contiguous-offset-s0",
+        "--out",
+        str(tmp_path),
+    )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert f"known bug {BUG.id}: 1 failed rows" in ran.stdout.replace("\n", " ")
     assert "0 failed (and 1 known framework bugs)" in ran.stdout
@@ -102,7 +116,18 @@ def test_cli_prints_a_known_bug_apart_and_exits_0(tmp_path):
 
 
 def test_cli_any_other_failure_still_exits_1(tmp_path):
-    ran = run_harness("verify", "--plugin", "harness.selftest", "--backends", "bug-channels-last-one-pass",
-                      "--devices", "cpu", "--case", BUG.case, "--out", str(tmp_path))
+    ran = run_harness(
+        "verify",
+        "--plugin",
+        "harness.selftest",
+        "--backends",
+        "bug-channels-last-one-pass",
+        "--devices",
+        "cpu",
+        "--case",
+        BUG.case,
+        "--out",
+        str(tmp_path),
+    )
     assert ran.returncode == 1, ran.stdout + ran.stderr
     assert "known bug" not in ran.stdout

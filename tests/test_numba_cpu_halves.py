@@ -378,14 +378,16 @@ def test_fused_16_bit_kernel_gives_the_separate_passes_bits(kernels, dtype, shap
     wide = kernels.widen_half(bits.reshape(-1), table) if dtype == "float16" else kernels.widen_bfloat(bits.reshape(-1))
     _, wide_stats = kernels.group_norm_by_group(wide.reshape(bits.shape), groups, weight, bias, 1e-5, False)
     np.testing.assert_array_equal(stats, wide_stats)
-    _same_bits(fused.view(np_dtype).reshape(-1), _unfused(kernels, x, groups, weight, bias, 1e-5).view(np_dtype).reshape(-1))
-
+    unfused = _unfused(kernels, x, groups, weight, bias, 1e-5)
+    _same_bits(fused.view(np_dtype).reshape(-1), unfused.view(np_dtype).reshape(-1))
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-@pytest.mark.parametrize("shape, groups", [((2, 64, 9, 7), 8), ((2, 32, 70, 70), 4), ((4, 16, 1), 16),
-                                           ((1, 4, 301, 301), 1)],
-                         ids=["small", "planes-beyond-a-chunk", "one-element", "large-planes"])
+@pytest.mark.parametrize(
+    "shape, groups",
+    [((2, 64, 9, 7), 8), ((2, 32, 70, 70), 4), ((4, 16, 1), 16), ((1, 4, 301, 301), 1)],
+    ids=["small", "planes-beyond-a-chunk", "one-element", "large-planes"],
+)
 @pytest.mark.parametrize("values", ["specials", "finite", "inf-first"])
 def test_16_bit_backward_gives_the_separate_passes_bits(kernels, dtype, shape, groups, values):
     """group_norm_backward_half_by_group (the sums read x's and dy's bits, widened in
@@ -408,12 +410,17 @@ def test_16_bit_backward_gives_the_separate_passes_bits(kernels, dtype, shape, g
     weight = rng.standard_normal(shape[1])
     table = _half_table() if dtype == "float16" else np.empty(0, np.float32)
     xbits, gbits = (a.view(np.uint16).reshape(shape[0] * groups, -1) for a in (x, dy))
-    _, stats = kernels.group_norm_half_by_group(xbits, groups, weight, np.zeros(shape[1]), 1e-5, table,
-                                                dtype == "bfloat16", False)
-    dx, dweight, dbias = kernels.group_norm_backward_half_by_group(xbits, gbits, groups, weight, stats, table,
-                                                                   dtype == "bfloat16", False)
-    widen = (lambda b: kernels.widen_half(b.reshape(-1), table)) if dtype == "float16" else (
-        lambda b: kernels.widen_bfloat(b.reshape(-1)))
+    _, stats = kernels.group_norm_half_by_group(
+        xbits, groups, weight, np.zeros(shape[1]), 1e-5, table, dtype == "bfloat16", False
+    )
+    dx, dweight, dbias = kernels.group_norm_backward_half_by_group(
+        xbits, gbits, groups, weight, stats, table, dtype == "bfloat16", False
+    )
+    widen = (
+        (lambda b: kernels.widen_half(b.reshape(-1), table))
+        if dtype == "float16"
+        else (lambda b: kernels.widen_bfloat(b.reshape(-1)))
+    )
     rows, grads = (widen(b).reshape(b.shape) for b in (xbits, gbits))
     wide_dx, wide_dweight, wide_dbias = kernels.group_norm_backward_by_group(rows, grads, groups, weight, stats, False)
     narrow = kernels.narrow_half if dtype == "float16" else kernels.narrow_bfloat

@@ -146,12 +146,19 @@ print("advised" if "hg" in flags else "not advised", float(y[0, 0, 0, 0]))
 """
 
 
-@pytest.mark.skipif(not os.path.isdir("/sys/kernel/mm/transparent_hugepage"), reason="no transparent huge pages (Linux)")
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel/mm/transparent_hugepage"),
+                    reason="no transparent huge pages (Linux)")
 def test_a_large_output_is_advised_onto_huge_pages_in_a_plain_script(tmp_path):
     require("numba-cpu")
     script = tmp_path / "plain.py"
     script.write_text(HUGE_PAGE_SCRIPT)
-    ran = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "PYTHONPATH": ROOT})
+    ran = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert ran.stdout.split() == ["advised", "0.0"], ran.stdout

@@ -83,7 +83,10 @@ def test_chunk_moments_take_one_pass_only_where_it_is_as_accurate(kind, one_pass
             continue
         exact = chunk.astype(np.float64)
         _, _, two_pass_m2 = kernels._two_pass(chunk, chunk[0] - chunk[0])
-        error, two_pass_error = abs(m2 - exact.var() * n) / (exact.var() * n), abs(two_pass_m2 - exact.var() * n) / (exact.var() * n)
+        error, two_pass_error = (
+            abs(m2 - exact.var() * n) / (exact.var() * n),
+            abs(two_pass_m2 - exact.var() * n) / (exact.var() * n),
+        )
         assert abs(mean - exact.mean()) <= 4 * np.finfo(dtype).eps * abs(exact.mean()), kind
         assert error <= max(2 * two_pass_error, 16 * np.finfo(dtype).eps), (kind, error, two_pass_error)
 
@@ -105,7 +108,7 @@ def test_channels_last_blocks_take_two_passes_for_the_channels_that_need_them(ki
     block = rng.standard_normal((positions, channels)) * sd + 1000
     odd = block[:, 5]
     if kind == "head-off-the-mean":
-        odd[:kernels.CENTRE_ROWS] += 4 * sd[5]
+        odd[: kernels.CENTRE_ROWS] += 4 * sd[5]
     elif kind == "step":
         odd[150:] += 50 * sd[5]
     elif kind == "nan":
@@ -129,10 +132,20 @@ def test_channels_last_blocks_take_two_passes_for_the_channels_that_need_them(ki
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("positions, channels", [(64, 16), (96, 320), (100, 37), (17, 2560), (5, 40), (48, 64),
-                                                 (32, 128), (33, 248)],
-                         ids=["one-tile-column", "tiles", "tiles-and-remainders", "wide", "rows-below-a-tile",
-                              "C64", "C128", "C248-and-remainders"])
+@pytest.mark.parametrize(
+    "positions, channels",
+    [(64, 16), (96, 320), (100, 37), (17, 2560), (5, 40), (48, 64), (32, 128), (33, 248)],
+    ids=[
+        "one-tile-column",
+        "tiles",
+        "tiles-and-remainders",
+        "wide",
+        "rows-below-a-tile",
+        "C64",
+        "C128",
+        "C248-and-remainders",
+    ],
+)
 def test_sums_along_channels_are_the_sums_of_the_centred_values(positions, channels, dtype):
     """_sums_along_channels (16 x 16 register tiles where whole, the loop elsewhere): per
     channel sum(x - k) and sum((x - k)^2) within a few ulps of float64 sums, for blocks
@@ -158,8 +171,11 @@ def test_sums_along_channels_are_the_sums_of_the_centred_values(positions, chann
 
 
 @pytest.mark.parametrize("kind", ["bfloat16", "float16"])
-@pytest.mark.parametrize("positions, channels", [(64, 16), (100, 37), (5, 40)],
-                         ids=["one-tile-column", "tiles-and-remainders", "rows-below-a-tile"])
+@pytest.mark.parametrize(
+    "positions, channels",
+    [(64, 16), (100, 37), (5, 40)],
+    ids=["one-tile-column", "tiles-and-remainders", "rows-below-a-tile"],
+)
 def test_sums_along_channels_of_16_bit_bits_are_those_of_their_float32_values(positions, channels, kind):
     """On a block of 16-bit bits (widened in registers: the tile's 16-lane loads and the
     loop's elements) the sums are bit for bit those of the block's float32 values, in
@@ -172,8 +188,9 @@ def test_sums_along_channels_of_16_bit_bits_are_those_of_their_float32_values(po
     if kind == "float16" and not kernels.F16C:
         pytest.skip("float16 bits are read in place only with F16C")
     rng = np.random.default_rng(13)
-    values = (rng.standard_normal((positions, channels)) * 3 + 10).astype(ml_dtypes.bfloat16 if kind == "bfloat16"
-                                                                          else np.float16)
+    values = (rng.standard_normal((positions, channels)) * 3 + 10).astype(
+        ml_dtypes.bfloat16 if kind == "bfloat16" else np.float16
+    )
     wide = values.astype(np.float32)
     k = wide[: min(positions, 16)].mean(axis=0).astype(np.float32)
     sums = {}
@@ -194,7 +211,7 @@ import numpy as np
 import backends
 from backends.numba_cpu import halves
 backend = backends.get("numba-cpu")
-found = {"f16c": _numba_halves.F16C, "native_bfloat": _numba_halves.NATIVE_BFLOAT}
+found = {"f16c": halves.F16C, "native_bfloat": halves.NATIVE_BFLOAT}
 for dtype in (np.float16, ml_dtypes.bfloat16):
     rng = np.random.default_rng(11)
     x = (rng.standard_normal((2, 8, 20, 31)) * 40).astype(dtype)
@@ -234,10 +251,14 @@ def _host_without(feature):
     return llvm.get_host_cpu_name(), features.flatten()
 
 
-@pytest.mark.parametrize("flag, pair", [
-    ("f16c", lambda: (("generic", _GENERIC + ",+f16c"), ("generic", _GENERIC))),
-    ("native_bfloat", lambda: (None, _host_without("avx512bf16"))),
-], ids=["f16c", "avx512bf16"])
+@pytest.mark.parametrize(
+    "flag, pair",
+    [
+        ("f16c", lambda: (("generic", _GENERIC + ",+f16c"), ("generic", _GENERIC))),
+        ("native_bfloat", lambda: (None, _host_without("avx512bf16"))),
+    ],
+    ids=["f16c", "avx512bf16"],
+)
 def test_16_bit_conversion_instructions_give_the_bits_of_the_scalar_code(tmp_path, flag, pair):
     """The same float16 and bfloat16 GroupNorm, forward (contiguous and channels-last) and
     backward, in two processes whose Numba targets differ only in one conversion
@@ -248,9 +269,9 @@ def test_16_bit_conversion_instructions_give_the_bits_of_the_scalar_code(tmp_pat
     require("numba-cpu")
     from backends.numba_cpu import halves
 
-    if flag == "f16c" and not _numba_halves.F16C:
+    if flag == "f16c" and not halves.F16C:
         pytest.skip("this CPU has no F16C: the suite already runs the scalar path")
-    if flag == "native_bfloat" and not _numba_halves.NATIVE_BFLOAT:
+    if flag == "native_bfloat" and not halves.NATIVE_BFLOAT:
         pytest.skip("this CPU has no AVX512-BF16 (or llvmlite no bfloat type): the suite runs the emulation")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     outputs = []
@@ -260,8 +281,9 @@ def test_16_bit_conversion_instructions_give_the_bits_of_the_scalar_code(tmp_pat
         env.pop("NUMBA_CPU_NAME", None)
         if target:
             env.update(NUMBA_CPU_NAME=target[0], NUMBA_CPU_FEATURES=target[1])
-        run = subprocess.run([sys.executable, "-c", _SCRIPT], cwd=root, env=env, capture_output=True, text=True,
-                             timeout=900)
+        run = subprocess.run(
+            [sys.executable, "-c", _SCRIPT], cwd=root, env=env, capture_output=True, text=True, timeout=900
+        )
         assert run.returncode == 0, run.stderr[-3000:]
         outputs.append(json.loads(run.stdout.strip().splitlines()[-1]))
     assert outputs[0][flag] and not outputs[1][flag]

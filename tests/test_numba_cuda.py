@@ -205,7 +205,8 @@ def simulated():
 @pytest.mark.parametrize("case_id, config", SELECTION, ids=[f"{c}@{p}" for c, p in SELECTION])
 def test_simulated_case_passes(simulated, case_id, config):
     row = simulated[(case_id, config, None)]
-    assert row["status"] == "passed", f"{case_id} on the {config} path: {row['status']} {row['reason']} (ratio {row['ratio']})"
+    assert row["status"] == "passed", \
+        f"{case_id} on the {config} path: {row['status']} {row['reason']} (ratio {row['ratio']})"
     if row["model_identical"] is not None:  # the kernel's arithmetic in the model's order, bit for bit
         assert row["model_identical"], f"{case_id} on the {config} path differs from the NumPy model"
 
@@ -233,8 +234,13 @@ def test_simulator_ran_every_path(simulated):
     for (case_id, config), row in simulated.items():
         case = Case.from_id(case_id)
         if case.numel > 0:  # a group of at most 32 elements (one block's threads) cannot be cut: fused
-            expected = "fused" if case.numel // (case.shape[0] * case.num_groups) <= 32 else \
-                "split-waves" if config == "concurrent" else config
+            expected = (
+                "fused"
+                if case.numel // (case.shape[0] * case.num_groups) <= 32
+                else "split-waves"
+                if config == "concurrent"
+                else config
+            )
             assert row["path"] == expected, f"{case_id}: configured for {config}, planned {row['path']}"
     for config in ("split", "split-waves"):  # groups cut into several blocks, partials merged
         assert max(row["chunks"] for (_, name), row in simulated.items() if name == config) > 1, config
@@ -248,21 +254,52 @@ def test_simulator_ran_every_path(simulated):
 def _signatures(kind, param_kind):
     from numba.core import types
 
-    kernel_type = {"float16": types.float16, "bfloat16": types.uint16, "float32": types.float32,
-                   "float64": types.float64}
+    kernel_type = {
+        "float16": types.float16,
+        "bfloat16": types.uint16,
+        "float32": types.float32,
+        "float64": types.float64,
+    }
     acc = types.float64 if kind == "float64" else types.float32
     flat = types.Array(kernel_type[kind], 1, "C")
     param = types.Array(kernel_type[param_kind], 1, "A")
     work = types.Array(acc, 1, "C")
     i, flag = types.int64, types.boolean
     return {
-        "forward": (flat, param, param, flat, types.Array(types.uint64, 1, "C"), types.Array(types.int32, 1, "C"),
-                    work, work, i, i, i, i, flag, i, i, i, i, i, i, i, i, i, i, acc),
+        "forward": (
+            flat,
+            param,
+            param,
+            flat,
+            types.Array(types.uint64, 1, "C"),
+            types.Array(types.int32, 1, "C"),
+            work,
+            work,
+            i,
+            i,
+            i,
+            i,
+            flag,
+            i,
+            i,
+            i,
+            i,
+            i,
+            i,
+            i,
+            i,
+            i,
+            i,
+            acc,
+        ),
     }
 
 
-KERNEL_KINDS = [(kind, param) for kind in ("float16", "bfloat16", "float32", "float64")
-                for param in ((kind, "float32") if kind in ("float16", "bfloat16") else (kind,))]
+KERNEL_KINDS = [
+    (kind, param)
+    for kind in ("float16", "bfloat16", "float32", "float64")
+    for param in ((kind, "float32") if kind in ("float16", "bfloat16") else (kind,))
+]
 
 
 _PTX: dict = {}
@@ -288,11 +325,19 @@ def _ptx(kind, param_kind, cc) -> dict:
         "print(json.dumps(out))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    proc = subprocess.run([sys.executable, "-c", code, ROOT, kind, param_kind, *map(str, cc)],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, ROOT, kind, param_kind, *map(str, cc)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     if proc.returncode and "DynamicLibNotFoundError" in proc.stderr:
-        pytest.skip("no NVRTC/NVVM on this machine (pip install nvidia-cuda-nvrtc; NVVM from the CUDA toolkit): "
-                    + proc.stderr.strip().splitlines()[-1][:200])
+        pytest.skip(
+            "no NVRTC/NVVM on this machine (pip install nvidia-cuda-nvrtc; NVVM from the CUDA toolkit): "
+            + proc.stderr.strip().splitlines()[-1][:200]
+        )
     assert proc.returncode == 0, proc.stderr[-3000:]
     _PTX[kind, param_kind, cc] = json.loads(proc.stdout)
     return _PTX[kind, param_kind, cc]
@@ -326,20 +371,25 @@ def test_kernels_assemble_without_spills(kind, param_kind, cc):
     for name, text in ptx.items():
         with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as handle:
             handle.write(text)
-        result = subprocess.run([ptxas, f"-arch={arch}", "-v", handle.name, "-o", os.devnull],
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            [ptxas, f"-arch={arch}", "-v", handle.name, "-o", os.devnull], capture_output=True, text=True
+        )
         os.unlink(handle.name)
         assert result.returncode == 0, f"{name}: {result.stderr[-2000:]}"
         registers = re.search(r"Used (\d+) registers", result.stderr)
         spills = [int(v) for v in re.findall(r"(\d+) bytes spill (?:stores|loads)", result.stderr)]
-        print(f"{name} {kind}/{param_kind} {arch}: {registers.group(1) if registers else '?'} registers, "
-              f"spills {spills}")
+        print(
+            f"{name} {kind}/{param_kind} {arch}: {registers.group(1) if registers else '?'} registers, spills {spills}"
+        )
         assert not any(spills), f"{name} spills registers on {arch}: {result.stderr}"
 
 
 @CCS
-@pytest.mark.parametrize("kind, param_kind", [k for k in KERNEL_KINDS if k[0] != "float64"],
-                         ids=[f"x-{k}-w-{p}" for k, p in KERNEL_KINDS if k != "float64"])
+@pytest.mark.parametrize(
+    "kind, param_kind",
+    [k for k in KERNEL_KINDS if k[0] != "float64"],
+    ids=[f"x-{k}-w-{p}" for k, p in KERNEL_KINDS if k != "float64"],
+)
 def test_statistics_stay_in_float32_for_half_and_float32_inputs(kind, param_kind, cc):
     """No float64 arithmetic in the PTX of a float32-accumulating kernel (the first design
     promoted count, mean and M2 to float64 through ``count += 1``)."""
@@ -355,9 +405,29 @@ def test_simulator_rows_are_marked_and_never_timed(tmp_path):
 
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", COLUMNS="200")
     case = "2x8x4x4-g4-float32-contiguous-normal-s0"
-    ran = subprocess.run([sys.executable, "-m", "harness", "bench", "--backends", "numba-cuda,numpy", "--devices",
-                          "cuda,cpu", "--case", case, "--budget", "0.05", "--out", str(tmp_path / "bench")],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    ran = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "bench",
+            "--backends",
+            "numba-cuda,numpy",
+            "--devices",
+            "cuda,cpu",
+            "--case",
+            case,
+            "--budget",
+            "0.05",
+            "--out",
+            str(tmp_path / "bench"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "not timed: numba-cuda:cuda ran on a device emulated on the host" in " ".join(ran.stdout.split())
     frame = results.load(tmp_path / "bench").set_index("backend")
@@ -365,8 +435,14 @@ def test_simulator_rows_are_marked_and_never_timed(tmp_path):
     assert frame.loc["numba-cuda", "status"] == "passed" and frame.loc["numba-cuda", "device"] == "cuda"
     assert frame.loc["numba-cuda", "median_s"] != frame.loc["numba-cuda", "median_s"]  # NaN: not timed
     assert frame.loc["numpy", "median_s"] > 0
-    report = subprocess.run([sys.executable, "-m", "harness", "report", str(tmp_path / "bench"), "--out",
-                             str(tmp_path / "report")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    report = subprocess.run(
+        [sys.executable, "-m", "harness", "report", str(tmp_path / "bench"), "--out", str(tmp_path / "report")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert report.returncode == 0, report.stdout + report.stderr
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "1 bench rows of a device emulated on the host" in summary and "numba-cuda:cuda" not in summary
@@ -375,8 +451,8 @@ def test_simulator_rows_are_marked_and_never_timed(tmp_path):
 def test_a_cpu_tensor_gets_a_clear_error_not_a_stream_lookup():
     torch = pytest.importorskip("torch")
     pytest.importorskip("numba_cuda", reason="numba-cuda is not installed: pip install 'groupnorm-bench[numba]'")
-    from backends.errors import InvalidTypeError
     from backends.cuda.numba_cuda_backend import NumbaCudaBackend
+    from backends.errors import InvalidTypeError
 
     with pytest.raises(InvalidTypeError, match="must be a CUDA array.*got Tensor"):
         NumbaCudaBackend().group_norm(torch.ones(2, 4, 3), 2)

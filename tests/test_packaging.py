@@ -1,6 +1,7 @@
 """The repository's promises: CI runs the README's test command; the layout is complete."""
 
 import os
+
 import tomllib
 
 from conftest import ROOT

@@ -68,7 +68,9 @@ def test_readme_output_blocks_are_the_captured_tool_output():
 
 def _block(path: str) -> str:
     """The text of the README output block filled from ``path``."""
-    match = re.search(r"<!-- output: " + re.escape(path) + r"(?: lines=\d+-\d+)? -->\n```text\n(.*?)```", _readme(), re.S)
+    match = re.search(
+        r"<!-- output: " + re.escape(path) + r"(?: lines=\d+-\d+)? -->\n```text\n(.*?)```", _readme(), re.S
+    )
     assert match, f"the README has no output block from {path}"
     return match.group(1)
 
@@ -79,15 +81,17 @@ def _header(text: str) -> list[str]:
     return [cell.strip() for cell in line.strip().strip("┃").split("┃")]
 
 
-SUMMARY_LINE = re.compile(r"^\d+ rows, \d+ verified, \d+ failed( \(and \d+ known framework bugs\))?, "
-                          r"\d+ not run, in [\d.]+ s$", re.M)
+SUMMARY_LINE = re.compile(
+    r"^\d+ rows, \d+ verified, \d+ failed( \(and \d+ known framework bugs\))?, "
+    r"\d+ not run, in [\d.]+ s$",
+    re.M,
+)
 
 
 def test_verify_as_documented_prints_what_the_readme_shows(tmp_path):
     """The README's verify block is a committed capture; a live run must still have its form."""
     documented = _block("results/cpu-2026-12-03-backward/verify-default.txt")
-    ran = run_harness("verify", "--suite", "smoke", "--backends", "torch,jax,numpy,numba-cpu",
-                      "--out", str(tmp_path))
+    ran = run_harness("verify", "--suite", "smoke", "--backends", "torch,jax,numpy,numba-cpu", "--out", str(tmp_path))
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert _header(ran.stdout) == _header(documented)
     assert SUMMARY_LINE.search(documented) and SUMMARY_LINE.search(ran.stdout), ran.stdout[-500:]
@@ -108,7 +112,8 @@ def test_list_as_documented_has_the_readme_columns_and_backends():
     assert _header(ran.stdout) == _header(documented) == ["backend", "device", "dtypes", "layouts", "status", "version"]
 
     def names(text):  # first column of each row (a wrapped row continues with an empty one)
-        return [cell for cell in (line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│"))
-                if cell]
+        return [
+            cell for cell in (line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│")) if cell
+        ]
 
-    assert names(documented) and names(ran.stdout)[:len(names(documented))] == names(documented)
+    assert names(documented) and names(ran.stdout)[: len(names(documented))] == names(documented)

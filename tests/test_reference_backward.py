@@ -5,8 +5,7 @@ gradients in every dtype, including the inputs where the exact dx cancels to 0."
 import numpy as np
 import pytest
 
-from harness.oracle.reference import group_norm_reference
-from harness.oracle.reference import group_norm_backward_reference
+from harness.oracle.reference import group_norm_backward_reference, group_norm_reference
 from harness.oracle.tolerances import tolerances
 
 torch = pytest.importorskip("torch", reason="torch is the independent check: pip install 'groupnorm-bench[torch]'")

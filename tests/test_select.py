@@ -78,7 +78,9 @@ def test_cache_hits_and_a_version_change_misses(planted, monkeypatch):
     refreshed = selection.select(SHAPE, GROUPS, backends=planted, budget=0.2, isolate=False, refresh=True)
     assert not refreshed.cached
     latest = selection.select(SHAPE, GROUPS, backends=planted, budget=0.2, isolate=False)
-    assert latest.cached and [repr(c.median_s) for c in latest.candidates] == [repr(c.median_s) for c in refreshed.candidates]
+    assert latest.cached and [repr(c.median_s) for c in latest.candidates] == [
+        repr(c.median_s) for c in refreshed.candidates
+    ]
     medium = backends.get("test-medium")
     monkeypatch.setattr(type(medium), "source_hash", lambda self: "kernel v2")
     after = selection.select(SHAPE, GROUPS, backends=planted, budget=0.2, isolate=False)
@@ -110,8 +112,9 @@ def test_select_answers_from_stored_results_of_this_machine(planted, tmp_path, m
     defaults = harness.verify(backends=names, suite="default", dtypes=["float32"], isolate=False)
     defaults = defaults[defaults.layout == "contiguous"]
     case = harness.Case(SHAPE, GROUPS)
-    timed = harness.bench(backends=names, cases=[c.id for c in selection.problem_cases(case)], budget=0.2,
-                          isolate=False)
+    timed = harness.bench(
+        backends=names, cases=[c.id for c in selection.problem_cases(case)], budget=0.2, isolate=False
+    )
     stored = __import__("pandas").concat([defaults, timed], ignore_index=True)
     choice = selection.select(SHAPE, GROUPS, backends=names, results=stored, isolate=False, use_cache=False)
     assert choice.source == "stored results" and choice.backend == "test-medium"
@@ -121,28 +124,48 @@ def test_select_answers_from_stored_results_of_this_machine(planted, tmp_path, m
     counted = selection.select(SHAPE, GROUPS, backends=names, results=twice, isolate=False, use_cache=False)
     assert [c.default_cases for c in counted.candidates] == [c.default_cases for c in choice.candidates]
     emulated = stored.assign(simulated=True)  # times from Numba's CUDA simulator are never evidence
-    choice = selection.select(SHAPE, GROUPS, backends=names, results=emulated, isolate=False, use_cache=False,
-                              budget=0.2)
+    choice = selection.select(
+        SHAPE, GROUPS, backends=names, results=emulated, isolate=False, use_cache=False, budget=0.2
+    )
     assert choice.source == "measured now"
     foreign = stored.assign(host="another-machine")
-    choice = selection.select(SHAPE, GROUPS, backends=names, results=foreign, isolate=False, use_cache=False,
-                              budget=0.2)
+    choice = selection.select(
+        SHAPE, GROUPS, backends=names, results=foreign, isolate=False, use_cache=False, budget=0.2
+    )
     assert choice.source == "measured now"
     # the same host name and model name, but another CPU's signature, or none (rows of schema 5 and before)
     for signature in ("AuthenticAMD 25/17/1 avx512f avx2 fma f16c sse4_2 L1d 32K L2 1024K L3 32768K", ""):
         other_cpu = stored.assign(cpu_signature=signature)
-        choice = selection.select(SHAPE, GROUPS, backends=names, results=other_cpu, isolate=False,
-                                  use_cache=False, budget=0.2)
+        choice = selection.select(
+            SHAPE, GROUPS, backends=names, results=other_cpu, isolate=False, use_cache=False, budget=0.2
+        )
         assert choice.source == "measured now", signature
-    choice = selection.select(SHAPE, GROUPS, backends=names, results=stored.drop(columns=["cpu_signature"]),
-                              isolate=False, use_cache=False, budget=0.2)  # a frame of schema 5, not from a file
+    choice = selection.select(
+        SHAPE,
+        GROUPS,
+        backends=names,
+        results=stored.drop(columns=["cpu_signature"]),
+        isolate=False,
+        use_cache=False,
+        budget=0.2,
+    )  # a frame of schema 5, not from a file
     assert choice.source == "measured now"
 
 
 def test_cli_select_prints_the_choice_and_its_evidence(tmp_path, monkeypatch):
     monkeypatch.setenv("GNBENCH_CACHE", str(tmp_path))
-    result = run_harness("select", "--shape", "2,64,16,16", "--num-groups", "8", "--backends", "numpy,torch",
-                         "--budget", "0.2", "--refresh")
+    result = run_harness(
+        "select",
+        "--shape",
+        "2,64,16,16",
+        "--num-groups",
+        "8",
+        "--backends",
+        "numpy,torch",
+        "--budget",
+        "0.2",
+        "--refresh",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "fastest verified:" in result.stdout and "median ms" in result.stdout
     assert "cache of" not in result.stdout
@@ -160,16 +183,18 @@ def test_fastest_never_returns_a_backend_that_fails_the_channels_last_class(tmp_
 
     require("torch")
     monkeypatch.setenv("GNBENCH_CACHE", str(tmp_path))
-    choice = selection.select((2, 12, 5, 7), 3, "float32", "cpu", layout="channels_last", backends=["torch", "numpy"],
-                              budget=0.1)
+    choice = selection.select(
+        (2, 12, 5, 7), 3, "float32", "cpu", layout="channels_last", backends=["torch", "numpy"], budget=0.1
+    )
     torch_row = {c.backend: c for c in choice.candidates}["torch"]
     assert choice.backend == "numpy" and not torch_row.eligible, choice
     # without the known-bug file, verification alone keeps torch out (the default suite fails it)
     empty = tmp_path / "none.toml"
     empty.write_text("")
     monkeypatch.setattr(harness.known_bugs, "PATH", str(empty))
-    choice = selection.select((2, 12, 5, 7), 3, "float32", "cpu", layout="channels_last", backends=["torch", "numpy"],
-                              budget=0.1)
+    choice = selection.select(
+        (2, 12, 5, 7), 3, "float32", "cpu", layout="channels_last", backends=["torch", "numpy"], budget=0.1
+    )
     torch_row = {c.backend: c for c in choice.candidates}["torch"]
     assert choice.backend == "numpy" and "channels_last-offset" in torch_row.why_not, torch_row
 

@@ -6,7 +6,6 @@ import pytest
 import backends
 from harness.commands import selftest
 
-
 FRAMEWORKS = {"torch", "jax", "jaxlib", "cupy", "numba"}
 
 

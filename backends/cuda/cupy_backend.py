@@ -24,10 +24,10 @@ from __future__ import annotations
 import os
 import threading
 
-from .launch import INT32_MAX, THREADS, collapse, geometry, plan
 from ..base import EventTimer, GroupNormBackend, hash_files, missing_module
 from ..dtypes import DTYPES, HALF_DTYPES, dtype_name
 from ..errors import InvalidArgumentError, InvalidTypeError
+from .launch import INT32_MAX, THREADS, collapse, geometry, plan
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KERNEL_SOURCE = os.path.join(HERE, "groupnorm.cu")

@@ -45,7 +45,7 @@ def collapse(shape, strides, itemsize):
     spatial = [(n, s) for n, s in zip(shape[2:], elements[2:]) if n != 1]
     positions = math.prod(shape[2:])
     step = spatial[-1][1] if spatial else 1
-    for (outer_n, outer_s), (inner_n, inner_s) in zip(spatial, spatial[1:]):
+    for (_, outer_s), (inner_n, inner_s) in zip(spatial, spatial[1:]):
         if outer_s != inner_s * inner_n:
             return None
     return (shape[0], shape[1], positions), (elements[0], elements[1], step)

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .launch import collapse, geometry, plan, unroll, work_items
 from ..dtypes import dtype_name
+from .launch import collapse, geometry, plan, unroll, work_items
 
 
 def _merge(a, b):

@@ -31,10 +31,10 @@ from __future__ import annotations
 import math
 import os
 
-from .launch import INT32_MAX, THREADS, collapse, dense_strides, geometry, plan
 from ..base import EventTimer, GroupNormBackend, hash_files, missing_module
 from ..dtypes import DTYPES, dtype_name
 from ..errors import InvalidArgumentError, InvalidTypeError
+from .launch import INT32_MAX, THREADS, collapse, dense_strides, geometry, plan
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = (os.path.join(HERE, "numba_kernels.py"), os.path.join(HERE, "launch.py"), os.path.abspath(__file__))

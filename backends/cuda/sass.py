@@ -38,8 +38,8 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 
-from .launch import THREADS, unroll
 from .cupy_backend import COMPILE_OPTIONS, all_name_expressions, source
+from .launch import THREADS, unroll
 
 RESOURCE = re.compile(r"Compiling entry function '(?P<symbol>[^']+)'.*?Used (?P<registers>\d+) registers"
                       r"(?P<rest>[^\n]*)", re.S)
@@ -186,7 +186,7 @@ def disassemble(cubin: bytes) -> dict[str, list[tuple[int, str]]]:
 def loops(code: list[tuple[int, str]]) -> list[Loop]:
     """Every backward branch's body (see the counting rule)."""
     found = []
-    for index, (address, text) in enumerate(code):
+    for address, text in code:
         branch = re.search(r"\bBRA\b.*?(0x[0-9a-f]+)", text)
         if not branch:
             continue

@@ -1,79 +1,13 @@
-"""``numba-cpu``: our own GroupNorm kernel for the CPU, ``numba.njit(parallel=True)``.
+"""``numba-cpu``: our GroupNorm kernels for the CPU, ``numba.njit(parallel=True)``.
 
-Design (issue #6; kernels in ``kernels.py``):
-
-* Parallel over (sample, group) when there are at least as many groups as threads: each
-  task computes its group's statistics, then normalizes the same group while it is still
-  in cache (one DRAM read of x, one write of y).
-* Fewer groups than threads (SD VAE: N=1, 32 groups of millions): each group's
-  statistics in several parallel pieces merged in order, then normalization parallel
-  over (group, channel) planes.
-* Statistics: chunks of 4096 elements in the input's precision (8 float32 lanes a
-  vector), merged in float64 with Chan's formula; no running sum spans more than one
-  chunk, so groups of 10^7 elements keep full accuracy. A chunk is read once, its sums
-  centred on the mean of its first 16 elements, where that centre is close enough to the
-  chunk mean to be as accurate as the corrected two-pass method; otherwise (a step, an
-  outlier at the head, NaN, Inf) it is summed again by that method from L1. Chunks under
-  64 elements: two-pass in float64.
-* Normalize: ``y = x * a + c`` per channel, ``a = rstd * w``, ``c = b - mean * a``, in the
-  input's precision, each output element written once into a fresh array.
-* float32 and float64 natively; float16 and bfloat16 as their raw bits (Numba has no
-  16-bit float type on the CPU), fused: the statistics' sums read the bits and widen
-  them in registers (float16 by F16C's ``vcvtph2ps`` where the CPU has it; bfloat16 by a
-  shift), a chunk widened into an L1 scratch only for the two-pass method (and, without
-  F16C, by NumPy's exact 65536-entry table); the normalize reads the bits
-  again (from L2) and widens, applies ``x * a + c`` and narrows with round-to-nearest-even
-  (``vcvtps2ph``; bfloat16 by ``vcvtneps2bf16`` where the CPU has AVX512-BF16, a vector
-  holding a float32 subnormal by 8-lane integer vector code, which is the only bfloat16
-  narrowing on other CPUs) in one vector pass, so nothing
-  wider than the input goes to memory. Without those vector conversions, or where a
-  channel's plane is not a multiple of 8 elements: the affine loop then the narrowing
-  (scalar float16 code without F16C), a group of up to 2^18 elements kept widened
-  between the passes. (With fewer groups than threads: widen everything, the float32
-  kernel, narrow everything, each pass parallel; the same bits.)
-* Channels-last input is read in place as (N, positions, C): the statistics of a block of
-  positions (up to 128K elements, at least 4 blocks a thread) per channel, vectorized
-  along C (16 x 16 register tiles; row by row where x comes from DRAM, the streaming case
-  below; one pass centred on the block's first 64 positions, two passes for a channel
-  that needs them), channels combined per group, then
-  ``y = x * a + c`` along the channels; samples in waves of about 16 MiB so the second read
-  can come from L3; y keeps the layout. 16-bit blocks are read as bits and widened in
-  the tiles' registers (without F16C, float16 blocks go through an L2 scratch), y
-  narrowed as it is made, a 64-byte line (32 elements) a step across the rows (the same
-  bits as the float32 kernel on the widened input). Other non-contiguous inputs are
-  copied to contiguous first (one copy, counted in the timing). NaN and Inf propagate; a
-  constant group gives bias.
-* Backward (``forward_train`` keeps x and the forward's (mean, rstd) per group, float64):
-  one task per (sample, group) takes per channel sum(dy) and sum(dy * (x - mean)) in
-  one pass over x and dy (chunks in the input's precision, merged in float64), then
-  ``dx = rstd * (w * dy - A) - rstd^2 * B * (x - mean)`` with x and dy re-read from
-  cache; dweight/dbias per (sample, channel) summed over samples in order: deterministic
-  bit for bit, no atomics. For 16-bit x and dy the sums read their bits, widened in
-  registers, and dx is computed from their bits in one vector pass (widen, dx, narrow);
-  without vector conversions (float16 without F16C), chunk by chunk through L1 scratch.
-* Streaming stores: where a call's arrays together (x and y; in the backward x, dy and
-  dx) reach the last-level cache's size (:func:`stream_bytes`), y and dx are written a
-  64-byte line at a time with non-temporal stores (``stores.py``; 16-bit output
-  too, 32 elements a store), which skip reading each output line before writing it and
-  leave x in the cache; same bits.
-* Placement: every output (y, dx) is allocated one page larger and placed half a page
-  from its input modulo 4 KiB (``empty_apart``; dx also clear of dy): a y starting 16-144
-  bytes past x made each load of x wait on the store to y just issued (4K aliasing), up
-  to 2.4x on the normalize pass. A large NumPy x lies 16 bytes past a page and NRT's y
-  64, so with glibc's defaults y - x was 48 every call; in the harness's workers it came
-  and went with the heap (the slow mode of part 8; results/cpu-2026-12-04-numba16-part9).
-  An output of 4 MiB or more is advised onto huge pages before its first touch
-  (``madvise(MADV_HUGEPAGE)``, Linux, as NumPy does for its arrays): where glibc maps each
-  large output afresh (a plain script), faulting in a 134 MB y took 52 ms in 4 KiB pages
-  and 15 ms advised.
-* Compiled on first use and cached on disk (``cache=True``), so a second process loads
-  the machine code instead of compiling; the bench reports compile time apart.
-
-Measured figures (bench against torch, roofline, verification) are in the results folders
-named in README.md; the latest are results/cpu-2026-12-04-numba16-part9 (output placement)
-and -part7 (vcvtneps2bf16).
-(Parts 2 and 3 reported channels-last figures that timed the contiguous kernel:
-``from_numpy`` made every input C-contiguous until part 4.)
+The backend (this module) is the contract's side: which inputs go to which kernel of
+``kernels.py`` (contiguous by group or by chunk, channels-last in place, 16-bit inputs as
+raw bits; other layouts copied first), the backward's saved statistics, and where outputs
+are placed: one page larger and half a page from the input modulo 4 KiB (an output 16-144
+bytes past its input makes each load wait on the store just issued), streamed past the
+last-level cache's size (:func:`stream_bytes`), advised onto huge pages from 4 MiB.
+Importing it imports no Numba; the kernels compile on first use and are cached on disk.
+The design and its measurements: ``docs/numba-cpu.md``.
 """
 
 from __future__ import annotations
@@ -131,8 +65,10 @@ class NumbaCpuBackend(GroupNormBackend):
     name = "numba-cpu"
     devices = ("cpu",)
     dtypes = DTYPES
-    description = ("our Numba CPU kernel: per-group statistics (chunked, one centred pass or two) and normalize in cache; "
-                   "deterministic backward")
+    description = (
+        "our Numba CPU kernel: per-group statistics (chunked, one centred pass or two) and normalize in cache; "
+        "deterministic backward"
+    )
 
     def availability(self, device):
         return super().availability(device) or missing_module("numba", "numba")
@@ -162,8 +98,9 @@ class NumbaCpuBackend(GroupNormBackend):
             # channels-last memory, read in place; y keeps the layout
             rows = last.reshape(n, -1, channels)
             if half:
-                out, stats = kernels.group_norm_half_channels_last(rows.view(np.uint16), num_groups, w, b, float(eps),
-                                                                   table, bfloat, stream, threads)
+                out, stats = kernels.group_norm_half_channels_last(
+                    rows.view(np.uint16), num_groups, w, b, float(eps), table, bfloat, stream, threads
+                )
                 out = out.view(x.dtype)
             else:
                 out, stats = kernels.group_norm_channels_last(rows, num_groups, w, b, float(eps), stream, threads)
@@ -184,7 +121,11 @@ class NumbaCpuBackend(GroupNormBackend):
             pieces = max(1, min(-(-4 * threads // rows.shape[0]), -(-rows.shape[1] // kernels.CHUNK)))
             out, stats = kernels.group_norm_by_chunk(rows, num_groups, w, b, float(eps), pieces, stream)
         if half:
-            out = kernels.narrow_half(out.reshape(-1)) if x.dtype == np.float16 else kernels.narrow_bfloat(out.reshape(-1))
+            out = (
+                kernels.narrow_half(out.reshape(-1))
+                if x.dtype == np.float16
+                else kernels.narrow_bfloat(out.reshape(-1))
+            )
             return out.view(x.dtype).reshape(x.shape), stats
         return out.reshape(x.shape), stats
 
@@ -206,20 +147,28 @@ class NumbaCpuBackend(GroupNormBackend):
         n, channels = x.shape[:2]
         if x.size == 0:
             zeros = np.zeros(channels)
-            return (np.empty(x.shape, x.dtype), None if weight is None else zeros.astype(weight.dtype),
-                    None if bias is None else zeros.astype(bias.dtype))
+            return (
+                np.empty(x.shape, x.dtype),
+                None if weight is None else zeros.astype(weight.dtype),
+                None if bias is None else zeros.astype(bias.dtype),
+            )
         w = np.ones(channels) if weight is None else np.asarray(weight, np.float64)
         stream = 3 * x.nbytes >= stream_bytes()  # x, dy and dx together: see stream_bytes
         if x.dtype.itemsize == 2:  # float16 / bfloat16: widened and narrowed chunk by chunk, in cache
             bits = [np.ascontiguousarray(a).view(np.uint16).reshape(n * num_groups, -1) for a in (x, grad_y)]
             bfloat = x.dtype != np.float16
             table = np.empty(0, np.float32) if bfloat else _half_table()
-            dx, dweight, dbias = kernels.group_norm_backward_half_by_group(*bits, num_groups, w, stats, table, bfloat,
-                                                                           stream)
+            dx, dweight, dbias = kernels.group_norm_backward_half_by_group(
+                *bits, num_groups, w, stats, table, bfloat, stream
+            )
             dx = dx.view(x.dtype)
         else:
-            rows, grads = (np.ascontiguousarray(a, dtype=np.float64 if a.dtype == np.float64 else np.float32)
-                           .reshape(n * num_groups, -1) for a in (x, grad_y))
+            rows, grads = (
+                np.ascontiguousarray(a, dtype=np.float64 if a.dtype == np.float64 else np.float32).reshape(
+                    n * num_groups, -1
+                )
+                for a in (x, grad_y)
+            )
             dx, dweight, dbias = kernels.group_norm_backward_by_group(rows, grads, num_groups, w, stats, stream)
         grad_weight = None if weight is None else kernels.sum_over_samples(dweight).astype(weight.dtype)
         grad_bias = None if bias is None else kernels.sum_over_samples(dbias).astype(bias.dtype)

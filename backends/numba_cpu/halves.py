@@ -19,8 +19,8 @@ LLVM inlines:
   the vector narrowings are ``vcvtneps2bf16`` instead (LLVM's ``fptrunc`` to
   ``bfloat``), and a vector holding a float32 subnormal, which that instruction reads as
   zero, takes the integer code: the same bits (:func:`_to_bfloat_checked`). With 32
-  lanes a step (channels-last rows) it narrows as fast as F16C does float16 (part 6's
-  ``bfloat_lanes.py``: 0.038 against 0.065 ns an element).
+  lanes a step (channels-last rows) it narrows as fast as F16C does float16 (0.038
+  against 0.065 ns an element, measured in cache on an AVX-512 EPYC).
 * :func:`affine_bits`: widening, ``x * a + c`` and the narrowing in one vector step,
   16-bit bits in and out, so the normalize reads the input's bits and writes the
   output's with nothing wider in memory (same bits as the three steps apart).
@@ -56,7 +56,7 @@ from llvmlite.ir import types as ir_types
 from numba import types
 from numba.extending import intrinsic
 
-from .stores import LINE, operand, address
+from .stores import LINE, address, vector_operand
 
 
 def _target_features() -> set:
@@ -96,7 +96,7 @@ def _native_bfloat(features, llvm_version, bfloat_type) -> bool:
     AVX512-BF16 and AVX512-VL (vcvtneps2bf16 for 8, 16 and 32 lanes), llvmlite can spell
     the type, and LLVM is 20 or later. Older LLVMs cannot lower it: LLVM 14 (llvmlite
     0.43) stops the process with "Cannot select", LLVM 15 (0.44) emits no vcvtneps2bf16;
-    LLVM 20 (0.45) and 22 (0.50) emit it (llvmlite has no LLVM 16-19; part 7's README)."""
+    LLVM 20 (0.45) and 22 (0.50) emit it (no llvmlite release builds LLVM 16-19)."""
     return bfloat_type is not None and {"avx512bf16", "avx512vl"} <= features and tuple(llvm_version) >= (20,)
 
 
@@ -129,7 +129,8 @@ def from_half(builder, raw):
 def from_bfloat(builder, raw):
     """float32 of bfloat16 bits (i16, or <8 x i16>): the high half of the float32 bits, exact."""
     words = _shaped(raw.type, ir.IntType(32))
-    return builder.bitcast(builder.shl(builder.zext(raw, words), _constant(words, 16)), _shaped(raw.type, ir.FloatType()))
+    shifted = builder.shl(builder.zext(raw, words), _constant(words, 16))
+    return builder.bitcast(shifted, _shaped(raw.type, ir.FloatType()))
 
 
 def _widening(convert):
@@ -151,8 +152,9 @@ def _widening(convert):
 
 def _to_half(builder, floats):
     """float16 bits (i16, or <8 x i16>) of float32 (fptrunc: vcvtps2ph, round to nearest even)."""
-    return builder.bitcast(builder.fptrunc(floats, _shaped(floats.type, ir.HalfType())),
-                           _shaped(floats.type, ir.IntType(16)))
+    return builder.bitcast(
+        builder.fptrunc(floats, _shaped(floats.type, ir.HalfType())), _shaped(floats.type, ir.IntType(16))
+    )
 
 
 def _to_bfloat(builder, floats):
@@ -175,17 +177,21 @@ def _to_bfloat_checked(builder, floats):
     its sign) where no lane holds a float32 subnormal, :func:`_to_bfloat` where any does
     (vcvtneps2bf16 reads subnormals as zero): a compare and a branch per vector, the branch
     never taken on ordinary data. The emulated rounding's integer steps cost about 0.03 ns
-    an element more than float16's F16C narrowing (part 6, ``bfloat_lanes.py``)."""
+    an element more than float16's F16C narrowing."""
     if not NATIVE_BFLOAT or not isinstance(floats.type, ir.VectorType):
         return _to_bfloat(builder, floats)
     words = _shaped(floats.type, ir.IntType(32))
     magnitude = builder.and_(builder.bitcast(floats, words), _constant(words, 0x7FFFFFFF))
-    subnormal = builder.icmp_unsigned("<", builder.sub(magnitude, _constant(words, 1)),  # 1 .. 0x7FFFFF
-                                      _constant(words, 0x007FFFFF))
+    subnormal = builder.icmp_unsigned(
+        "<",
+        builder.sub(magnitude, _constant(words, 1)),  # 1 .. 0x7FFFFF
+        _constant(words, 0x007FFFFF),
+    )
     mask = ir.IntType(floats.type.count)
     any_subnormal = builder.icmp_unsigned("!=", builder.bitcast(subnormal, mask), ir.Constant(mask, 0))
-    native = builder.bitcast(builder.fptrunc(floats, _shaped(floats.type, BFLOAT)),
-                             _shaped(floats.type, ir.IntType(16)))
+    native = builder.bitcast(
+        builder.fptrunc(floats, _shaped(floats.type, BFLOAT)), _shaped(floats.type, ir.IntType(16))
+    )
     start = builder.block
     with builder.if_then(any_subnormal, likely=False):
         emulated = _to_bfloat(builder, floats)
@@ -212,8 +218,11 @@ def _store_bits(context, builder, array_type, array, at, narrow, stream=False):
     """Store the narrowed lanes at ``array[at]``; with ``stream``, a streaming store
     (``!nontemporal``), for which ``array[at]`` must start a boundary of the store's size."""
     target = context.make_array(array_type)(context, builder, array)
-    store = builder.store(narrow, builder.bitcast(builder.gep(target.data, [at]), narrow.type.as_pointer()),
-                          align=2 * narrow.type.count if stream else 2)
+    store = builder.store(
+        narrow,
+        builder.bitcast(builder.gep(target.data, [at]), narrow.type.as_pointer()),
+        align=2 * narrow.type.count if stream else 2,
+    )
     if stream:
         store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
 
@@ -253,7 +262,9 @@ def _affine_bits(widen, narrow, stream=False, lanes=8):
     def affine8(typingctx, source, at, bits, to, a, c):
         def codegen(context, builder, signature, args):
             wide = widen(builder, _load_bits(context, builder, signature.args[0], args[0], args[1], lanes))
-            scale, shift = (operand(context, builder, signature.args[i], args[i], wide.type, lanes) for i in (4, 5))
+            scale, shift = (
+                vector_operand(context, builder, signature.args[i], args[i], wide.type, lanes) for i in (4, 5)
+            )
             y = builder.fadd(builder.fmul(wide, scale, flags=["contract"]), shift, flags=["contract"])
             _store_bits(context, builder, signature.args[2], args[2], args[3], narrow(builder, y), stream)
             return context.get_dummy_value()
@@ -275,8 +286,9 @@ def _gradient_bits(widen, narrow, stream=False, lanes=8):
         def codegen(context, builder, signature, args):
             xs = widen(builder, _load_bits(context, builder, signature.args[0], args[0], args[2], lanes))
             gs = widen(builder, _load_bits(context, builder, signature.args[1], args[1], args[2], lanes))
-            r_, w_, a_, beta_, m_, delta_ = (operand(context, builder, types.float32, value, xs.type, lanes)
-                                             for value in args[4:])
+            r_, w_, a_, beta_, m_, delta_ = (
+                vector_operand(context, builder, types.float32, value, xs.type, lanes) for value in args[4:]
+            )
             term = builder.fmul(r_, builder.fsub(builder.fmul(w_, gs), a_))
             out = builder.fadd(builder.fadd(term, builder.fmul(beta_, builder.fsub(xs, m_))), delta_)
             _store_bits(context, builder, signature.args[3], args[3], args[2], narrow(builder, out), stream)
@@ -321,7 +333,7 @@ affine_half_bits32 = _affine_bits(from_half, _to_half, lanes=STREAM_LANES)
 affine_bfloat_bits32 = _affine_bits(from_bfloat, _to_bfloat_checked, lanes=STREAM_LANES)
 _gradient_bfloat32 = _gradient_bits(from_bfloat, _to_bfloat_checked, lanes=STREAM_LANES)
 # streaming: 32 lanes, one whole 64-byte line a store (16-byte streaming stores gained
-# nothing over ordinary ones, part 5; whole lines 10-12% on 1x512x256x256 bfloat16 channels-last)
+# nothing over ordinary ones; whole lines 10-12% on 1x512x256x256 bfloat16 channels-last)
 _gradient_half32_stream = _gradient_bits(from_half, _to_half, stream=True, lanes=STREAM_LANES)
 _gradient_bfloat32_stream = _gradient_bits(from_bfloat, _to_bfloat_checked, stream=True, lanes=STREAM_LANES)
 affine_half_bits32_stream = _affine_bits(from_half, _to_half, stream=True, lanes=STREAM_LANES)
@@ -339,9 +351,9 @@ def widen_f16c(bits, values):
     if whole < count:
         pad = np.zeros(8, np.uint16)
         wide = np.empty(8, np.float32)
-        pad[:count - whole] = bits[whole:]
+        pad[: count - whole] = bits[whole:]
         _widen8(pad, 0, wide, 0)
-        values[whole:count] = wide[:count - whole]
+        values[whole:count] = wide[: count - whole]
 
 
 @numba.njit(cache=True)
@@ -355,9 +367,9 @@ def narrow_f16c(values, bits):
     if whole < count:
         pad = np.zeros(8, np.float32)
         narrow = np.empty(8, np.uint16)
-        pad[:count - whole] = values[whole:]
+        pad[: count - whole] = values[whole:]
         _narrow8(pad, 0, narrow, 0)
-        bits[whole:count] = narrow[:count - whole]
+        bits[whole:count] = narrow[: count - whole]
 
 
 @numba.njit(cache=True)
@@ -371,9 +383,9 @@ def narrow_bfloat8(values, bits):
     if whole < count:
         pad = np.zeros(8, np.float32)
         narrow = np.empty(8, np.uint16)
-        pad[:count - whole] = values[whole:]
+        pad[: count - whole] = values[whole:]
         _narrow_bfloat8(pad, 0, narrow, 0)
-        bits[whole:count] = narrow[:count - whole]
+        bits[whole:count] = narrow[: count - whole]
 
 
 @numba.njit(cache=True)
@@ -405,20 +417,19 @@ def _affine_bits_padded(source, bits, first, stop, scale, shift, bfloat):
     """affine_bits of source[first:stop] (at most 8 elements) through padded copies."""
     pad = np.zeros(8, np.uint16)
     narrow = np.empty(8, np.uint16)
-    pad[:stop - first] = source[first:stop]
+    pad[: stop - first] = source[first:stop]
     if bfloat:
         _affine_bfloat_bits8(pad, 0, narrow, 0, scale, shift)
     elif F16C:
         _affine_half_bits8(pad, 0, narrow, 0, scale, shift)
-    bits[first:stop] = narrow[:stop - first]
+    bits[first:stop] = narrow[: stop - first]
 
 
 @numba.njit(cache=True, inline="always")  # inlined by Numba: as a call, 4-10% slower on planes of 256-1024
 def _affine_bits_plain(source, bits, first, stop, scale, shift, bfloat):
     """affine_bits of elements first..stop with ordinary stores, 32 at a time (a 64-byte
-    line; 8 a step took about 1.1x as long in cache on planes of 1024-4096, part 7's
-    ``row_loops.py`` and ``float16_lanes.py``), then 8 at a time, the tail through
-    padded copies."""
+    line; 8 a step took about 1.1x as long in cache on planes of 1024-4096), then 8 at a
+    time, the tail through padded copies."""
     lined = first + (stop - first) // STREAM_LANES * STREAM_LANES
     whole = lined + (stop - lined) // 8 * 8
     if bfloat:
@@ -474,19 +485,19 @@ def _gradient_bits_padded(x, dy, bits, first, stop, r_, w_, a_, beta_, m_, delta
     x_pad = np.zeros(8, np.uint16)
     dy_pad = np.zeros(8, np.uint16)
     narrow = np.empty(8, np.uint16)
-    x_pad[:stop - first] = x[first:stop]
-    dy_pad[:stop - first] = dy[first:stop]
+    x_pad[: stop - first] = x[first:stop]
+    dy_pad[: stop - first] = dy[first:stop]
     if bfloat:
         _gradient_bfloat8(x_pad, dy_pad, 0, narrow, r_, w_, a_, beta_, m_, delta_)
     elif F16C:
         _gradient_half8(x_pad, dy_pad, 0, narrow, r_, w_, a_, beta_, m_, delta_)
-    bits[first:stop] = narrow[:stop - first]
+    bits[first:stop] = narrow[: stop - first]
 
 
 @numba.njit(cache=True, inline="always")  # inlined by Numba: as a call, 4-10% slower on planes of 256-1024
 def _gradient_bits_plain(x, dy, bits, first, stop, r_, w_, a_, beta_, m_, delta_, bfloat):
     """gradient_bits of elements first..stop with ordinary stores: bfloat16 32 at a time
-    (0.72-0.81 of 8 a step's time in cache, part 7), then 8 at a time; float16 8 at a time
+    (0.72-0.81 of 8 a step's time in cache), then 8 at a time; float16 8 at a time
     (32 a step took 1.03-1.25x as long); the tail through padded copies."""
     lined = first + (stop - first) // STREAM_LANES * STREAM_LANES if bfloat else first
     whole = lined + (stop - lined) // 8 * 8

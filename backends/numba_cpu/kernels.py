@@ -24,12 +24,27 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
+from .halves import (
+    F16C,
+    STREAM_LANES,
+    affine_bfloat_bits32,
+    affine_bfloat_bits32_stream,
+    affine_bits,
+    affine_half_bits32,
+    affine_half_bits32_stream,
+    bfloat_of,
+    bfloat_value,
+    gradient_bits,
+    half_of,
+    half_value,
+    narrow_bfloat8,
+    narrow_f16c,
+    stream_span,
+    widen_bfloat8,
+    widen_f16c,
+)
 from .stores import LINE, address, advise_huge_pages, prefetch, stream_affine, stream_fence, stream_gradient
 from .tiles import LANES, TILE_ROWS, tile_sums
-from .halves import (F16C, STREAM_LANES, affine_bfloat_bits32, affine_bfloat_bits32_stream,
-                            affine_half_bits32, affine_half_bits32_stream, stream_span, affine_bits, bfloat_of,
-                            bfloat_value, gradient_bits, half_of, half_value, narrow_bfloat8, narrow_f16c,
-                            widen_bfloat8, widen_f16c)
 
 CHUNK = 1 << 12
 
@@ -473,7 +488,8 @@ def _affine_bits_planes(source, target, scale, shift, positions, bfloat, stream)
         affine_bits(source[plane], target[plane], scale[j], shift[j], bfloat, stream)
 
 
-HALF_KEEP = 1 << 18  # without vector conversions, a 16-bit group up to this many elements stays widened (1 MiB of float32) between passes
+# without vector conversions, a 16-bit group up to this many elements stays widened (1 MiB of float32) between passes
+HALF_KEEP = 1 << 18
 
 
 @numba.njit(fastmath={"reassoc", "contract"}, cache=True)
@@ -502,7 +518,7 @@ def _half_chunk_moments(row, first, n, values, table, bfloat):
     one-pass sums read the bits themselves; ``values`` (L1 scratch) is filled only for the
     two-pass method, where the one-pass result is not accepted or the chunk is small."""
     if (bfloat or F16C) and n >= SMALL:
-        bits = row[first:first + n]
+        bits = row[first : first + n]
         head = 0.0
         for i in range(PIVOT):
             if bfloat:
@@ -526,8 +542,8 @@ def _half_group_moments(row, size, values, table, bfloat, keep):
     for first in range(0, size, CHUNK):
         n = min(CHUNK, size - first)
         if keep:
-            _widen_chunk(row, first, n, values[first:first + n], table, bfloat)
-            chunk_n, chunk_mean, chunk_m2 = chunk_moments(values[first:first + n], 0, n)
+            _widen_chunk(row, first, n, values[first : first + n], table, bfloat)
+            chunk_n, chunk_mean, chunk_m2 = chunk_moments(values[first : first + n], 0, n)
         else:
             chunk_n, chunk_mean, chunk_m2 = _half_chunk_moments(row, first, n, values, table, bfloat)
         count, mean, m2 = merge(count, mean, m2, chunk_n, chunk_mean, chunk_m2)
@@ -538,8 +554,8 @@ def _half_group_moments(row, size, values, table, bfloat, keep):
 def _half_normalize(row, target, positions, scale, shift, values, table, bfloat, fused, keep, stream):
     """target = 16-bit (row * a + c). ``fused`` (vector conversions: bfloat16, or float16
     with F16C; planes of a multiple of 8 elements): bits to bits in one vector pass, read
-    from L2 where the statistics pass left them, in streaming stores with ``stream``. Otherwise chunk by chunk, widened again
-    unless ``keep``, the affine result in a separate L1 scratch (written in place, LLVM's
+    from L2 where the statistics pass left them, in streaming stores with ``stream``.
+    Otherwise chunk by chunk, widened again unless ``keep``, the affine result in a separate L1 scratch (written in place, LLVM's
     runtime alias check fails and the loop runs scalar), narrowed from there. Same bits
     either way."""
     size = row.size
@@ -550,7 +566,7 @@ def _half_normalize(row, target, positions, scale, shift, values, table, bfloat,
     for first in range(0, size, CHUNK):
         n = min(CHUNK, size - first)
         at = first if keep else 0
-        place = values[at:at + n]
+        place = values[at : at + n]
         if not keep:
             _widen_chunk(row, first, n, place, table, bfloat)
         _scale_shift(place, scaled[:n], scale, shift, positions, first)
@@ -813,8 +829,8 @@ def group_norm_channels_last(x, num_groups, weight, bias, eps, stream, threads, 
     (``tiles`` off, :func:`_sums_along_channels`); ``threads``: Numba's thread count (sizes
     the blocks); ``wave_bytes``: the size of a wave (:func:`_wave_plan`), :data:`WAVE_BYTES`
     unless a test names a smaller one to take a few small samples in several waves (the
-    backend passes none: half of an 8 MiB L3 on a second host read 0.84x on 16x64x64x64
-    float32 but 1.01-1.14x on four other shapes, results/cpu-2026-12-04-numba16-part10)."""
+    backend passes none: waves of half an 8 MiB L3 read 0.84x on 16x64x64x64 float32 on an
+    AVX2 host but 1.01-1.14x on four other shapes)."""
     samples, positions, channels = x.shape
     block, blocks, wave = _wave_plan(x, threads, wave_bytes)
     partial = np.zeros((wave * blocks, num_groups, 3), np.float64)
@@ -824,7 +840,7 @@ def group_norm_channels_last(x, num_groups, weight, bias, eps, stream, threads, 
         count = min(wave, samples - first)
         for task in numba.prange(count * blocks):
             n, p0 = first + task // blocks, (task % blocks) * block
-            _block_group_moments(x[n][p0:min(p0 + block, positions)], num_groups, partial[task], False, not stream)
+            _block_group_moments(x[n][p0 : min(p0 + block, positions)], num_groups, partial[task], False, not stream)
         scale, shift = _wave_coefficients(partial, first, count, blocks, num_groups, weight, bias, eps, stats, x)
         if stream:
             scale, shift = _wrapped(scale, LINE // x.itemsize), _wrapped(shift, LINE // x.itemsize)
@@ -950,8 +966,9 @@ def _table_rows_bits(source, target, scale, shift, table, values):
 
 
 @numba.njit(parallel=True, cache=True)
-def group_norm_half_channels_last(x, num_groups, weight, bias, eps, table, bfloat, stream, threads,
-                                  wave_bytes=WAVE_BYTES):
+def group_norm_half_channels_last(
+    x, num_groups, weight, bias, eps, table, bfloat, stream, threads, wave_bytes=WAVE_BYTES
+):
     """:func:`group_norm_channels_last` of 16-bit bits ``x`` (N, P, C) uint16, float16
     (``table`` as in :func:`group_norm_half_by_group`) or bfloat16 (``bfloat``), read in
     place: the statistics read the bits and widen them in registers (bfloat16, or float16
@@ -977,8 +994,9 @@ def group_norm_half_channels_last(x, num_groups, weight, bias, eps, table, bfloa
                 values = np.empty((p1 - p0) * channels, np.float32)
                 _widen_chunk(x[n][p0:p1].reshape(-1), 0, values.size, values, table, bfloat)
                 _block_group_moments(values.reshape(p1 - p0, channels), num_groups, partial[task], False, not stream)
-        scale, shift = _wave_coefficients(partial, first, count, blocks, num_groups, weight, bias, eps, stats,
-                                          np.empty(0, np.float32))
+        scale, shift = _wave_coefficients(
+            partial, first, count, blocks, num_groups, weight, bias, eps, stats, np.empty(0, np.float32)
+        )
         lined = bfloat or F16C
         if lined:
             scale, shift = _wrapped(scale, STREAM_LANES), _wrapped(shift, STREAM_LANES)
@@ -990,8 +1008,14 @@ def group_norm_half_channels_last(x, num_groups, weight, bias, eps, table, bfloa
                 if stream:
                     stream_fence()
             else:
-                _table_rows_bits(x[n][p0:p1], out[n][p0:p1], scale[n - first], shift[n - first], table,
-                                 np.empty(channels, np.float32))
+                _table_rows_bits(
+                    x[n][p0:p1],
+                    out[n][p0:p1],
+                    scale[n - first],
+                    shift[n - first],
+                    table,
+                    np.empty(channels, np.float32),
+                )
     return out, stats
 
 
@@ -1128,8 +1152,9 @@ def group_norm_backward_by_group(rows, grads, num_groups, weight, stats, stream)
         big_a, beta, delta = _dx_coefficients(sum_w1, sum_w2, size, mean, rstd, rows)
         for j in range(cpg):
             plane = slice(j * positions, (j + 1) * positions)
-            _grad_plane(rows[g][plane], grads[g][plane], dx[g][plane], weight[c0 + j], big_a, rstd, beta, delta,
-                        mean, stream)
+            _grad_plane(
+                rows[g][plane], grads[g][plane], dx[g][plane], weight[c0 + j], big_a, rstd, beta, delta, mean, stream
+            )
         if stream:
             stream_fence()
     return dx, dweight, dbias
@@ -1152,8 +1177,8 @@ def group_norm_backward_half_by_group(xbits, gbits, num_groups, weight, stats, t
     bfloat16), chunk by chunk in cache: the sums read x's and dy's bits, widened in
     registers (:func:`_chunk_sums_bits`), and dx comes from the bits in one vector pass
     (without vector conversions: each chunk widened into float32 scratch, dx narrowed
-    from scratch), so no full-size float32 temporary exists. Same bits as widening x and dy, the float32 kernel and narrowing dx (the
-    widening is exact; the same chunks, sums and dx code). ``stream``: dx's fused pass
+    from scratch), so no full-size float32 temporary exists. Same bits as widening x and
+    dy, the float32 kernel and narrowing dx (the widening is exact; the same chunks, sums and dx code). ``stream``: dx's fused pass
     in streaming stores. Returns dx's bits, dweight and dbias per (sample, channel) in
     float64."""
     total, size = xbits.shape
@@ -1180,7 +1205,7 @@ def group_norm_backward_half_by_group(xbits, gbits, num_groups, weight, stats, t
             for first in range(j * positions, (j + 1) * positions, CHUNK):
                 count = min(CHUNK, (j + 1) * positions - first)
                 if bfloat or F16C:  # widened in registers
-                    a, b = _chunk_sums_bits(xbits[g][first:first + count], gbits[g][first:first + count], m, bfloat)
+                    a, b = _chunk_sums_bits(xbits[g][first : first + count], gbits[g][first : first + count], m, bfloat)
                 else:
                     _widen_chunk(xbits[g], first, count, xs, table, bfloat)
                     _widen_chunk(gbits[g], first, count, gs, table, bfloat)
@@ -1196,8 +1221,19 @@ def group_norm_backward_half_by_group(xbits, gbits, num_groups, weight, stats, t
         for j in range(cpg):
             if bfloat or F16C:  # bits to bits in one vector pass
                 plane = slice(j * positions, (j + 1) * positions)
-                gradient_bits(xbits[g][plane], gbits[g][plane], dx[g][plane], rstd, weight[c0 + j], big_a, beta, mean,
-                              delta, bfloat, stream)
+                gradient_bits(
+                    xbits[g][plane],
+                    gbits[g][plane],
+                    dx[g][plane],
+                    rstd,
+                    weight[c0 + j],
+                    big_a,
+                    beta,
+                    mean,
+                    delta,
+                    bfloat,
+                    stream,
+                )
                 continue
             for first in range(j * positions, (j + 1) * positions, CHUNK):
                 count = min(CHUNK, (j + 1) * positions - first)

@@ -54,17 +54,17 @@ LINE = 64  # bytes per streaming store: one cache line
 X86 = llvm.get_process_triple().split("-")[0] in ("x86_64", "i386", "i686")
 
 
-def pointer(context, builder, array_type, array, at, lanes):
+def vector_pointer(context, builder, array_type, array, at, lanes):
     """A pointer to ``lanes`` elements of ``array`` from flat index ``at``, as a vector."""
     data = context.make_array(array_type)(context, builder, array).data
     element = context.get_value_type(array_type.dtype)
     return builder.bitcast(builder.gep(data, [at]), ir.VectorType(element, lanes).as_pointer())
 
 
-def operand(context, builder, value_type, value, vector, lanes):
+def vector_operand(context, builder, value_type, value, vector, lanes):
     """A scalar broadcast to every lane, or an array's first ``lanes`` elements."""
     if isinstance(value_type, types.Array):
-        return builder.load(pointer(context, builder, value_type, value, ir.Constant(ir.IntType(64), 0), lanes),
+        return builder.load(vector_pointer(context, builder, value_type, value, ir.Constant(ir.IntType(64), 0), lanes),
                             align=value_type.dtype.bitwidth // 8)
     one = builder.insert_element(ir.Constant(vector, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
     return builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined),
@@ -97,11 +97,13 @@ def stream_affine(typingctx, source, target, at, scale, shift):
         source_t, target_t, _, scale_t, shift_t = signature.args
         source_v, target_v, at_v, scale_v, shift_v = args
         lanes = _lanes(target_t)
-        x = builder.load(pointer(context, builder, source_t, source_v, at_v, lanes), align=source_t.dtype.bitwidth // 8)
-        a = operand(context, builder, scale_t, scale_v, x.type, lanes)
-        c = operand(context, builder, shift_t, shift_v, x.type, lanes)
+        x = builder.load(
+            vector_pointer(context, builder, source_t, source_v, at_v, lanes), align=source_t.dtype.bitwidth // 8
+        )
+        a = vector_operand(context, builder, scale_t, scale_v, x.type, lanes)
+        c = vector_operand(context, builder, shift_t, shift_v, x.type, lanes)
         y = builder.fadd(builder.fmul(x, a, flags=["contract"]), c, flags=["contract"])
-        _stream(builder, y, pointer(context, builder, target_t, target_v, at_v, lanes))
+        _stream(builder, y, vector_pointer(context, builder, target_t, target_v, at_v, lanes))
         return context.get_dummy_value()
 
     return types.void(source, target, at, scale, shift), codegen
@@ -112,21 +114,27 @@ def stream_gradient(typingctx, x, dy, out, at, r, w, a, beta, m, delta):
     """out[at:at + L] = r * (w * dy - a) + beta * (x - m) + delta over one 64-byte line, in
     that order and unfused (the kernels' ``_grad_plane``), in one streaming store; ``out``'s
     element ``at`` must start a 64-byte line; the scalars of the arrays' dtype."""
-    if not (isinstance(x, types.Array) and x.dtype in (types.float32, types.float64) and dy.dtype == x.dtype
-            and out.dtype == x.dtype and all(s == x.dtype for s in (r, w, a, beta, m, delta))):
+    if not (
+        isinstance(x, types.Array)
+        and x.dtype in (types.float32, types.float64)
+        and dy.dtype == x.dtype
+        and out.dtype == x.dtype
+        and all(s == x.dtype for s in (r, w, a, beta, m, delta))
+    ):
         return None
 
     def codegen(context, builder, signature, args):
         x_t, dy_t, out_t = signature.args[:3]
         x_v, dy_v, out_v, at_v = args[:4]
         lanes = _lanes(out_t)
-        xs = builder.load(pointer(context, builder, x_t, x_v, at_v, lanes), align=x_t.dtype.bitwidth // 8)
-        gs = builder.load(pointer(context, builder, dy_t, dy_v, at_v, lanes), align=dy_t.dtype.bitwidth // 8)
-        r_, w_, a_, beta_, m_, delta_ = (operand(context, builder, t, v, xs.type, lanes)
-                                         for t, v in zip(signature.args[4:], args[4:]))
+        xs = builder.load(vector_pointer(context, builder, x_t, x_v, at_v, lanes), align=x_t.dtype.bitwidth // 8)
+        gs = builder.load(vector_pointer(context, builder, dy_t, dy_v, at_v, lanes), align=dy_t.dtype.bitwidth // 8)
+        r_, w_, a_, beta_, m_, delta_ = (
+            vector_operand(context, builder, t, v, xs.type, lanes) for t, v in zip(signature.args[4:], args[4:])
+        )
         term = builder.fmul(r_, builder.fsub(builder.fmul(w_, gs), a_))
         value = builder.fadd(builder.fadd(term, builder.fmul(beta_, builder.fsub(xs, m_))), delta_)
-        _stream(builder, value, pointer(context, builder, out_t, out_v, at_v, lanes))
+        _stream(builder, value, vector_pointer(context, builder, out_t, out_v, at_v, lanes))
         return context.get_dummy_value()
 
     return types.void(x, dy, out, at, r, w, a, beta, m, delta), codegen
@@ -154,8 +162,9 @@ def stream_fence(typingctx):
     def codegen(context, builder, signature, args):
         if X86:
             name = "llvm.x86.sse.sfence"
-            fence = builder.module.globals.get(name) or ir.Function(builder.module, ir.FunctionType(ir.VoidType(), []),
-                                                                    name)
+            fence = builder.module.globals.get(name) or ir.Function(
+                builder.module, ir.FunctionType(ir.VoidType(), []), name
+            )
             builder.call(fence, [])
         else:
             builder.fence("seq_cst")
@@ -178,7 +187,8 @@ def prefetch(typingctx, array, at):
         i32 = ir.IntType(32)
         name = "llvm.prefetch.p0"
         hint = builder.module.globals.get(name) or ir.Function(
-            builder.module, ir.FunctionType(ir.VoidType(), [byte, i32, i32, i32]), name)
+            builder.module, ir.FunctionType(ir.VoidType(), [byte, i32, i32, i32]), name
+        )
         builder.call(hint, [pointer, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         return context.get_dummy_value()
 
@@ -203,16 +213,19 @@ def advise_huge_pages(typingctx, array):
         data = context.make_array(signature.args[0])(context, builder, args[0])
         i64 = ir.IntType(64)
         start = builder.ptrtoint(data.data, i64)
-        nbytes = builder.mul(data.nitems, ir.Constant(i64, context.get_abi_sizeof(
-            context.get_data_type(signature.args[0].dtype))))
+        nbytes = builder.mul(
+            data.nitems, ir.Constant(i64, context.get_abi_sizeof(context.get_data_type(signature.args[0].dtype)))
+        )
         first = builder.and_(builder.add(start, ir.Constant(i64, 4095)), ir.Constant(i64, PAGE_MASK))
         end = builder.and_(builder.add(start, nbytes), ir.Constant(i64, PAGE_MASK))
         byte = ir.IntType(8).as_pointer()
         kind = ir.FunctionType(ir.IntType(32), [byte, i64, ir.IntType(32)])
         madvise = builder.module.globals.get("madvise") or ir.Function(builder.module, kind, "madvise")
         with builder.if_then(builder.icmp_unsigned(">", end, first)):
-            builder.call(madvise, [builder.inttoptr(first, byte), builder.sub(end, first),
-                                   ir.Constant(ir.IntType(32), MADV_HUGEPAGE)])
+            builder.call(
+                madvise,
+                [builder.inttoptr(first, byte), builder.sub(end, first), ir.Constant(ir.IntType(32), MADV_HUGEPAGE)],
+            )
         return context.get_dummy_value()
 
     return types.void(array), codegen

@@ -24,7 +24,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from .halves import F16C, from_bfloat, from_half
-from .stores import pointer
+from .stores import vector_pointer
 
 TILE_ROWS = 16  # rows a tile sums in float32 before its sums go to float64 (the kernels' ROWS)
 LANES = 16  # channels of a tile: one 512-bit vector of float32 (two of float64)
@@ -66,11 +66,11 @@ def _tile(context, builder, signature, args, widen):
     block_t, _, _, k_t, _, s1_t, s2_t, _ = signature.args
     block_v, at_v, stride_v, k_v, c_v, s1_v, s2_v, _ = args
     floats, doubles = context.get_value_type(k_t.dtype), ir.DoubleType()
-    centre = builder.load(pointer(context, builder, k_t, k_v, c_v, LANES), align=4)
+    centre = builder.load(vector_pointer(context, builder, k_t, k_v, c_v, LANES), align=4)
     total = squares = ir.Constant(ir.VectorType(floats, LANES), [0.0] * LANES)
     for row in range(TILE_ROWS):
         offset = builder.add(at_v, builder.mul(stride_v, ir.Constant(stride_v.type, row)))
-        x = builder.load(pointer(context, builder, block_t, block_v, offset, LANES),
+        x = builder.load(vector_pointer(context, builder, block_t, block_v, offset, LANES),
                          align=block_t.dtype.bitwidth // 8)
         if widen is not None:
             x = widen(builder, x)
@@ -78,6 +78,6 @@ def _tile(context, builder, signature, args, widen):
         total = builder.fadd(total, d)
         squares = builder.fadd(squares, builder.fmul(d, d))  # unfused, as the kernels' row loop
     for sums_t, sums_v, value in ((s1_t, s1_v, total), (s2_t, s2_v, squares)):
-        pointer = pointer(context, builder, sums_t, sums_v, c_v, LANES)
+        pointer = vector_pointer(context, builder, sums_t, sums_v, c_v, LANES)
         wide = value if floats == doubles else builder.fpext(value, ir.VectorType(doubles, LANES))
         builder.store(builder.fadd(builder.load(pointer, align=8), wide), pointer, align=8)

@@ -18,7 +18,8 @@ at least :data:`COPY_AGAIN_BYTES` (its rows' ``copy_gbps``). A shared host's mem
 bandwidth drifts by tens of percent within minutes, and it is on cases that large, out
 of the cache, that the share of the roofline means something (channels-last float32
 1x128x512x512/32, one kernel: 78-107% of a copy timed at a sweep's start in two runs,
-68% with the copy timed beside it, results/cpu-2026-12-04-numba16-part8).
+68% with the copy timed beside it; ``python -m tools.roofline`` times the copy beside the
+kernel, call for call).
 """
 
 from __future__ import annotations
@@ -27,12 +28,10 @@ import json
 import math
 
 from backends.dtypes import numpy_dtype
-
-from harness.problems.cases import Case
-from harness.oracle.checks import Verdict
-from harness.records.results import BENCH_COLUMNS
 from harness.execution.sweep import Sweep
-from harness.records.results import COLUMNS
+from harness.oracle.checks import Verdict
+from harness.problems.cases import Case
+from harness.records.results import BENCH_COLUMNS, COLUMNS
 
 ROUNDS = 3
 COPY_BYTES = {"cpu": 256 << 20, "cuda": 1 << 30}
@@ -49,7 +48,9 @@ def min_bytes(case: Case) -> int:
     2·E·b, backward 3·E·b, train 5·E·b, plus as many per-channel parameter vectors."""
     itemsize = numpy_dtype(case.dtype).itemsize
     tensors = TENSOR_PASSES[case.pass_]
-    params = 0 if case.affine == "none" else tensors * case.shape[1] * numpy_dtype(case.param_dtype or case.dtype).itemsize
+    params = (
+        0 if case.affine == "none" else tensors * case.shape[1] * numpy_dtype(case.param_dtype or case.dtype).itemsize
+    )
     return tensors * case.numel * itemsize + params
 
 
@@ -73,7 +74,7 @@ class BenchSweep(Sweep):
     def columns(self) -> list:
         return list(COLUMNS) + list(BENCH_COLUMNS)
 
-    def start(self) -> "BenchSweep":
+    def start(self) -> BenchSweep:
         super().start()
         for device in sorted({device for _, device in self.pairs}):
             copy = self.time_copy(device, COPY_BUDGET["start"])
@@ -84,8 +85,10 @@ class BenchSweep(Sweep):
     def time_copy(self, device: str, budget: float):
         """(GB/s, backend) of ``device``'s copy (:data:`COPY_BYTES`), by the first backend of
         :data:`COPY_PREFERENCE` that offers one, or None when none does."""
-        candidates = sorted((pair for pair in self.pairs if pair[1] == device and not self.simulated(pair)),
-                            key=lambda pair: COPY_PREFERENCE.index(pair[0]) if pair[0] in COPY_PREFERENCE else 99)
+        candidates = sorted(
+            (pair for pair in self.pairs if pair[1] == device and not self.simulated(pair)),
+            key=lambda pair: COPY_PREFERENCE.index(pair[0]) if pair[0] in COPY_PREFERENCE else 99,
+        )
         nbytes = COPY_BYTES.get(device, 256 << 20)
         for pair in candidates:
             reply = self.runners[pair].call("copy", (nbytes, budget), timeout=self.timeout)
@@ -112,10 +115,12 @@ class BenchSweep(Sweep):
             on_device = case.on(device)
             if self.simulated((name, device)):  # an emulated device: verified, never timed
                 results[name, device] = self.runners[name, device].call(
-                    "verify", (on_device, shared, memory.device_bytes(on_device)), timeout=timeout)
+                    "verify", (on_device, shared, memory.device_bytes(on_device)), timeout=timeout
+                )
                 continue
             reply = self.runners[name, device].call(
-                "bench_start", (on_device, shared, memory.device_bytes(on_device), self.flush), timeout=timeout)
+                "bench_start", (on_device, shared, memory.device_bytes(on_device), self.flush), timeout=timeout
+            )
             results[name, device] = reply
             if reply.get("timed"):
                 timed.append((name, device))
@@ -135,24 +140,41 @@ class BenchSweep(Sweep):
         measurement = result.get("measurement")
         case = Case.from_id(row["case_id"])
         nbytes = min_bytes(case)
-        copy_gbps, copy_with = self.copy_before.get((row["case_id"], row["device"]),
-                                                    self.copy.get(row["device"], (math.nan, "")))
+        copy_gbps, copy_with = self.copy_before.get(
+            (row["case_id"], row["device"]), self.copy.get(row["device"], (math.nan, ""))
+        )
         extra = dict.fromkeys(BENCH_COLUMNS, math.nan)
-        extra.update(bytes=nbytes, copy_gbps=copy_gbps, copy_backend=copy_with, flushed=self.flush,
-                     threads=self.info[row["backend"], row["device"]].get("threads"),
-                     timer="", samples="[]", latency_samples="[]", noisy=False)
+        extra.update(
+            bytes=nbytes,
+            copy_gbps=copy_gbps,
+            copy_backend=copy_with,
+            flushed=self.flush,
+            threads=self.info[row["backend"], row["device"]].get("threads"),
+            timer="",
+            samples="[]",
+            latency_samples="[]",
+            noisy=False,
+        )
         if measurement is None:
             return extra
         median = measurement.median
         gbps = nbytes / median / 1e9 if median > 0 else math.nan
         extra.update(
-            median_s=median, iqr_s=measurement.iqr, min_s=measurement.min, mean_s=measurement.mean,
-            count=len(measurement.samples), number=measurement.number,
-            latency_median_s=measurement.latency_median, latency_iqr_s=measurement.latency_iqr,
-            timer=measurement.timer, noisy=measurement.noisy, spread=measurement.spread,
+            median_s=median,
+            iqr_s=measurement.iqr,
+            min_s=measurement.min,
+            mean_s=measurement.mean,
+            count=len(measurement.samples),
+            number=measurement.number,
+            latency_median_s=measurement.latency_median,
+            latency_iqr_s=measurement.latency_iqr,
+            timer=measurement.timer,
+            noisy=measurement.noisy,
+            spread=measurement.spread,
             samples=json.dumps([float(s) for s in measurement.samples]),
             latency_samples=json.dumps([float(s) for s in measurement.latency_samples]),
-            gbps=gbps, roofline_pct=100 * gbps / copy_gbps if copy_gbps == copy_gbps else math.nan,
+            gbps=gbps,
+            roofline_pct=100 * gbps / copy_gbps if copy_gbps == copy_gbps else math.nan,
         )
         verdict = result.get("verdict")
         first = verdict.call_s if verdict is not None else math.nan
@@ -163,23 +185,31 @@ class BenchSweep(Sweep):
     def report(self, frame, console) -> None:
         console.print(bench_table(frame))
         for name, device in sorted(pair for pair in self.pairs if self.simulated(pair)):
-            console.print(f"not timed: {name}:{device} ran on a device emulated on the host (Numba's CUDA "
-                          f"simulator): its rows are verified, its times would say nothing")
+            console.print(
+                f"not timed: {name}:{device} ran on a device emulated on the host (Numba's CUDA "
+                f"simulator): its rows are verified, its times would say nothing"
+            )
         for device, (gbps, backend) in sorted(self.copy.items()):
             again = sorted(copy for (_, where), (copy, _) in self.copy_before.items() if where == device)
-            line = (f"roofline: {device} copy bandwidth {gbps:.1f} GB/s at the start (measured with {backend}'s copy, "
-                    f"same timer)")
+            line = (
+                f"roofline: {device} copy bandwidth {gbps:.1f} GB/s at the start (measured with {backend}'s copy, "
+                f"same timer)"
+            )
             large = f"{COPY_AGAIN_BYTES >> 20} MiB or more"
             if len(again) == 1:
                 line += f"; {again[0]:.1f} GB/s timed again before the one case of {large} (its rows' roofline)"
             elif again:
-                line += (f"; {again[0]:.1f}-{again[-1]:.1f} GB/s timed again before each of the {len(again)} cases of "
-                         f"{large} (their rows' roofline)")
+                line += (
+                    f"; {again[0]:.1f}-{again[-1]:.1f} GB/s timed again before each of the {len(again)} cases of "
+                    f"{large} (their rows' roofline)"
+                )
             console.print(line)
         if (frame.roofline_pct > 100).any():
-            console.print("* above 100% of the copy roofline: not an error. The roofline is a copy of one large "
-                          "buffer through memory; this case's input and output fit in the cache, so back-to-back "
-                          "calls run from cache, faster than memory")
+            console.print(
+                "* above 100% of the copy roofline: not an error. The roofline is a copy of one large "
+                "buffer through memory; this case's input and output fit in the cache, so back-to-back "
+                "calls run from cache, faster than memory"
+            )
         warning = noisy_warning(frame)
         if warning:
             console.print(f"[yellow]warning:[/] {warning}")
@@ -192,8 +222,10 @@ def noisy_warning(frame) -> str:
         return ""
     names = ", ".join(f"{r.backend}:{r.device} {r.case_id}" for r in noisy.head(5).itertuples())
     more = f" and {len(noisy) - 5} more" if len(noisy) > 5 else ""
-    return (f"{len(noisy)} row(s) kept an IQR above 10% of the median after the budget ({names}{more}); "
-            "raise --budget or quiet the machine")
+    return (
+        f"{len(noisy)} row(s) kept an IQR above 10% of the median after the budget ({names}{more}); "
+        "raise --budget or quiet the machine"
+    )
 
 
 def with_speedups(frame):
@@ -219,8 +251,18 @@ def bench_table(frame):
 
     frame = with_speedups(frame)
     table = Table(title="bench (device time: median of back-to-back calls; latency: one synchronized call)")
-    for column in ("case", "backend", "status", "median ms", "IQR %", "latency ms", "GB/s", "% roofline",
-                   "vs torch", "compile s"):
+    for column in (
+        "case",
+        "backend",
+        "status",
+        "median ms",
+        "IQR %",
+        "latency ms",
+        "GB/s",
+        "% roofline",
+        "vs torch",
+        "compile s",
+    ):
         table.add_column(column, justify="left" if column in ("case", "backend", "status") else "right")
 
     def number(value, form):
@@ -235,17 +277,33 @@ def bench_table(frame):
         status = row.status if row.status == "passed" else f"[red]{row.status}[/]"
         spread = 100 * row.iqr_s / row.median_s if row.median_s == row.median_s and row.median_s else math.nan
         table.add_row(
-            case, f"{row.backend}:{row.device}", status,
-            number(1e3 * row.median_s, ".4g"), number(spread, ".1f"), number(1e3 * row.latency_median_s, ".4g"),
-            number(row.gbps, ".1f"), number(row.roofline_pct, ".0f") + ("*" if row.roofline_pct > 100 else ""),
+            case,
+            f"{row.backend}:{row.device}",
+            status,
+            number(1e3 * row.median_s, ".4g"),
+            number(spread, ".1f"),
+            number(1e3 * row.latency_median_s, ".4g"),
+            number(row.gbps, ".1f"),
+            number(row.roofline_pct, ".0f") + ("*" if row.roofline_pct > 100 else ""),
             number(row.speedup_vs_torch, ".2f"),
             number(row.compile_s, ".2f"),
         )
     return table
 
 
-def bench(backends=None, suite="sd-unet", devices=None, dtypes=None, cases=None, *, pass_=None,
-          budget: float = 1.0, flush: bool = False, isolate: bool = True, timeout: float = 120.0):
+def bench(
+    backends=None,
+    suite="sd-unet",
+    devices=None,
+    dtypes=None,
+    cases=None,
+    *,
+    pass_=None,
+    budget: float = 1.0,
+    flush: bool = False,
+    isolate: bool = True,
+    timeout: float = 120.0,
+):
     """Verify then time backends on a suite; one row per (case, backend, device).
 
     Args:
@@ -269,8 +327,13 @@ def bench(backends=None, suite="sd-unet", devices=None, dtypes=None, cases=None,
         from backends.errors import InvalidArgumentError
 
         raise InvalidArgumentError(f"budget must be a positive number of seconds; got {budget}")
-    running = BenchSweep(plan(backends, suite, devices, dtypes, cases, pass_), budget=budget, flush=flush,
-                         isolate=isolate, timeout=timeout).start()
+    running = BenchSweep(
+        plan(backends, suite, devices, dtypes, cases, pass_),
+        budget=budget,
+        flush=flush,
+        isolate=isolate,
+        timeout=timeout,
+    ).start()
     frame = running.frame()
     attrs = dict(frame.attrs, copy_gbps=dict(running.copy))
     frame = with_speedups(frame)

@@ -27,10 +27,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import backends
-
+    from harness.execution.timing import Session, pin_allocator
     from harness.problems.cases import Case
     from harness.problems.inputs import make
-    from harness.execution.timing import Session, pin_allocator
 
     pin_allocator()
     import torch
@@ -42,7 +41,10 @@ def main(argv=None) -> int:
     except ImportError:
         do_bench = None
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}")
-    print(f"{'case':60} {'ours ms':>10} {'t.u.b ms':>10} {'ratio':>7}" + (f" {'do_bench':>10} {'ratio':>7}" if do_bench and args.device == "cuda" else ""))
+    print(
+        f"{'case':60} {'ours ms':>10} {'t.u.b ms':>10} {'ratio':>7}"
+        + (f" {'do_bench':>10} {'ratio':>7}" if do_bench and args.device == "cuda" else "")
+    )
     worst = 0.0
     for case_id in CASES:
         case = Case.from_id(case_id, device=args.device)

@@ -1,8 +1,8 @@
-"""Keep the README's example output equal to what the tool printed.
+"""Keep the example output of the README and the docs pages equal to what the tools printed.
 
-A README block of the form::
+A block of the form::
 
-    <!-- output: results/cpu-2026-11-26/verify-default.txt lines=2-17 -->
+    <!-- output: results/examples/suites/verify-default.txt lines=2-17 -->
     ...
     <!-- /output -->
 
@@ -10,9 +10,11 @@ is replaced by those lines of the file (a captured run of the tool, committed un
 ``results/``), fenced as text; ``<!-- markdown: PATH -->`` ... ``<!-- /markdown -->`` by
 the file as it is (a table the tool wrote); a block ``<!-- suites-table: DIR -->`` ...
 ``<!-- /suites-table -->`` by a table of the verification results in DIR (one row per
-suite: cases, rows by status, worst ratio, wall time of the run). ``python -m harness.docs`` rewrites README.md;
-``tests/test_readme.py`` fails when the README differs from what this would write, so
-example output is never typed by hand.
+suite: cases, rows by status, worst ratio, wall time of the run); ``<!-- bench-table: DIR
+-->`` by the bench summary of DIR; ``<!-- known-bugs-table -->`` by the table of
+``harness/records/known_bugs.toml``. ``python -m harness.docs`` rewrites README.md and every
+page of ``docs/``; ``tests/test_docs.py`` fails when one differs from what this would write,
+so example output is never typed by hand.
 """
 
 from __future__ import annotations
@@ -21,15 +23,19 @@ import os
 import re
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BLOCK = re.compile(r"(<!-- output: (?P<path>\S+)(?: lines=(?P<first>\d+)-(?P<last>\d+))? -->\n)(?P<body>.*?)(<!-- /output -->)", re.S)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BLOCK = re.compile(
+    r"(<!-- output: (?P<path>\S+)(?: lines=(?P<first>-?\d+)-(?P<last>\d+|end))? -->\n)(?P<body>.*?)(<!-- /output -->)",
+    re.S,
+)
 
 
 def _excerpt(path: str, first: str | None, last: str | None) -> str:
     with open(os.path.join(ROOT, path)) as handle:
         lines = handle.read().splitlines()
-    if first is not None:
-        lines = lines[int(first) - 1:int(last)]
+    if first is not None:  # lines=A-B (1-based, inclusive), A-end, or -K-end (the last K lines)
+        start = int(first) - 1 if int(first) > 0 else len(lines) + int(first)
+        lines = lines[start : None if last == "end" else int(last)]
     return "```text\n" + "\n".join(line.rstrip() for line in lines) + "\n```\n"
 
 
@@ -41,15 +47,18 @@ def suites_table(directory: str) -> str:
     import glob
 
     from harness.records import results
-    from .verify import FAILED
-
     from harness.records.known_bugs import unexpected
 
-    lines = ["| suite | cases | rows | passed | failed | known bugs | skipped or unsupported | worst passing ratio | wall time |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    from .verify import FAILED
+
+    lines = [
+        "| suite | cases | rows | passed | failed | known bugs | skipped or unsupported | worst passing ratio "
+        "| wall time |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for path in sorted(glob.glob(os.path.join(ROOT, directory, "verify-*.parquet"))):
         frame = results.load(path)
-        suite = os.path.basename(path)[len("verify-"):-len(".parquet")]
+        suite = os.path.basename(path)[len("verify-") : -len(".parquet")]
         with open(path[: -len(".parquet")] + ".txt") as handle:
             timing = re.findall(r"in ([0-9.]+) s$", handle.read(), re.M)
         passed = int((frame.status == "passed").sum())
@@ -72,7 +81,8 @@ def bench_table(directory: str) -> str:
     import glob
 
     from harness.records import results
-    from .report import suite_of, bench_summary
+
+    from .report import bench_summary, suite_of
 
     paths = sorted(glob.glob(os.path.join(ROOT, directory, "bench-*.parquet")))
     if not paths:
@@ -89,25 +99,58 @@ def _markdown(path: str) -> str:
         return handle.read().rstrip("\n") + "\n"
 
 
+KNOWN_BUGS = re.compile(r"(<!-- known-bugs-table -->\n)(?P<body>.*?)(<!-- /known-bugs-table -->)", re.S)
+
+
+def known_bugs_table() -> str:
+    """Markdown: one row per entry of the known-bug file (framework, versions, where, what,
+    magnitude, rerun line)."""
+    from harness.records import known_bugs
+
+    def cell(text: str) -> str:
+        return " ".join(str(text).split()).replace("|", "\\|")
+
+    lines = ["| framework | versions | where | what | magnitude | rerun |", "|---|---|---|---|---|---|"]
+    for bug in known_bugs.load():
+        where = (
+            f"{bug.device}; {', '.join(bug.layouts)}; {', '.join(bug.dtypes)}; ranks "
+            f"{', '.join(map(str, bug.ranks))}; {', '.join(bug.passes)}"
+        )
+        lines.append(
+            f"| {bug.package} | `{bug.versions}` | {cell(where)} | {cell(bug.description)} | "
+            f"{cell(bug.magnitude)} | `{bug.rerun}` |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def render(text: str) -> str:
-    """The README text with every output block refilled from its file."""
+    """``text`` with every output block refilled from its file."""
     text = BLOCK.sub(lambda m: m.group(1) + _excerpt(m["path"], m["first"], m["last"]) + m.group(6), text)
     text = MARKDOWN.sub(lambda m: m.group(1) + _markdown(m["path"]) + m.group(4), text)
     text = TABLE.sub(lambda m: m.group(1) + suites_table(m["path"]) + m.group(4), text)
+    text = KNOWN_BUGS.sub(lambda m: m.group(1) + known_bugs_table() + m.group(3), text)
     return BENCH_TABLE.sub(lambda m: m.group(1) + bench_table(m["path"]) + m.group(4), text)
 
 
+def pages() -> list[str]:
+    """The files whose blocks are refilled: README.md and every page of docs/."""
+    import glob
+
+    return [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+
+
 def main() -> int:
-    path = os.path.join(ROOT, "README.md")
-    with open(path) as handle:
-        text = handle.read()
-    updated = render(text)
-    if updated != text:
-        with open(path, "w") as handle:
-            handle.write(updated)
-        print("README.md updated")
-    else:
-        print("README.md already matches the captured output")
+    for path in pages():
+        with open(path) as handle:
+            text = handle.read()
+        updated = render(text)
+        name = os.path.relpath(path, ROOT)
+        if updated != text:
+            with open(path, "w") as handle:
+                handle.write(updated)
+            print(f"{name} updated")
+        else:
+            print(f"{name} already matches the captured output")
     return 0
 
 

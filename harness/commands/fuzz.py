@@ -26,9 +26,8 @@ import math
 import time
 
 import backends as registry
-
-from harness.problems.cases import Case
 from harness.oracle.checks import FAILED
+from harness.problems.cases import Case
 from harness.problems.inputs import Parametric
 
 ROUND_EXAMPLES = 40
@@ -49,7 +48,6 @@ CONDITION_BITS_SPARE = 6
 def _least_scale(magnitude: float, dtype: str) -> float:
     """The smallest power of ten that keeps magnitude / scale within the searched range."""
     from backends.dtypes import accumulation_dtype
-
     from harness.oracle.tolerances import unit_roundoff
 
     limit = 2.0 ** -CONDITION_BITS_SPARE / unit_roundoff(accumulation_dtype(dtype))

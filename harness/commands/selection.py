@@ -42,9 +42,8 @@ import time
 
 import backends as registry
 from backends.errors import GroupNormBenchError
-
-from harness.records import known_bugs
 from harness.problems.cases import Case
+from harness.records import known_bugs
 from harness.records.environment import machine
 
 PREFERENCE = ("torch", "cupy", "numba-cuda", "numba-cpu", "jax", "torch-compile", "numpy")
@@ -93,7 +92,7 @@ class Selection:
         return json.dumps(data, default=float)
 
     @classmethod
-    def from_json(cls, text: str) -> "Selection":
+    def from_json(cls, text: str) -> Selection:
         data = json.loads(text)
         data["candidates"] = tuple(Candidate(**c) for c in data["candidates"])
         return cls(**data)
@@ -113,7 +112,6 @@ def evidence_hash() -> str:
     The files are found through the modules themselves, so they follow any move; a file
     that cannot be read counts as its name and the reason, never as an error."""
     from backends.base import hash_files
-
     from harness.oracle import checks, expected, reference, tolerances
     from harness.problems import inputs, suites
 
@@ -210,7 +208,8 @@ def class_case_ids(case: Case) -> list[str]:
     """The default suite's cases of ``case``'s class: its pass, dtype and layout."""
     from harness.problems import suites
 
-    return sorted({c.id for c in suites.get("default", case.pass_) if c.dtype == case.dtype and c.layout == case.layout})
+    return sorted({c.id for c in suites.get("default", case.pass_)
+                   if c.dtype == case.dtype and c.layout == case.layout})
 
 
 def _default_verdicts(stored, names, case: Case, isolate: bool, measure: bool = True):
@@ -240,17 +239,39 @@ def _default_verdicts(stored, names, case: Case, isolate: bool, measure: bool = 
         # problem is outside every known bug's class (known_bugs.excluding)
         explained = mine.known_bug.fillna("").astype(str) != "" if "known_bug" in mine else False
         bad = mine[(mine.status != "passed") & ~explained]
-        reason = "" if bad.empty else f"default suite: {bad.iloc[0].status} on {bad.iloc[0].case_id} ({bad.iloc[0].reason})"
+        reason = (
+            "" if bad.empty else f"default suite: {bad.iloc[0].status} on {bad.iloc[0].case_id} ({bad.iloc[0].reason})"
+        )
         cases = mine.case_id.nunique()  # a case stored in two result files counts once
-        verdicts[name] = (bad.empty and cases > 0, cases, reason or ("" if cases else "no default-suite rows"),
-                          sources[name])
+        verdicts[name] = (
+            bad.empty and cases > 0,
+            cases,
+            reason or ("" if cases else "no default-suite rows"),
+            sources[name],
+        )
     return verdicts
 
 
-def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", *, layout: str = "contiguous",
-           eps: float = 1e-5, affine: str = "random", param_dtype=None, pass_: str = "forward", backends=None,
-           metric: str = "device", results=None, budget: float = 0.5, use_cache: bool = True,
-           refresh: bool = False, isolate: bool = True, measure: bool = True) -> Selection:
+def select(
+    shape,
+    num_groups: int,
+    dtype: str = "float32",
+    device: str = "cpu",
+    *,
+    layout: str = "contiguous",
+    eps: float = 1e-5,
+    affine: str = "random",
+    param_dtype=None,
+    pass_: str = "forward",
+    backends=None,
+    metric: str = "device",
+    results=None,
+    budget: float = 0.5,
+    use_cache: bool = True,
+    refresh: bool = False,
+    isolate: bool = True,
+    measure: bool = True,
+) -> Selection:
     """The choice for a problem with its evidence (see the module docstring).
 
     ``use_cache=False`` neither reads nor writes the on-disk cache; ``refresh=True``
@@ -275,8 +296,9 @@ def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", 
         missing = [os.fspath(p) for p in paths if not os.path.exists(p)]
         if missing:
             raise FileNotFoundError(f"no results file or folder at {', '.join(map(repr, missing))}")
-    case = Case(tuple(shape), num_groups, dtype, layout, "normal", 0, eps, affine, param_dtype, pass_=pass_,
-                device=device)
+    case = Case(
+        tuple(shape), num_groups, dtype, layout, "normal", 0, eps, affine, param_dtype, pass_=pass_, device=device
+    )
     names = _candidate_names(backends, device)
     from harness.execution.pool import availability
 
@@ -287,8 +309,9 @@ def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", 
             return cached
     answers = availability([(name, device) for name in names], isolate=isolate)
     info = {name: answers[name, device] for name in names}
-    candidates = {n: Candidate(n, False, why_not=info[n]["availability"])
-                  for n in names if info[n]["availability"] is not None}
+    candidates = {
+        n: Candidate(n, False, why_not=info[n]["availability"]) for n in names if info[n]["availability"] is not None
+    }
     if pass_ != "forward":
         for name in names:
             if name not in candidates and not registry.get(name).supports_backward:
@@ -297,17 +320,24 @@ def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", 
     for name in [n for n in names if n not in candidates]:
         bug = known_bugs.excluding(name, case, installed)
         if bug is not None:
-            candidates[name] = Candidate(name, False, why_not=f"known bug {bug.id} for this class "
-                                         f"({bug.layouts}, {bug.dtypes}, rank {len(case.shape)}): {bug.rerun}",
-                                         source="known bugs")
+            candidates[name] = Candidate(
+                name,
+                False,
+                why_not=f"known bug {bug.id} for this class "
+                f"({bug.layouts}, {bug.dtypes}, rank {len(case.shape)}): {bug.rerun}",
+                source="known bugs",
+            )
     live = [n for n in names if n not in candidates]
     versions = {n: info[n].get("version") or "" for n in live}
     stored = None
     if results is not None:
         from harness.records import results as results_module
 
-        frame = results if isinstance(results, pd.DataFrame) else results_module.load(
-            *([results] if isinstance(results, (str, os.PathLike)) else results))
+        frame = (
+            results
+            if isinstance(results, pd.DataFrame)
+            else results_module.load(*([results] if isinstance(results, (str, os.PathLike)) else results))
+        )
         stored = _matching(frame, versions)
     if live:
         defaults = _default_verdicts(stored, live, case, isolate, measure)
@@ -357,14 +387,27 @@ def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", 
         bad = [r for r in rows if r.status != "passed"]
         main = timing.get(name)
         if bad or len(rows) < len(problem_ids) or main is None or main.median_s != main.median_s:
-            why = (f"{bad[0].status} on {bad[0].case_id} ({bad[0].reason})" if bad else "not timed")
-            candidates[name] = Candidate(name, False, why_not=why, default_cases=count, problem_cases=len(rows),
-                                         source=timing_source.get(name, ""))
+            why = f"{bad[0].status} on {bad[0].case_id} ({bad[0].reason})" if bad else "not timed"
+            candidates[name] = Candidate(
+                name,
+                False,
+                why_not=why,
+                default_cases=count,
+                problem_cases=len(rows),
+                source=timing_source.get(name, ""),
+            )
             continue
-        candidates[name] = Candidate(name, True, median_s=float(main.median_s), iqr_s=float(main.iqr_s),
-                                     latency_median_s=float(main.latency_median_s),
-                                     latency_iqr_s=float(main.latency_iqr_s), default_cases=count,
-                                     problem_cases=len(rows), source=timing_source[name])
+        candidates[name] = Candidate(
+            name,
+            True,
+            median_s=float(main.median_s),
+            iqr_s=float(main.iqr_s),
+            latency_median_s=float(main.latency_median_s),
+            latency_iqr_s=float(main.latency_iqr_s),
+            default_cases=count,
+            problem_cases=len(rows),
+            source=timing_source[name],
+        )
     ordered = tuple(candidates[n] for n in names)
     eligible = [c for c in ordered if c.eligible]
     if not eligible:
@@ -372,8 +415,9 @@ def select(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", 
         raise NoVerifiedBackendError(f"no verified GroupNorm for {case.id} on {device}: {reasons}")
     chosen, tie = _pick(eligible, metric)
     sources = sorted({c.source for c in eligible})
-    selection = Selection(chosen.backend, device, case.id, metric, tie, ordered, " + ".join(sources),
-                          time.perf_counter() - start)
+    selection = Selection(
+        chosen.backend, device, case.id, metric, tie, ordered, " + ".join(sources), time.perf_counter() - start
+    )
     if use_cache:
         _write_cache(path, selection)
     return selection
@@ -394,10 +438,16 @@ def _read_cache(path: str, start: float) -> Selection | None:
     except (OSError, ValueError, TypeError, KeyError):  # absent, or unreadable: not evidence
         return None
     # Every line says where its figures come from: this cache, and what filled it.
-    candidates = tuple(dataclasses.replace(c, source=f"cache ({c.source})" if c.source else "cache")
-                       for c in cached.candidates)
-    return dataclasses.replace(cached, candidates=candidates, seconds=time.perf_counter() - start, cached=True,
-                               source=f"cache of {when:%Y-%m-%d %H:%M} UTC ({cached.source})")
+    candidates = tuple(
+        dataclasses.replace(c, source=f"cache ({c.source})" if c.source else "cache") for c in cached.candidates
+    )
+    return dataclasses.replace(
+        cached,
+        candidates=candidates,
+        seconds=time.perf_counter() - start,
+        cached=True,
+        source=f"cache of {when:%Y-%m-%d %H:%M} UTC ({cached.source})",
+    )
 
 
 def _write_cache(path: str, selection: Selection) -> None:
@@ -431,7 +481,8 @@ def _candidate_names(backends, device: str) -> list[str]:
     from harness.problems.plan import parse_names
 
     names = parse_names(backends, "backend", registry.names()) or [
-        n for n in registry.names() if registry.get(n).default_selected]
+        n for n in registry.names() if registry.get(n).default_selected
+    ]
     return [n for n in names if device in registry.get(n).devices]
 
 
@@ -472,8 +523,9 @@ def verified(case: Case, *, backends=None, order=PREFERENCE, use_cache: bool = T
             why = f"implements the forward pass only (no {case.pass_} pass)"
         bug = None if why else known_bugs.excluding(name, case, installed)
         if bug is not None:
-            why = (f"known bug {bug.id} for this class ({bug.layouts}, {bug.dtypes}, rank {len(case.shape)}): "
-                   f"{bug.rerun}")
+            why = (
+                f"known bug {bug.id} for this class ({bug.layouts}, {bug.dtypes}, rank {len(case.shape)}): {bug.rerun}"
+            )
         if why:
             candidates.append(Candidate(name, False, why_not=why))
             continue
@@ -484,16 +536,25 @@ def verified(case: Case, *, backends=None, order=PREFERENCE, use_cache: bool = T
         bad = rows[rows.status != "passed"]
         if len(rows) < len(problem_ids) or len(bad):
             why = f"{bad.iloc[0].status} on {bad.iloc[0].case_id} ({bad.iloc[0].reason})" if len(bad) else "not run"
-            candidates.append(Candidate(name, False, why_not=why, default_cases=count, problem_cases=len(rows),
-                                        source="measured now"))
+            candidates.append(
+                Candidate(name, False, why_not=why, default_cases=count, problem_cases=len(rows), source="measured now")
+            )
             continue
         candidates.append(Candidate(name, True, default_cases=count, problem_cases=len(rows), source="measured now"))
         chosen = name
     if chosen is None:
         reasons = "; ".join(f"{c.backend}: {c.why_not}" for c in candidates) or "no backend runs on " + case.device
         raise NoVerifiedBackendError(f"no verified GroupNorm for {case.id} on {case.device}: {reasons}")
-    selection = Selection(chosen, case.device, case.id, "verified", False, tuple(candidates),
-                          "verified now, not timed", time.perf_counter() - start)
+    selection = Selection(
+        chosen,
+        case.device,
+        case.id,
+        "verified",
+        False,
+        tuple(candidates),
+        "verified now, not timed",
+        time.perf_counter() - start,
+    )
     if use_cache:
         _write_cache(path, selection)
     return selection
@@ -501,6 +562,7 @@ def verified(case: Case, *, backends=None, order=PREFERENCE, use_cache: bool = T
 
 def _pick(eligible, metric: str):
     """The fastest; if the runner-up's interval overlaps it, a tie broken by PREFERENCE."""
+
     def stats(c):
         return (c.median_s, c.iqr_s) if metric == "device" else (c.latency_median_s, c.latency_iqr_s)
 
@@ -513,8 +575,16 @@ def _pick(eligible, metric: str):
     return min(tied, key=lambda c: (rank.get(c.backend, len(rank)), stats(c)[0])), True
 
 
-def fastest(shape, num_groups: int, dtype: str = "float32", device: str = "cpu", *, layout: str = "contiguous",
-            backends=None, **options):
+def fastest(
+    shape,
+    num_groups: int,
+    dtype: str = "float32",
+    device: str = "cpu",
+    *,
+    layout: str = "contiguous",
+    backends=None,
+    **options,
+):
     """The fastest verified backend for ``group_norm`` of ``shape`` in ``num_groups``
     groups on this machine: a backend object, to call as
     ``backend.group_norm(x, num_groups, weight, bias, eps)`` on its own arrays.

@@ -122,7 +122,11 @@ def _per_channel(values, reduce_axes, per_sample_then_serial: bool, accumulate=N
     to run a serial running sum in instead (a kernel's half accumulator)."""
     if accumulate is not None:
         moved = np.moveaxis(values, 1, -1).reshape(-1, values.shape[1]).astype(accumulate)
-        return np.add.accumulate(moved, axis=0, dtype=accumulate)[-1] if len(moved) else np.zeros(values.shape[1], accumulate)
+        return (
+            np.add.accumulate(moved, axis=0, dtype=accumulate)[-1]
+            if len(moved)
+            else np.zeros(values.shape[1], accumulate)
+        )
     if not per_sample_then_serial:
         return values.sum(axis=reduce_axes)
     total = np.zeros(values.shape[1], values.dtype)
@@ -131,9 +135,25 @@ def _per_channel(values, reduce_axes, per_sample_then_serial: bool, accumulate=N
     return total
 
 
-def _backward(grad_y, x, num_groups, weight, bias, eps, *, sums=_pairwise_sum, per_sample=False,
-              mean_g=True, xhat_term=True, weight_in_dx=True, eps_outside=False, dweight_per_group=False,
-              dbias_sample_zero=False, half_dweight=False, grad_y_as_contiguous=False):
+def _backward(
+    grad_y,
+    x,
+    num_groups,
+    weight,
+    bias,
+    eps,
+    *,
+    sums=_pairwise_sum,
+    per_sample=False,
+    mean_g=True,
+    xhat_term=True,
+    weight_in_dx=True,
+    eps_outside=False,
+    dweight_per_group=False,
+    dbias_sample_zero=False,
+    half_dweight=False,
+    grad_y_as_contiguous=False,
+):
     """GroupNorm's gradients in float32 (float64 for float64), each keyword a switch that
     a planted bug turns (the defaults are right)."""
     dtype = _compute_dtype(x)
@@ -241,7 +261,7 @@ def _strides_ignored(x):
     """x read from its data pointer as if C-contiguous (tensorflow/addons#751 for NHWC)."""
     if x.flags.c_contiguous:
         return x
-    strides = tuple(math.prod(x.shape[i + 1:]) * x.itemsize for i in range(x.ndim))
+    strides = tuple(math.prod(x.shape[i + 1 :]) * x.itemsize for i in range(x.ndim))
     return np.lib.stride_tricks.as_strided(x, shape=x.shape, strides=strides)
 
 
@@ -346,50 +366,157 @@ def _bugs() -> list[Bug]:
     def needs(text, predicate):
         return (text, predicate)
 
-    hard_mean = needs("a float32/float64 case whose groups have |mean|/std >= 1e3 (offset)",
-                      lambda c: c.distribution in ILL_CONDITIONED and c.dtype in WIDE)
-    huge_group = needs("a float32 group of over a million elements with |mean|/std >= 1e3",
-                       lambda c: c.dtype == "float32" and c.group_size > 1_000_000 and c.distribution in ILL_CONDITIONED)
+    hard_mean = needs(
+        "a float32/float64 case whose groups have |mean|/std >= 1e3 (offset)",
+        lambda c: c.distribution in ILL_CONDITIONED and c.dtype in WIDE,
+    )
+    huge_group = needs(
+        "a float32 group of over a million elements with |mean|/std >= 1e3",
+        lambda c: c.dtype == "float32" and c.group_size > 1_000_000 and c.distribution in ILL_CONDITIONED,
+    )
 
     return [
-        Bug("bug-one-pass-variance", "var = E[x^2] - E[x]^2 (clamped at 0)", "flax#1491, PaddlePaddle/Paddle#16654", stats(_one_pass), hard_mean),
-        Bug("bug-unbiased-variance", "variance divided by m - 1", "chengyangfu/pytorch-groupnormalization#7", stats(_unbiased),
-            needs("a float32/float64 case with groups of 2 to 10^5 elements", lambda c: c.dtype in WIDE and 1 < c.group_size <= 100_000)),
-        Bug("bug-channel-mapping", "channel c in group c % G, not c // G", "tensorflow/addons#751", interleaved_groups,
-            needs("per-channel statistics (channel_stats) with 1 < G < C", lambda c: c.distribution.startswith("channel_stats") and 1 < c.num_groups < c.shape[1])),
-        Bug("bug-eps-outside-sqrt", "1 / (sqrt(var) + eps)", "common in hand-written norms", eps_outside,
-            needs("a float32/float64 case with eps > 0", lambda c: c.dtype in WIDE and c.eps > 0 and c.numel > 0)),
-        Bug("bug-no-eps", "eps ignored", "fastMRI#139", no_eps,
-            needs("a case whose variance is near eps (near_constant, or eps >= 0.1)", lambda c: c.numel > 0 and (c.distribution.startswith("near_constant") or c.eps >= 0.1))),
-        Bug("bug-half-accumulation", "statistics accumulated in float16/bfloat16", "brainchop-cli#56, nntrainer#3935", half_accumulation,
-            needs("a float16/bfloat16 case", lambda c: c.dtype in ("float16", "bfloat16") and c.numel > 0)),
-        Bug("bug-ignores-strides", "reads the data pointer as if contiguous", "tensorflow/addons#751, pytorch#111824", ignores_strides,
-            needs("a channels-last or strided case", lambda c: c.layout != "contiguous" and c.numel > 0)),
-        Bug("bug-padded-statistics", "statistics over a group zero-padded to 32", "FlagGems#4984, tt-metal#50682", stats(_padded),
-            needs("a group size that is not a multiple of 32", lambda c: c.numel > 0 and c.group_size % 32 != 0)),
-        Bug("bug-batch-stride", "sample 0's statistics for every sample", "tt-metal#57223", stats(_sample_zero),
-            needs("a case with N > 1", lambda c: c.shape[0] > 1 and c.group_size > 1)),
-        Bug("bug-affine-per-group", "weight/bias indexed by group, not channel", "affine indexing slip", affine_per_group,
-            needs("random per-channel weight and bias with several channels per group", lambda c: c.affine == "random" and c.shape[1] > c.num_groups and c.numel > 0)),
-        Bug("bug-drops-nan", "NaN-skipping statistics", "nanmean-style reductions", stats(_nan_ignoring),
-            needs("an input with NaN (nan_inf)", lambda c: c.distribution.startswith("nan_inf") and c.numel > 0)),
-        Bug("bug-serial-f32-sum", "mean by one running float32 sum", "numba-cpu issue's warning", stats(_serial_sum), huge_group),
-        Bug("bug-split-merge", "statistics of the first half of each group only", "split-group merge slip", stats(_first_half),
-            needs("a case with groups of 2 or more elements", lambda c: c.group_size > 1 and c.numel > 0)),
-        Bug("bug-float32-output", "float32 output for half input", "missing cast back", float32_output,
-            needs("a float16/bfloat16 case", lambda c: c.dtype in ("float16", "bfloat16"))),
+        Bug(
+            "bug-one-pass-variance",
+            "var = E[x^2] - E[x]^2 (clamped at 0)",
+            "flax#1491, PaddlePaddle/Paddle#16654",
+            stats(_one_pass),
+            hard_mean,
+        ),
+        Bug(
+            "bug-unbiased-variance",
+            "variance divided by m - 1",
+            "chengyangfu/pytorch-groupnormalization#7",
+            stats(_unbiased),
+            needs(
+                "a float32/float64 case with groups of 2 to 10^5 elements",
+                lambda c: c.dtype in WIDE and 1 < c.group_size <= 100_000,
+            ),
+        ),
+        Bug(
+            "bug-channel-mapping",
+            "channel c in group c % G, not c // G",
+            "tensorflow/addons#751",
+            interleaved_groups,
+            needs(
+                "per-channel statistics (channel_stats) with 1 < G < C",
+                lambda c: c.distribution.startswith("channel_stats") and 1 < c.num_groups < c.shape[1],
+            ),
+        ),
+        Bug(
+            "bug-eps-outside-sqrt",
+            "1 / (sqrt(var) + eps)",
+            "common in hand-written norms",
+            eps_outside,
+            needs("a float32/float64 case with eps > 0", lambda c: c.dtype in WIDE and c.eps > 0 and c.numel > 0),
+        ),
+        Bug(
+            "bug-no-eps",
+            "eps ignored",
+            "fastMRI#139",
+            no_eps,
+            needs(
+                "a case whose variance is near eps (near_constant, or eps >= 0.1)",
+                lambda c: c.numel > 0 and (c.distribution.startswith("near_constant") or c.eps >= 0.1),
+            ),
+        ),
+        Bug(
+            "bug-half-accumulation",
+            "statistics accumulated in float16/bfloat16",
+            "brainchop-cli#56, nntrainer#3935",
+            half_accumulation,
+            needs("a float16/bfloat16 case", lambda c: c.dtype in ("float16", "bfloat16") and c.numel > 0),
+        ),
+        Bug(
+            "bug-ignores-strides",
+            "reads the data pointer as if contiguous",
+            "tensorflow/addons#751, pytorch#111824",
+            ignores_strides,
+            needs("a channels-last or strided case", lambda c: c.layout != "contiguous" and c.numel > 0),
+        ),
+        Bug(
+            "bug-padded-statistics",
+            "statistics over a group zero-padded to 32",
+            "FlagGems#4984, tt-metal#50682",
+            stats(_padded),
+            needs("a group size that is not a multiple of 32", lambda c: c.numel > 0 and c.group_size % 32 != 0),
+        ),
+        Bug(
+            "bug-batch-stride",
+            "sample 0's statistics for every sample",
+            "tt-metal#57223",
+            stats(_sample_zero),
+            needs("a case with N > 1", lambda c: c.shape[0] > 1 and c.group_size > 1),
+        ),
+        Bug(
+            "bug-affine-per-group",
+            "weight/bias indexed by group, not channel",
+            "affine indexing slip",
+            affine_per_group,
+            needs(
+                "random per-channel weight and bias with several channels per group",
+                lambda c: c.affine == "random" and c.shape[1] > c.num_groups and c.numel > 0,
+            ),
+        ),
+        Bug(
+            "bug-drops-nan",
+            "NaN-skipping statistics",
+            "nanmean-style reductions",
+            stats(_nan_ignoring),
+            needs("an input with NaN (nan_inf)", lambda c: c.distribution.startswith("nan_inf") and c.numel > 0),
+        ),
+        Bug(
+            "bug-serial-f32-sum",
+            "mean by one running float32 sum",
+            "numba-cpu issue's warning",
+            stats(_serial_sum),
+            huge_group,
+        ),
+        Bug(
+            "bug-split-merge",
+            "statistics of the first half of each group only",
+            "split-group merge slip",
+            stats(_first_half),
+            needs("a case with groups of 2 or more elements", lambda c: c.group_size > 1 and c.numel > 0),
+        ),
+        Bug(
+            "bug-float32-output",
+            "float32 output for half input",
+            "missing cast back",
+            float32_output,
+            needs("a float16/bfloat16 case", lambda c: c.dtype in ("float16", "bfloat16")),
+        ),
         Bug("bug-in-place", "writes y into x and returns it", "in-place kernels", in_place),
-        Bug("bug-channels-last-one-pass", "E[x^2] - E[x]^2 on the channels-last path only", "torch 2.13 CPU (known_bugs.toml)",
+        Bug(
+            "bug-channels-last-one-pass",
+            "E[x^2] - E[x]^2 on the channels-last path only",
+            "torch 2.13 CPU (known_bugs.toml)",
             channels_last_one_pass,
-            needs("a channels-last float32/float64 case with |mean|/std >= 1e3",
-                  lambda c: c.layout == "channels_last" and c.distribution in ILL_CONDITIONED and c.dtype in WIDE)),
-        Bug("bug-channels-last-affine-per-position", "weight/bias indexed by position, not channel, on the channels-last path only",
-            "NHWC indexing slip", channels_last_affine_per_position,
-            needs("a channels-last case with random per-channel weight and bias",
-                  lambda c: c.layout == "channels_last" and c.affine == "random" and c.numel > 0)),
-        Bug("bug-strided-half-accumulation", "float16/bfloat16 statistics accumulated in half, on the strided path only",
-            "generic-path slip", strided_half_accumulation,
-            needs("a strided float16/bfloat16 case", lambda c: c.layout == "strided" and c.dtype in ("float16", "bfloat16") and c.numel > 0)),
+            needs(
+                "a channels-last float32/float64 case with |mean|/std >= 1e3",
+                lambda c: c.layout == "channels_last" and c.distribution in ILL_CONDITIONED and c.dtype in WIDE,
+            ),
+        ),
+        Bug(
+            "bug-channels-last-affine-per-position",
+            "weight/bias indexed by position, not channel, on the channels-last path only",
+            "NHWC indexing slip",
+            channels_last_affine_per_position,
+            needs(
+                "a channels-last case with random per-channel weight and bias",
+                lambda c: c.layout == "channels_last" and c.affine == "random" and c.numel > 0,
+            ),
+        ),
+        Bug(
+            "bug-strided-half-accumulation",
+            "float16/bfloat16 statistics accumulated in half, on the strided path only",
+            "generic-path slip",
+            strided_half_accumulation,
+            needs(
+                "a strided float16/bfloat16 case",
+                lambda c: c.layout == "strided" and c.dtype in ("float16", "bfloat16") and c.numel > 0,
+            ),
+        ),
     ]
 
 
@@ -401,37 +528,81 @@ def _backward_bugs() -> list[Bug]:
         return _normalize(x, g, w, b, eps, _two_pass)
 
     def backward_bug(name, what, seen, mistake, needs_text, predicate):
-        return Bug(name, what, seen, correct_forward,
-                   (needs_text + " (backward pass)", lambda c: c.pass_ != "forward" and c.numel > 0 and predicate(c)),
-                   planted(**mistake))
+        return Bug(
+            name,
+            what,
+            seen,
+            correct_forward,
+            (needs_text + " (backward pass)", lambda c: c.pass_ != "forward" and c.numel > 0 and predicate(c)),
+            planted(**mistake),
+        )
 
     weighted = lambda c: c.affine == "random"  # noqa: E731
     return [
-        backward_bug("bug-dx-no-mean-g", "dx without its mean(g) term", "derivation slip (mu's derivative dropped)",
-                     dict(mean_g=False), "a constant incoming gradient", lambda c: c.grad_distribution == "constant"),
-        backward_bug("bug-dx-no-xhat-term", "dx without its xhat * mean(g * xhat) term",
-                     "derivation slip (rstd's derivative dropped)", dict(xhat_term=False),
-                     "an incoming gradient that is a multiple of xhat", lambda c: c.grad_distribution == "xhat"),
-        backward_bug("bug-dx-ignores-weight", "weight ignored in dx (g = grad_y)", "fused-kernel slip",
-                     dict(weight_in_dx=False), "random per-channel weights", weighted),
-        backward_bug("bug-dweight-per-group", "dweight summed per group, not per channel", "reduction-axis slip",
-                     dict(dweight_per_group=True), "random weights and several channels per group",
-                     lambda c: weighted(c) and c.shape[1] > c.num_groups),
-        backward_bug("bug-dbias-sample-zero", "dbias from sample 0 only", "batch-loop slip",
-                     dict(dbias_sample_zero=True), "a bias and N > 1",
-                     lambda c: c.affine != "none" and c.shape[0] > 1),
-        backward_bug("bug-backward-eps-outside", "1 / (sqrt(var) + eps) in the backward only",
-                     "backward recomputing rstd its own way", dict(eps_outside=True),
-                     "a float32/float64 case with variance near eps (near_constant, or eps >= 0.1)",
-                     lambda c: c.dtype in WIDE and (c.distribution.startswith("near_constant") or c.eps >= 0.1)),
-        backward_bug("bug-half-dweight", "dweight accumulated in float16/bfloat16 for half input",
-                     "accumulator typed as the input", dict(half_dweight=True),
-                     "a float16/bfloat16 case with weights and >= 64 terms per channel",
-                     lambda c: c.dtype in ("float16", "bfloat16") and c.affine != "none"
-                     and c.numel // c.shape[1] >= 64),
-        backward_bug("bug-grad-y-channels-last-as-contiguous", "a channels-last grad_y read as if contiguous",
-                     "NHWC gradient-path slip", dict(grad_y_as_contiguous=True), "a channels-last grad_y",
-                     lambda c: (c.grad_layout or c.layout) == "channels_last"),
+        backward_bug(
+            "bug-dx-no-mean-g",
+            "dx without its mean(g) term",
+            "derivation slip (mu's derivative dropped)",
+            dict(mean_g=False),
+            "a constant incoming gradient",
+            lambda c: c.grad_distribution == "constant",
+        ),
+        backward_bug(
+            "bug-dx-no-xhat-term",
+            "dx without its xhat * mean(g * xhat) term",
+            "derivation slip (rstd's derivative dropped)",
+            dict(xhat_term=False),
+            "an incoming gradient that is a multiple of xhat",
+            lambda c: c.grad_distribution == "xhat",
+        ),
+        backward_bug(
+            "bug-dx-ignores-weight",
+            "weight ignored in dx (g = grad_y)",
+            "fused-kernel slip",
+            dict(weight_in_dx=False),
+            "random per-channel weights",
+            weighted,
+        ),
+        backward_bug(
+            "bug-dweight-per-group",
+            "dweight summed per group, not per channel",
+            "reduction-axis slip",
+            dict(dweight_per_group=True),
+            "random weights and several channels per group",
+            lambda c: weighted(c) and c.shape[1] > c.num_groups,
+        ),
+        backward_bug(
+            "bug-dbias-sample-zero",
+            "dbias from sample 0 only",
+            "batch-loop slip",
+            dict(dbias_sample_zero=True),
+            "a bias and N > 1",
+            lambda c: c.affine != "none" and c.shape[0] > 1,
+        ),
+        backward_bug(
+            "bug-backward-eps-outside",
+            "1 / (sqrt(var) + eps) in the backward only",
+            "backward recomputing rstd its own way",
+            dict(eps_outside=True),
+            "a float32/float64 case with variance near eps (near_constant, or eps >= 0.1)",
+            lambda c: c.dtype in WIDE and (c.distribution.startswith("near_constant") or c.eps >= 0.1),
+        ),
+        backward_bug(
+            "bug-half-dweight",
+            "dweight accumulated in float16/bfloat16 for half input",
+            "accumulator typed as the input",
+            dict(half_dweight=True),
+            "a float16/bfloat16 case with weights and >= 64 terms per channel",
+            lambda c: c.dtype in ("float16", "bfloat16") and c.affine != "none" and c.numel // c.shape[1] >= 64,
+        ),
+        backward_bug(
+            "bug-grad-y-channels-last-as-contiguous",
+            "a channels-last grad_y read as if contiguous",
+            "NHWC gradient-path slip",
+            dict(grad_y_as_contiguous=True),
+            "a channels-last grad_y",
+            lambda c: (c.grad_layout or c.layout) == "channels_last",
+        ),
     ]
 
 
@@ -447,10 +618,16 @@ def _rare_tail(x, g, w=None, b=None, eps=1e-5):
 # A bug only a rare corner triggers (contiguous float16 with a group size of 5 mod 8): no
 # case of the fixed suites is in that corner, so the self-test does not run it; it is the
 # planted target of `gnbench fuzz --plugin harness.selftest --backends bug-rare-f16-tail`.
-RARE_BUG = Bug("bug-rare-f16-tail", "float16 contiguous groups of 8k+5 elements lose their last element from the "
-               "statistics", "vector-tail slip", _rare_tail,
-               ("a contiguous float16 case with a group size of 5 (mod 8)",
-                lambda c: c.dtype == "float16" and c.layout == "contiguous" and c.group_size % 8 == 5))
+RARE_BUG = Bug(
+    "bug-rare-f16-tail",
+    "float16 contiguous groups of 8k+5 elements lose their last element from the statistics",
+    "vector-tail slip",
+    _rare_tail,
+    (
+        "a contiguous float16 case with a group size of 5 (mod 8)",
+        lambda c: c.dtype == "float16" and c.layout == "contiguous" and c.group_size % 8 == 5,
+    ),
+)
 
 
 def _one_pass_in_dtype(grouped):
@@ -460,7 +637,8 @@ def _one_pass_in_dtype(grouped):
 
 def _host_backend(bug: Bug) -> GroupNormBackend:
     return GroupNormBackend.from_function(
-        bug.name, bug.group_norm,
+        bug.name,
+        bug.group_norm,
         from_numpy=lambda array, device: backends.get("numpy").from_numpy(array, device),
         description=f"broken: {bug.what} (seen: {bug.seen})",
         backward=bug.backward,
@@ -488,8 +666,11 @@ class SuiteTooSmallError(backends.InvalidArgumentError):
 def uncatchable(cases) -> list[tuple[str, str]]:
     """(bug, what the suite lacks) for each planted bug no case of ``cases`` can catch
     (``cases`` of every pass the bugs live in)."""
-    return [(bug.name, bug.needs[0]) for bug in BUGS.values()
-            if not any(bug.needs[1](case) for case in cases if case.pass_ == bug.pass_)]
+    return [
+        (bug.name, bug.needs[0])
+        for bug in BUGS.values()
+        if not any(bug.needs[1](case) for case in cases if case.pass_ == bug.pass_)
+    ]
 
 
 def check_suite(suite: str) -> None:
@@ -503,7 +684,8 @@ def check_suite(suite: str) -> None:
             f"suite {suite!r} cannot catch {len(lacking)} of the {len(BUGS)} planted bugs, so a self-test on it "
             "would report blind spots of the suite as verifier failures; it lacks: "
             + "; ".join(f"{name} needs {what}" for name, what in lacking)
-            + ". Use --suite default (or a suite that holds such cases).")
+            + ". Use --suite default (or a suite that holds such cases)."
+        )
 
 
 def run(suite: str = "default"):
@@ -555,18 +737,20 @@ def summarize(frame):
         else:
             worst = failed.tail(1)
         worst_row = worst.iloc[0] if len(worst) else None
-        rows.append({
-            "implementation": name,
-            "kind": kind,
-            "what": BUGS[name].what if name in BUGS else backends.get(name).description,
-            "verified": len(verified),
-            "failed": len(failed),
-            "known": len(known),
-            "ratio": math.nan if worst_row is None else worst_row.ratio,
-            "status": "" if worst_row is None else worst_row.status,
-            "case_id": "" if worst_row is None else worst_row.case_id,
-            "statuses": ", ".join(f"{s} {n}" for s, n in failed.status.value_counts().items()),
-        })
+        rows.append(
+            {
+                "implementation": name,
+                "kind": kind,
+                "what": BUGS[name].what if name in BUGS else backends.get(name).description,
+                "verified": len(verified),
+                "failed": len(failed),
+                "known": len(known),
+                "ratio": math.nan if worst_row is None else worst_row.ratio,
+                "status": "" if worst_row is None else worst_row.status,
+                "case_id": "" if worst_row is None else worst_row.case_id,
+                "statuses": ", ".join(f"{s} {n}" for s, n in failed.status.value_counts().items()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -588,12 +772,27 @@ def report_table(frame):
     from rich.table import Table
 
     table = Table(title="verifier self-test: correct implementations must stay below ratio 1, broken ones must fail")
-    for column in ("implementation", "kind", "verified", "failed", "known bug", "ratio", "catching case / worst case",
-                   "failure statuses"):
+    for column in (
+        "implementation",
+        "kind",
+        "verified",
+        "failed",
+        "known bug",
+        "ratio",
+        "catching case / worst case",
+        "failure statuses",
+    ):
         table.add_column(column, overflow="fold")
     for _, row in summarize(frame).iterrows():
         ratio = "-" if row.ratio != row.ratio else f"{row.ratio:.3g}"
-        table.add_row(row.implementation, row.kind, str(row.verified), str(row.failed), str(row.known),
-                      ratio if row.status in ("passed", "mismatch") else f"{ratio} ({row.status})",
-                      escape(row.case_id), escape(row.statuses))
+        table.add_row(
+            row.implementation,
+            row.kind,
+            str(row.verified),
+            str(row.failed),
+            str(row.known),
+            ratio if row.status in ("passed", "mismatch") else f"{ratio} ({row.status})",
+            escape(row.case_id),
+            escape(row.statuses),
+        )
     return table

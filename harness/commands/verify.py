@@ -9,7 +9,6 @@ the verdicts are made by :mod:`harness.oracle.checks`.
 from __future__ import annotations
 
 import backends as registry
-
 from harness.execution.sweep import Sweep
 from harness.problems.plan import plan
 

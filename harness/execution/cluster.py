@@ -38,7 +38,7 @@ Memory: Ray's object store takes the node's shared memory, so a node's sweep hol
 object store's whole capacity back from the host memory a case may use (conservative:
 the part of the store in use is already missing from MemAvailable).
 
-Not here: timing (``bench`` needs exclusive nodes: a later issue), and a deadline for a
+Not here: timing (``bench`` needs exclusive nodes, which a shared cluster does not promise), and a deadline for a
 Ray task that hangs without dying (a backend that hangs is a ``timeout`` row already).
 """
 
@@ -54,12 +54,11 @@ import os
 import platform
 
 import backends as registry
-
-from harness.problems.cases import Case
 from harness.oracle.checks import Verdict
-from harness.records.environment import environment, machine
+from harness.problems.cases import Case
 from harness.problems.plan import Plan
 from harness.records import known_bugs
+from harness.records.environment import environment, machine
 from harness.records.results import COLUMNS, verdict_row
 from harness.records.summaries import summary_table
 
@@ -290,7 +289,7 @@ class ClusterSweep:
     def total(self) -> int:
         return sum(len(ids) for _, _, ids in self._todo()) + len(self.skip)
 
-    def start(self) -> "ClusterSweep":
+    def start(self) -> ClusterSweep:
         """Connect, fingerprint every alive node, refuse those that differ."""
         ray = self._ray = _ray()
         if not ray.is_initialized():
@@ -345,7 +344,8 @@ class ClusterSweep:
             yield chunk
 
     def _eligible(self, task: _Task) -> list[Node]:
-        return [n for n in self.nodes.values() if n.reason is None and n.id not in task.avoid and n.fits(task, self.cpus)]
+        return [n for n in self.nodes.values()
+                if n.reason is None and n.id not in task.avoid and n.fits(task, self.cpus)]
 
     def _unplaceable(self, task: _Task) -> str | None:
         if self._eligible(task):
@@ -355,14 +355,22 @@ class ClusterSweep:
         fitting = [n for n in self.nodes.values() if n.fits(task, self.cpus)]
         if not fitting:
             return f"no node {kind}{device}in the cluster"
-        return (f"no node {kind}{device}that matches the driver is left ("
-                + "; ".join(f"{n.host} ({n.id[:8]}): {n.reason or 'its task died there'}" for n in fitting) + ")")
+        return (
+            f"no node {kind}{device}that matches the driver is left ("
+            + "; ".join(f"{n.host} ({n.id[:8]}): {n.reason or 'its task died there'}" for n in fitting)
+            + ")"
+        )
 
     def _submit(self, task: _Task):
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        options = {"num_cpus": self.cpus, "num_gpus": 1 if task.pair[1] == "cuda" else 0, "max_retries": 0,
-                   "retry_exceptions": False, "name": f"gnbench {task.pair[0]}:{task.pair[1]} x{len(task.cases)}"}
+        options = {
+            "num_cpus": self.cpus,
+            "num_gpus": 1 if task.pair[1] == "cuda" else 0,
+            "max_retries": 0,
+            "retry_exceptions": False,
+            "name": f"gnbench {task.pair[0]}:{task.pair[1]} x{len(task.cases)}",
+        }
         if task.machine_type is not None:
             options["resources"] = {f"accelerator_type:{task.machine_type}": 0.001}
         fitting = [n for n in self.nodes.values() if n.fits(task, self.cpus)]
@@ -370,11 +378,21 @@ class ClusterSweep:
             eligible = self._eligible(task)
             node = eligible[next(self._round_robin) % len(eligible)]
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node.id, soft=False)
-        spec = {"pair": task.pair, "cases": list(task.cases), "machine_type": task.machine_type,
-                "attempt": task.attempt, "retry_reason": task.retry_reason, "plugins": self.plugins,
-                "named": task.pair[0] in self.plan.named, "devices_named": self.plan.devices_named,
-                "isolate": self.isolate, "timeout": self.timeout, "fingerprint": self.driver_fingerprint,
-                "date": self.environment["date"], "run_id": self.environment["run_id"]}
+        spec = {
+            "pair": task.pair,
+            "cases": list(task.cases),
+            "machine_type": task.machine_type,
+            "attempt": task.attempt,
+            "retry_reason": task.retry_reason,
+            "plugins": self.plugins,
+            "named": task.pair[0] in self.plan.named,
+            "devices_named": self.plan.devices_named,
+            "isolate": self.isolate,
+            "timeout": self.timeout,
+            "fingerprint": self.driver_fingerprint,
+            "date": self.environment["date"],
+            "run_id": self.environment["run_id"],
+        }
         return self._remote.options(**options).remote(spec)
 
     def _driver_rows(self, task: _Task, status: str, reason: str):
@@ -383,8 +401,9 @@ class ClusterSweep:
         name, device = task.pair
         for case_id in task.cases:
             case = Case.from_id(case_id).on(device)
-            row = known_bugs.annotate(verdict_row(case, name, "", Verdict(status, reason), 0.0,
-                                                  (0, case.shape[0] * case.num_groups), env))
+            row = known_bugs.annotate(
+                verdict_row(case, name, "", Verdict(status, reason), 0.0, (0, case.shape[0] * case.num_groups), env)
+            )
             row.update(simulated=False, node=task.node, attempt=task.attempt, retry_reason=task.retry_reason)
             yield row
         task.cases = []
@@ -394,8 +413,9 @@ class ClusterSweep:
         was and no node can take it on any device; else the pair is listed as not run (as a
         local sweep does with an unavailable pair)."""
         name = task.pair[0]
-        placeable = any(not self._unplaceable(_Task(pair, task.machine_type, [])) for pair in self.pairs
-                        if pair[0] == name)
+        placeable = any(
+            not self._unplaceable(_Task(pair, task.machine_type, [])) for pair in self.pairs if pair[0] == name
+        )
         if self.plan.devices_named or (name in self.plan.named and not placeable):
             yield from self._driver_rows(task, "skipped", reason)
         else:
@@ -479,14 +499,21 @@ class ClusterSweep:
         where = f" on {self.nodes[task.node].host} ({task.node[:8]})" if task.node in self.nodes else ""
         self.retries.append((f"{task.pair[0]}:{task.pair[1]} x{len(task.cases)}{where}", reason))
         if task.attempt > RETRIES:
-            yield from self._driver_rows(task, "crash", f"the cluster task died twice: first {task.retry_reason}; "
-                                                        f"then {reason}")
+            yield from self._driver_rows(
+                task, "crash", f"the cluster task died twice: first {task.retry_reason}; then {reason}"
+            )
             return None
         if not task.cases:
             return None
         self._refresh_nodes()
-        retry = _Task(task.pair, task.machine_type, list(task.cases), task.attempt + 1, reason + where,
-                      frozenset({task.node}) if task.node else frozenset())
+        retry = _Task(
+            task.pair,
+            task.machine_type,
+            list(task.cases),
+            task.attempt + 1,
+            reason + where,
+            frozenset({task.node}) if task.node else frozenset(),
+        )
         if not self._eligible(retry):  # no other node: the same one again rather than none
             retry.avoid = frozenset()
         why = self._unplaceable(retry)

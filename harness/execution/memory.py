@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 
 from backends.dtypes import numpy_dtype
-
 from harness.oracle.expected import BLOCK_ELEMENTS, VERIFY_ELEMENTS
 from harness.problems.inputs import host_bytes
 

@@ -24,17 +24,15 @@ import os
 import signal
 import tempfile
 import time
-import traceback
 
 import numpy as np
 
 import backends as registry
 from backends.dtypes import numpy_dtype
-
-from . import tasks
-from harness.oracle.checks import failure_text, status_of
 from harness.oracle.expected import Expected
 from harness.problems.inputs import Inputs
+
+from . import tasks
 
 SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 PREFIX = "gnbench-"
@@ -54,7 +52,7 @@ class SharedArray:
     offset: int
 
     @classmethod
-    def create(cls, array: np.ndarray, dtype: str, path: str) -> "SharedArray":
+    def create(cls, array: np.ndarray, dtype: str, path: str) -> SharedArray:
         """Copy ``array`` (any strides >= 0) into a new shared file, keeping its layout."""
         itemsize = array.itemsize
         if array.size == 0:
@@ -71,8 +69,13 @@ class SharedArray:
 
     def attach(self) -> np.ndarray:
         buffer = np.memmap(self.path, dtype=np.uint8, mode="r+")
-        return np.ndarray(self.shape, numpy_dtype(self.dtype) if self.dtype in registry.DTYPES else np.dtype(self.dtype),
-                          buffer, self.offset, self.strides)
+        return np.ndarray(
+            self.shape,
+            numpy_dtype(self.dtype) if self.dtype in registry.DTYPES else np.dtype(self.dtype),
+            buffer,
+            self.offset,
+            self.strides,
+        )
 
 
 @dataclasses.dataclass
@@ -85,15 +88,22 @@ class SharedCase:
     expected_meta: dict
 
     @classmethod
-    def create(cls, case, host: Inputs, expected: Expected) -> "SharedCase":
+    def create(cls, case, host: Inputs, expected: Expected) -> SharedCase:
         stem = os.path.join(SHM_DIR, f"{PREFIX}{os.getpid()}-{time.monotonic_ns()}")
         param_dtype = case.param_dtype or case.dtype
-        named = [("x", host.x, case.dtype), ("weight", host.weight, param_dtype),
-                 ("bias", host.bias, param_dtype), ("grad_y", host.grad_y, case.dtype)]
+        named = [
+            ("x", host.x, case.dtype),
+            ("weight", host.weight, param_dtype),
+            ("bias", host.bias, param_dtype),
+            ("grad_y", host.grad_y, case.dtype),
+        ]
         meta = {}
         for prefix, each in _expectations(expected):
-            named += [(f"{prefix}y", each.y, "float64"), (f"{prefix}tolerance", each.tolerance, "float64"),
-                      (f"{prefix}groups", each.groups, "int64")]
+            named += [
+                (f"{prefix}y", each.y, "float64"),
+                (f"{prefix}tolerance", each.tolerance, "float64"),
+                (f"{prefix}groups", each.groups, "int64"),
+            ]
             meta[prefix] = (each.shape, each.num_groups, each.dtype)
         arrays = {}
         try:
@@ -116,8 +126,9 @@ class SharedCase:
             if prefix not in self.expected_meta:
                 return None
             shape, num_groups, dtype = self.expected_meta[prefix]
-            return Expected(shape, num_groups, dtype, view[f"{prefix}groups"], view[f"{prefix}y"],
-                            view[f"{prefix}tolerance"])
+            return Expected(
+                shape, num_groups, dtype, view[f"{prefix}groups"], view[f"{prefix}y"], view[f"{prefix}tolerance"]
+            )
 
         grads = None
         if "grad_x." in self.expected_meta:
@@ -157,7 +168,7 @@ class LocalCase:
 def remove_stale_files() -> None:
     """Delete shared files of drivers that are no longer running."""
     for path in glob.glob(os.path.join(SHM_DIR, PREFIX + "*")):
-        pid = os.path.basename(path)[len(PREFIX):].split("-", 1)[0]
+        pid = os.path.basename(path)[len(PREFIX) :].split("-", 1)[0]
         try:
             os.kill(int(pid), 0)
         except (ValueError, ProcessLookupError):
@@ -327,11 +338,17 @@ def oom_kills(paths=None) -> int | None:
 def _sigkill_reply(before: int | None, after: int | None) -> dict:
     """A worker died of SIGKILL: ``oom`` only when the kernel recorded an OOM kill meanwhile."""
     if before is not None and after is not None and after > before:
-        return {"status": "oom", "reason": f"the worker was killed by the kernel's out-of-memory killer (oom_kill "
-                                           f"count {before} -> {after} while it ran)"}
+        return {
+            "status": "oom",
+            "reason": f"the worker was killed by the kernel's out-of-memory killer (oom_kill "
+            f"count {before} -> {after} while it ran)",
+        }
     evidence = "no OOM kill was recorded meanwhile" if after is not None else "no OOM-kill counter is readable here"
-    return {"status": "crash", "reason": f"the worker was killed by SIGKILL ({evidence}: sent by another process, "
-                                         f"or a memory limit enforced outside this machine's view)"}
+    return {
+        "status": "crash",
+        "reason": f"the worker was killed by SIGKILL ({evidence}: sent by another process, "
+        f"or a memory limit enforced outside this machine's view)",
+    }
 
 
 class _Program:
@@ -396,8 +413,13 @@ def _start_program(name: str, device: str, environment=None, pickled: bytes | No
     handle, stderr_path = tempfile.mkstemp(prefix=f"{PREFIX}{os.getpid()}-stderr-", dir=SHM_DIR)
     command = [sys.executable, "-m", "harness.execution.worker", name, device, str(theirs.fileno())]
     try:
-        popen = subprocess.Popen(command + (["--pickled"] if pickled is not None else []),
-                                 pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL, stderr=handle)
+        popen = subprocess.Popen(
+            command + (["--pickled"] if pickled is not None else []),
+            pass_fds=(theirs.fileno(),),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stderr=handle,
+        )
     finally:
         os.close(handle)
         theirs.close()
@@ -482,6 +504,9 @@ def runner(name: str, device: str, isolate: bool, environment=None):
             f"backend {name!r} runs in this process, without isolation (a crash ends the sweep, a hang "
             f"is not timed out, a framework it loads stays loaded): it cannot be sent to a worker "
             f"process because {error}. Define it in an importable module (a file on sys.path, or an "
-            f"entry point in group 'groupnorm_bench.backends') to isolate it.", IsolationWarning, stacklevel=3)
+            f"entry point in group 'groupnorm_bench.backends') to isolate it.",
+            IsolationWarning,
+            stacklevel=3,
+        )
         return LocalRunner(name, device)
     return WorkerRunner(name, device, environment, pickled)

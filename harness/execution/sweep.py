@@ -9,7 +9,7 @@ runs out of memory becomes a row and the sweep goes on.
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from harness.oracle.checks import Verdict
 from harness.oracle.expected import Expected
@@ -72,7 +72,7 @@ class Sweep:
         self.info, self.pairs, self.not_run = {}, [], []
         self.environment = environment()
 
-    def start(self) -> "Sweep":
+    def start(self) -> Sweep:
         from .pool import call_all
 
         # every worker starts (imports its framework) at once
@@ -100,8 +100,10 @@ class Sweep:
     def case_rows(self, case: Case, todo):
         from .pool import LocalCase, SharedCase
 
-        reasons = {pair: self.info[pair]["availability"] or _host_memory_reason(case, pair[1], self.reserved, self.held_by)
-                   for pair in todo}
+        reasons = {
+            pair: self.info[pair]["availability"] or _host_memory_reason(case, pair[1], self.reserved, self.held_by)
+            for pair in todo
+        }
         runnable = [pair for pair in todo if reasons[pair] is None and "start_failure" not in self.info[pair]]
         shared, groups = None, (0, case.shape[0] * case.num_groups)
         try:
@@ -116,11 +118,21 @@ class Sweep:
             seconds = (time.perf_counter() - start) / max(len(runnable), 1)
             for name, device in todo:
                 failure = self.info[name, device].get("start_failure") if reasons[name, device] is None else None
-                result = results.get((name, device)) or {"verdict": failure or Verdict("skipped", reasons[name, device])}
+                result = results.get((name, device)) or {
+                    "verdict": failure or Verdict("skipped", reasons[name, device])
+                }
                 verdict = _verdict_of(result)
-                row = known_bugs.annotate(verdict_row(case.on(device), name, self.info[name, device].get("version") or "", verdict,
-                           seconds if (name, device) in results else 0.0,
-                           groups if verdict.status not in NOT_RUN else (0, groups[1]), self.environment))
+                row = known_bugs.annotate(
+                    verdict_row(
+                        case.on(device),
+                        name,
+                        self.info[name, device].get("version") or "",
+                        verdict,
+                        seconds if (name, device) in results else 0.0,
+                        groups if verdict.status not in NOT_RUN else (0, groups[1]),
+                        self.environment,
+                    )
+                )
                 row["simulated"] = bool(self.info[name, device].get("simulated"))
                 row.update(self.extra_columns(result, row))
                 yield row
@@ -137,8 +149,10 @@ class Sweep:
         results = {}
         groups = [pairs] if case.numel <= PARALLEL_ELEMENTS else [[pair] for pair in pairs]
         for group in groups:
-            tasks = [(self.runners[name, device], (case.on(device), shared, memory.device_bytes(case.on(device))))
-                     for name, device in group]
+            tasks = [
+                (self.runners[name, device], (case.on(device), shared, memory.device_bytes(case.on(device))))
+                for name, device in group
+            ]
             timeout = max(case_timeout(case.on(device), self.timeout) for _, device in group)
             for pair, reply in zip(group, call_each(tasks, "verify", timeout=timeout)):
                 results[pair] = reply

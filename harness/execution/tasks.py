@@ -10,6 +10,7 @@ way). An exception becomes ``{"status": "error" or "oom", "reason": ...}``.
 from __future__ import annotations
 
 from harness.oracle.checks import Verdict, failure_text, run_case, status_of
+
 from .timing import Session, measure
 
 UNTIMED = ("error", "oom", "crash", "timeout", "unsupported", "skipped", "wrong_shape")

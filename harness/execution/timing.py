@@ -111,7 +111,7 @@ class Measurement:
     def noisy(self) -> bool:
         return not self.spread <= 0.10
 
-    def merged(self, other: "Measurement") -> "Measurement":
+    def merged(self, other: Measurement) -> Measurement:
         """The samples of two rounds of the same call (interleaved with other backends)."""
         return dataclasses.replace(
             self,
@@ -171,7 +171,7 @@ class Session:
         self.backend.wait(fn(), self.device)
         return (time.perf_counter() - start) / number
 
-    def start(self) -> "Session":
+    def start(self) -> Session:
         self.first_call_s = self._latency_sample()
         warm_until, calls = time.perf_counter() + 0.05, 0
         while calls < 3 or time.perf_counter() < warm_until:

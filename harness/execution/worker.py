@@ -14,7 +14,6 @@ import sys
 import traceback
 
 import backends as registry
-
 from harness.oracle.checks import failure_text, status_of
 
 from . import tasks

@@ -44,8 +44,8 @@ import time
 import numpy as np
 
 from backends.dtypes import dtype_name, numpy_dtype
-
 from harness.records.results import FAILED, NOT_RUN, STATUSES  # noqa: F401  (the status values, re-exported)
+
 from .expected import BLOCK_ELEMENTS, Expected
 
 GRADIENTS = ("grad_x", "grad_weight", "grad_bias")

@@ -91,7 +91,7 @@ class Expected:
         return (n, g * per_group + int(within[0])) + tuple(int(i) for i in within[1:])
 
     @classmethod
-    def of(cls, case, host, budget: int | None = None) -> "Expected":
+    def of(cls, case, host, budget: int | None = None) -> Expected:
         """Compute the oracle and tolerance for ``case`` on host inputs ``host``,
         on every group or (past ``budget`` elements, default :data:`VERIFY_ELEMENTS`)
         on a sample of whole groups."""
@@ -153,7 +153,7 @@ class ExpectedGrads:
         return [(name, getattr(self, name)) for name in GRADIENTS if getattr(self, name) is not None]
 
     @classmethod
-    def of(cls, case, host) -> "ExpectedGrads":
+    def of(cls, case, host) -> ExpectedGrads:
         """The gradients of ``case`` for its host inputs (``host.grad_y`` set)."""
         ref = group_norm_backward_reference(host.x, host.grad_y, case.num_groups, host.weight, host.bias, case.eps)
         tol = tolerances(case.dtype, case.param_dtype or case.dtype, ref, host.grad_y, host.weight)

@@ -1,14 +1,15 @@
 """The oracle: GroupNorm and its gradients in float64 NumPy.
 
-**Forward** (:func:`group_norm_reference`): y, mean and rstd. Statistics use the corrected two-pass algorithm (Chan, Golub & LeVeque 1983): the mean
-is refined by the mean of the residuals, then the variance is the mean of squared
-residuals: never E[x^2] - E[x]^2. NumPy's pairwise summation keeps the float64 error
+**Forward** (:func:`group_norm_reference`): y, mean and rstd. Statistics use the
+corrected two-pass algorithm (Chan, Golub & LeVeque 1983): the mean is refined by the
+mean of the residuals, then the variance is the mean of squared residuals: never
+E[x^2] - E[x]^2. NumPy's pairwise summation keeps the float64 error
 near 1e-16 * log2(group size), far below any tolerance the harness applies. NaN and Inf
 propagate as in IEEE arithmetic: a group holding one becomes NaN throughout.
 
-**Backward** (:func:`group_norm_backward_reference`): With ``xhat = (x - mu) * r`` over a group of ``m`` elements (``r = 1 / sqrt(var + eps)``,
-the statistics of :func:`harness.oracle.reference.normalize_rows`), ``y = xhat * w + b`` and an
-incoming gradient ``gy``, write ``g = gy * w`` (w of each element's channel; 1 without a
+**Backward** (:func:`group_norm_backward_reference`): with ``xhat = (x - mu) * r`` over a
+group of ``m`` elements (``r = 1 / sqrt(var + eps)``, the statistics of
+:func:`normalize_rows`), ``y = xhat * w + b`` and an incoming gradient ``gy``, write ``g = gy * w`` (w of each element's channel; 1 without a
 weight). Then, per group, with means over its m elements::
 
     dx_i     = r * (g_i - mean(g) - xhat_i * mean(g * xhat))
@@ -75,8 +76,12 @@ def group_norm_reference(x, num_groups: int, weight=None, bias=None, eps: float 
             y = y * np.asarray(weight, dtype=np.float64).reshape(broadcast)
         if bias is not None:
             y = y + np.asarray(bias, dtype=np.float64).reshape(broadcast)
-    return Reference(y=np.array(y, dtype=np.float64), mean=mean.reshape(n, num_groups),
-                     rstd=rstd.reshape(n, num_groups), normalized=normalized)
+    return Reference(
+        y=np.array(y, dtype=np.float64),
+        mean=mean.reshape(n, num_groups),
+        rstd=rstd.reshape(n, num_groups),
+        normalized=normalized,
+    )
 
 
 # -- backward ---------------------------------------------------------------------------
@@ -97,8 +102,9 @@ class GradReference:
     mean_abs_g_xhat: np.ndarray
 
 
-def group_norm_backward_reference(x, grad_y, num_groups: int, weight=None, bias=None,
-                                  eps: float = 1e-5) -> GradReference:
+def group_norm_backward_reference(
+    x, grad_y, num_groups: int, weight=None, bias=None, eps: float = 1e-5
+) -> GradReference:
     """The gradients of GroupNorm of host array ``x`` (N, C, *) for the incoming
     gradient ``grad_y`` (x's shape), in float64, torch semantics. ``bias`` only decides
     whether a grad_bias exists (the gradients do not depend on its value)."""
@@ -123,6 +129,12 @@ def group_norm_backward_reference(x, grad_y, num_groups: int, weight=None, bias=
         grad_bias = None if bias is None else gy.sum(axis=reduce)
         mean_abs_g, mean_abs_g_xhat = np.abs(g).mean(axis=1), np.abs(g_xhat).mean(axis=1)
     return GradReference(
-        grad_x=grad_x.reshape(x64.shape), grad_weight=grad_weight, grad_bias=grad_bias, normalized=xhat,
-        mean=mean.reshape(n, num_groups), rstd=rstd.reshape(n, num_groups),
-        mean_abs_g=mean_abs_g.reshape(n, num_groups), mean_abs_g_xhat=mean_abs_g_xhat.reshape(n, num_groups))
+        grad_x=grad_x.reshape(x64.shape),
+        grad_weight=grad_weight,
+        grad_bias=grad_bias,
+        normalized=xhat,
+        mean=mean.reshape(n, num_groups),
+        rstd=rstd.reshape(n, num_groups),
+        mean_abs_g=mean_abs_g.reshape(n, num_groups),
+        mean_abs_g_xhat=mean_abs_g_xhat.reshape(n, num_groups),
+    )

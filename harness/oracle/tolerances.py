@@ -26,9 +26,8 @@ the output dtype (unit roundoff ``u_out``).
   (what torch's kernels evaluate), rounds three values of size up to
   ``|w| * (|mu|/s + |xhat|)`` in the accumulation precision whatever the group size:
   ``K_FUSED = 3`` more of ``u_acc * |w| * (1 + |mu|/s + |xhat|)``. It matters for tiny,
-  ill-conditioned groups (torch reached 0.92 of the bound without it on 3-element groups
-  with |mu|/s near 1e6 in the adversarial suite; this term was added then, after the
-  planted bugs, and the self-test rerun: every bug is still caught).
+  ill-conditioned groups (torch's kernels reach 0.92 of the bound without it on
+  3-element groups with |mu|/s near 1e6 in the adversarial suite).
 * A floor of the output dtype's smallest normal number, for outputs that round to
   subnormals or flush to zero.
 
@@ -44,12 +43,12 @@ uses 1.6e-2). What it rejects: statistics accumulated in half precision (u_acc w
 2^-11, not 2^-24), E[x^2] - E[x]^2 (its error grows like (|mu|/s)^2, not |mu|/s), a
 serial float32 sum stagnating over millions of elements, and every structural mistake.
 
-The constants were fixed, and this file committed, before any deliberately broken
-backend was written.
+The self-test (:mod:`harness.commands.selftest`) checks both sides of the model: every
+planted bug fails it and every correct implementation stays within it.
 
 ## The backward
 
-Same method as the forward's (:mod:`harness.oracle.tolerances`: first-order error analysis,
+Same method as the forward's (first-order error analysis,
 random-walk sums, the same constants), applied to each gradient. Notation, per group of
 ``m`` elements: ``xhat = (x - mu) * r``, ``s = 1 / r = sqrt(var + eps)``, ``g = gy * w``
 (1 for w without a weight), ``u_acc`` the accumulation's unit roundoff (float32 for half
@@ -109,8 +108,7 @@ S_c); eps outside the square root (off by r * eps / 2 relative: caught where eps
 large relative to var, as in constant groups); dweight accumulated in half precision
 (u_acc would be 2^-11, and the sqrt(M_c) walk over thousands of terms exceeds the bound).
 
-The constants are the forward's (:mod:`harness.oracle.tolerances`), and this file was committed
-before any deliberately broken backward was written.
+The constants are the forward's.
 """
 
 from __future__ import annotations

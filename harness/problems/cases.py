@@ -29,7 +29,6 @@ import re
 from backends.base import DEVICES, LAYOUTS
 from backends.dtypes import DTYPES, HALF_DTYPES
 from backends.errors import InvalidArgumentError
-
 from harness.records.results import PASSES
 
 AFFINES = ("none", "default", "random", "zero_weight")
@@ -170,23 +169,23 @@ class Case:
     def __str__(self) -> str:
         return self.id
 
-    def on(self, device: str) -> "Case":
+    def on(self, device: str) -> Case:
         """The same case on another device."""
         return dataclasses.replace(self, device=device)
 
-    def with_pass(self, pass_: str, grad_distribution: str = "normal", grad_layout: str | None = None) -> "Case":
+    def with_pass(self, pass_: str, grad_distribution: str = "normal", grad_layout: str | None = None) -> Case:
         """The same problem in another pass (forward drops the gradient's fields)."""
         if pass_ == "forward":
             return dataclasses.replace(self, pass_=pass_, grad_distribution="normal", grad_layout=None)
         return dataclasses.replace(self, pass_=pass_, grad_distribution=grad_distribution, grad_layout=grad_layout)
 
     @property
-    def forward(self) -> "Case":
+    def forward(self) -> Case:
         """This problem's forward case (the one a forward-only result row is keyed by)."""
         return self.with_pass("forward")
 
     @classmethod
-    def from_id(cls, case_id: str, device: str = "cpu") -> "Case":
+    def from_id(cls, case_id: str, device: str = "cpu") -> Case:
         """Parse an id made by :attr:`id` (raises InvalidArgumentError saying what is wrong)."""
         tokens = _TOKEN_SPLIT.split(case_id.strip())
         form = ("SHAPE-gGROUPS-DTYPE-LAYOUT-DISTRIBUTION-sSEED[-backward|-train-gy_GRAD]"

@@ -58,8 +58,10 @@ distribution (``zero_weight``: weight 0, bias as ``random``'s).
             a 480-element sum of g * xhat overflows), 1e15 bfloat16/float32, 1e145 float64
 ``nan``     N(0, 1) with one NaN (sample 0, middle of group 0): it must spread over its
             group in dx and over its channel in dweight/dbias, nowhere else
-==========  ============================================================================== Layouts are made with NumPy strides: channels-last as a view of an
-(N, *spatial, C) buffer, strided as every other element of a buffer twice as long.
+==========  ==============================================================================
+
+Layouts are made with NumPy strides: channels-last as a view of an (N, *spatial, C)
+buffer, strided as every other element of a buffer twice as long.
 """
 
 from __future__ import annotations
@@ -203,7 +205,9 @@ ZERO_VARIANCE_DISTRIBUTIONS = ("constant",)
 # Distributions a dtype cannot hold (the values would overflow or collapse to constants).
 UNREPRESENTABLE = {"offset_1e5": ("float16", "bfloat16")}
 
-_PARAMETRIC = re.compile(r"^p_o(?P<offset>[^_]+)_s(?P<scale>[^_]+)_c(?P<spread>[^_]+)_k(?P<outliers>\d+)_z(?P<constant>\d+)$")
+_PARAMETRIC = re.compile(
+    r"^p_o(?P<offset>[^_]+)_s(?P<scale>[^_]+)_c(?P<spread>[^_]+)_k(?P<outliers>\d+)_z(?P<constant>\d+)$"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,17 +222,24 @@ class Parametric:
 
     @property
     def name(self) -> str:
-        return (f"p_o{float(self.offset)!r}_s{float(self.scale)!r}_c{float(self.spread)!r}"
-                f"_k{int(self.outliers)}_z{int(self.constant)}")
+        return (
+            f"p_o{float(self.offset)!r}_s{float(self.scale)!r}_c{float(self.spread)!r}"
+            f"_k{int(self.outliers)}_z{int(self.constant)}"
+        )
 
     @classmethod
-    def parse(cls, name: str) -> "Parametric | None":
+    def parse(cls, name: str) -> Parametric | None:
         found = _PARAMETRIC.match(name)
         if not found:
             return None
         try:
-            made = cls(float(found["offset"]), float(found["scale"]), float(found["spread"]),
-                       int(found["outliers"]), int(found["constant"]))
+            made = cls(
+                float(found["offset"]),
+                float(found["scale"]),
+                float(found["spread"]),
+                int(found["outliers"]),
+                int(found["constant"]),
+            )
         except ValueError:
             return None
         numbers = (made.offset, made.scale, made.spread)

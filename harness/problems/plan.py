@@ -4,10 +4,9 @@ gives (backends, suites, devices, dtypes, passes, case ids)."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import backends as registry
-
 from harness.records.results import PASSES
 
 from . import suites

@@ -53,9 +53,13 @@ def sd_unet() -> list[Case]:
 
 
 def sd_vae() -> list[Case]:
-    cases = [Case((1, c, s, s), 32, "float16", eps=1e-6, seed=seed) for (c, s), seed in itertools.product(SD_VAE, SEEDS)]
-    cases += [Case((1, c, s, s), 32, "float32", eps=1e-6, seed=seed)
-              for (c, s), seed in itertools.product(SD_VAE_FLOAT32, SEEDS)]
+    cases = [
+        Case((1, c, s, s), 32, "float16", eps=1e-6, seed=seed) for (c, s), seed in itertools.product(SD_VAE, SEEDS)
+    ]
+    cases += [
+        Case((1, c, s, s), 32, "float32", eps=1e-6, seed=seed)
+        for (c, s), seed in itertools.product(SD_VAE_FLOAT32, SEEDS)
+    ]
     return cases
 
 
@@ -66,13 +70,17 @@ def kernelbench() -> list[Case]:
 
 
 def audio_1d() -> list[Case]:
-    return [Case((batch, 512, frames), 512, dtype, seed=seed)
-            for (batch, frames), dtype, seed in itertools.product(AUDIO, ("float32", "float16"), SEEDS)]
+    return [
+        Case((batch, 512, frames), 512, dtype, seed=seed)
+        for (batch, frames), dtype, seed in itertools.product(AUDIO, ("float32", "float16"), SEEDS)
+    ]
 
 
 def volumetric_3d() -> list[Case]:
-    return [Case((1, channels, side, side, side), 8, dtype, seed=seed)
-            for (channels, side), dtype, seed in itertools.product(SEGRESNET, ("float32", "float16"), SEEDS)]
+    return [
+        Case((1, channels, side, side, side), 8, dtype, seed=seed)
+        for (channels, side), dtype, seed in itertools.product(SEGRESNET, ("float32", "float16"), SEEDS)
+    ]
 
 
 WORKLOADS = {

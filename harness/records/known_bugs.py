@@ -174,11 +174,21 @@ def not_reproduced(frame, bugs=None) -> list[tuple[KnownBug, int]]:
     if frame is None or frame.empty:
         return found
     for bug in load() if bugs is None else bugs:
-        rows = [row for row in frame.to_dict("records")
-                if row["distribution"] in bug.distributions and row["status"] not in ("unsupported", "skipped")
-                and bug.covers(row["backend"], row["device"], row["layout"], row["dtype"],
-                               len(str(row["shape"]).split("x")), installed=_installed(row.get("versions"), bug.package),
-                               **{**_row_class(row), "output": None})]
+        rows = [
+            row
+            for row in frame.to_dict("records")
+            if row["distribution"] in bug.distributions
+            and row["status"] not in ("unsupported", "skipped")
+            and bug.covers(
+                row["backend"],
+                row["device"],
+                row["layout"],
+                row["dtype"],
+                len(str(row["shape"]).split("x")),
+                installed=_installed(row.get("versions"), bug.package),
+                **{**_row_class(row), "output": None},
+            )
+        ]
         if rows and not any(row["status"] in bug.statuses for row in rows):
             found.append((bug, len(rows)))
     return found
@@ -187,7 +197,15 @@ def not_reproduced(frame, bugs=None) -> list[tuple[KnownBug, int]]:
 def excluding(backend: str, case, installed_versions: dict, bugs=None):
     """The known bug that puts ``backend`` out of the running for ``case``'s class, or None."""
     for bug in load() if bugs is None else bugs:
-        if bug.covers(backend, case.device, case.layout, case.dtype, len(case.shape), case.pass_,
-                      installed_versions.get(bug.package), group_size=case.group_size):
+        if bug.covers(
+            backend,
+            case.device,
+            case.layout,
+            case.dtype,
+            len(case.shape),
+            case.pass_,
+            installed_versions.get(bug.package),
+            group_size=case.group_size,
+        ):
             return bug
     return None

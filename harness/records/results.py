@@ -74,8 +74,10 @@ COLUMNS = {
     "ratio_grad_weight": "ratio of grad_weight alone (backward and train, with a weight)",
     "ratio_grad_bias": "ratio of grad_bias alone (backward and train, with a bias)",
     "deterministic": "backward and train: whether two backward calls on the same residuals gave the same bits",
-    "known_bug": "id of the known framework bug (harness/records/known_bugs.toml) that explains this failure, else empty",
-    "simulated": "True when the device was emulated on the host (Numba's CUDA simulator): correctness only, never timed",
+    "known_bug": "id of the known framework bug (harness/records/known_bugs.toml) that explains this failure, "
+                 "else empty",
+    "simulated": "True when the device was emulated on the host (Numba's CUDA simulator): correctness only, "
+                 "never timed",
     "verified_groups": "groups compared with the oracle (all, or a sample of whole groups)",
     "total_groups": "N * G",
     "seconds": "wall time of the row (transfer, call, checks)",
@@ -89,7 +91,7 @@ COLUMNS = {
     "python": "Python version",
     "cpu_model": "CPU model name",
     "cpu_signature": "vendor, family/model/stepping, vector extensions and cache sizes (harness.records.environment."
-                     "_cpu_signature): two CPUs of one model name apart; empty in rows of schema 5 and before",
+    "_cpu_signature): two CPUs of one model name apart; empty in rows of schema 5 and before",
     "cpu_count": "logical CPUs of the machine",
     "cpu_affinity": "logical CPUs this process may use",
     "memory_gb": "host memory, GiB",
@@ -97,9 +99,9 @@ COLUMNS = {
     "gpu_driver": "NVIDIA driver version",
     "cuda_version": "CUDA version the driver supports",
     "machine_type": "accelerator type of the machine as Ray names it (H100, A100, ...; empty without a GPU); on a "
-                    "cluster, the type the task was scheduled on (--accelerators)",
+    "cluster, the type the task was scheduled on (--accelerators)",
     "node": "Ray node id that made the row (empty for a local run; for a row the driver wrote because no node "
-            "answered the case, the node its task last ran on)",
+    "answered the case, the node its task last ran on)",
     "attempt": "1, or 2 when the row comes from the retry of a cluster task whose worker or node died",
     "retry_reason": "why the first attempt of the cluster task failed (empty when there was none)",
     "versions": "installed package versions, JSON (numpy, torch, jax, numba, cupy, ...)",
@@ -108,8 +110,9 @@ COLUMNS = {
 }
 
 
-def verdict_row(case, backend_name: str, version: str, verdict, seconds: float, groups: tuple[int, int],
-                environment: dict) -> dict:
+def verdict_row(
+    case, backend_name: str, version: str, verdict, seconds: float, groups: tuple[int, int], environment: dict
+) -> dict:
     """One results row: the case's fields, the verdict's numbers, ``groups`` (verified, total),
     the environment, and the known bug that explains a failure (``known_bug``)."""
     row = {
@@ -139,8 +142,10 @@ def verdict_row(case, backend_name: str, version: str, verdict, seconds: float, 
         "got": verdict.got,
         "reason": verdict.reason,
         "output": verdict.output if verdict.status in JUDGED else "",
-        **{f"ratio_{name}": verdict.ratios.get(name, float("nan"))
-           for name in ("y", "grad_x", "grad_weight", "grad_bias")},
+        **{
+            f"ratio_{name}": verdict.ratios.get(name, float("nan"))
+            for name in ("y", "grad_x", "grad_weight", "grad_bias")
+        },
         "deterministic": verdict.deterministic,
         "verified_groups": groups[0],
         "total_groups": groups[1],
@@ -178,7 +183,7 @@ BENCH_COLUMNS = {
     "bytes": "minimum bytes a forward pass moves: read x, write y, read weight and bias",
     "gbps": "bytes / median_s, in GB/s (1e9)",
     "copy_gbps": "the device's copy bandwidth, same timer, same run: at the sweep's start, or timed again "
-                 "just before the case where it moves at least 64 MiB (harness.commands.bench.COPY_AGAIN_BYTES)",
+    "just before the case where it moves at least 64 MiB (harness.commands.bench.COPY_AGAIN_BYTES)",
     "copy_backend": "the backend whose copy measured it",
     "roofline_pct": "100 * gbps / copy_gbps",
     "speedup_vs_torch": "torch's median_s / this median_s (same case and device, both verified)",
@@ -334,8 +339,11 @@ def _files(paths) -> list[str]:
         if os.path.isdir(path):
             parquet = sorted(glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
             stems = {p[: -len(".parquet")] for p in parquet}
-            csv = [p for p in sorted(glob.glob(os.path.join(path, "**", "*.csv"), recursive=True))
-                   if p[: -len(".csv")] not in stems]
+            csv = [
+                p
+                for p in sorted(glob.glob(os.path.join(path, "**", "*.csv"), recursive=True))
+                if p[: -len(".csv")] not in stems
+            ]
             found.extend(parquet + csv)
         elif os.path.exists(path):
             found.append(path)
@@ -365,7 +373,9 @@ def load(*paths):
         except (ImportError, FileNotFoundError, PermissionError, IsADirectoryError):
             raise  # a missing reader or an unreachable file: not a question of content
         except Exception as error:  # pandas' and pyarrow's parse errors (some of them OSErrors)
-            raise SchemaError(f"{path} is not a groupnorm-bench results file ({type(error).__name__}: {error})") from None
+            raise SchemaError(
+                f"{path} is not a groupnorm-bench results file ({type(error).__name__}: {error})"
+            ) from None
         if "schema_version" not in frame.columns or "status" not in frame.columns:
             raise SchemaError(f"{path} is not a groupnorm-bench results file (no schema_version/status column)")
         newest = int(frame.schema_version.max()) if len(frame) else SCHEMA_VERSION
