@@ -58,7 +58,7 @@ class Problem:
     def __init__(self, backend_device: str, case_id: str):
         import time
 
-        from harness import memory
+        from harness.execution import memory
         from harness.execution.tasks import timed_call
         from harness.execution.timing import pin_allocator
         from harness.problems.cases import Case

@@ -179,7 +179,7 @@ def decide(problem: Problem, tensor, *, autotune=None, backends=None) -> Choice:
 
 
 def _decide(problem: Problem, names, excluded, autotune) -> Choice:
-    from harness import selection
+    from harness.commands import selection
 
     case = problem.case()
     if not names:

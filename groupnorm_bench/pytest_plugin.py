@@ -63,7 +63,7 @@ class GroupNormCase:
     def host(self):
         """The case's host NumPy inputs (:class:`harness.problems.inputs.Inputs`)."""
         if self._host is None:
-            from harness import inputs
+            from harness.problems import inputs
 
             self._host = inputs.make(self.case)
         return self._host
@@ -126,7 +126,7 @@ def _host(value):
 
 
 def _cases(metafunc):
-    from harness import suites
+    from harness.problems import suites
 
     marker = metafunc.definition.get_closest_marker("groupnorm")
     options = dict(marker.kwargs) if marker else {}

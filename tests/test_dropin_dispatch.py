@@ -33,7 +33,7 @@ def no_timing(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("bench() was called: the module measured without autotune")
 
-    monkeypatch.setattr(sys.modules["harness.bench"], "bench", refuse)
+    monkeypatch.setattr(sys.modules["harness.commands.bench"], "bench", refuse)
 
 
 @pytest.fixture
@@ -314,7 +314,7 @@ def test_stored_results_answer_without_measuring(monkeypatch):
 
     measured_now = []
     monkeypatch.setattr(selection, "verified", lambda *a, **k: measured_now.append(a))
-    for module, name in (("harness.verify", "verify"), ("harness.bench", "bench")):
+    for module, name in (("harness.commands.verify", "verify"), ("harness.commands.bench", "bench")):
         monkeypatch.setattr(sys.modules[module], name, lambda *a, **k: measured_now.append(a))
     with gnb.options(results=stored, isolate=False):
         norm = gnb.GroupNorm(4, 8, backends=names)
@@ -330,13 +330,13 @@ def test_a_new_shape_of_a_decided_class_verifies_only_the_shape(monkeypatch, in_
     import sys
 
     asked = []
-    real = sys.modules["harness.verify"].verify
+    real = sys.modules["harness.commands.verify"].verify
 
     def counting(*args, **kwargs):
         asked.append(len(kwargs["cases"]))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sys.modules["harness.verify"], "verify", counting)
+    monkeypatch.setattr(sys.modules["harness.commands.verify"], "verify", counting)
     with torch.no_grad():
         gnb.group_norm(torch.randn(2, 8, 5), 2, backends=["torch"])
         gnb.group_norm(torch.randn(3, 8, 7), 2, backends=["torch"])

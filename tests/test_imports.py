@@ -65,6 +65,7 @@ CLI_COMMANDS = {
     ],
     "select": ["select", "--shape", "2,8,4,4", "--num-groups", "4", "--backends", "torch,jax", "--budget", "0.05"],
     "report": ["report", "tests/data/verify-adversarial-schema2.csv"],
+    "export": ["export", "tests/data/verify-adversarial-schema2.csv"],
     "fuzz": ["fuzz", "--backends", "torch", "--budget", "3", "--dtypes", "float32"],
     # selftest --suite default: tests/test_selftest.py checks the same run's imports
 }
@@ -80,7 +81,7 @@ def test_every_cli_command_is_probed():
 def test_cli_command_imports_no_framework_in_the_driver(command, tmp_path):
     args = CLI_COMMANDS[command] + (
         ["--out", str(tmp_path / "out")] if command in ("verify", "bench", "report", "fuzz") else []
-    )
+    ) + (["--csv", str(tmp_path / "rows.csv")] if command == "export" else [])
     code = (
         f"import contextlib, io\nfrom harness import cli\nwith contextlib.redirect_stdout(io.StringIO()):\n"
         f"    status = cli.main({args!r})\nassert status in (0, 1), status"

@@ -1,6 +1,10 @@
-"""The repository's promises: CI runs the README's test command; the layout is complete."""
+"""The repository's promises: CI runs the README's test command; the layout is complete;
+the built wheel holds every module and data file."""
 
 import os
+import subprocess
+import sys
+import zipfile
 
 import tomllib
 
@@ -20,7 +24,8 @@ def test_ci_runs_the_readme_test_command():
 
 def test_top_level_layout():
     for path in ("pyproject.toml", "backends", "harness", "tests", "asv.conf.json", "results", "README.md",
-                 ".ci/run", "constraints-cpu.txt", "benchmarks"):
+                 ".ci/run", "constraints-cpu.txt", "benchmarks", "groupnorm_bench", "docs", "tools", "CHANGELOG.md",
+                 "mkdocs.yml", "results/README.md"):
         assert os.path.exists(os.path.join(ROOT, path)), path
 
 
@@ -49,3 +54,32 @@ def test_asv_config_is_valid():
     assert config.results_dir.startswith(".asv/") and config.html_dir.startswith(".asv/")
     with open(os.path.join(ROOT, ".gitignore")) as handle:
         assert "/.asv/" in handle.read().split()
+
+
+def test_the_built_wheel_holds_every_module_and_data_file(tmp_path):
+    """An editable install hides a package that pyproject.toml forgot (its files are read
+    from the checkout): build the wheel from a clean copy of the tree (a stale build/
+    folder would hide it too) and compare the two."""
+    import shutil
+
+    import pytest
+
+    pytest.importorskip("setuptools", reason="building the wheel needs setuptools")
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
+                                                                 ".asv", "results", ".pytest_cache"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path / "wheel"), str(source)], capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    [wheel] = (tmp_path / "wheel").glob("groupnorm_bench-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    expected = set()
+    for package in ("backends", "harness", "groupnorm_bench"):
+        for folder, dirs, files in os.walk(os.path.join(ROOT, package)):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            for name in files:
+                if name.endswith((".py", ".cu", ".toml", ".json")):
+                    expected.add(os.path.relpath(os.path.join(folder, name), ROOT).replace(os.sep, "/"))
+    assert {"harness/records/known_bugs.toml", "backends/cuda/groupnorm.cu", "backends/cuda/sass_budget.json",
+            "backends/numba_cpu/kernels.py", "harness/execution/worker.py"} <= expected
+    assert not expected - shipped, f"missing from the wheel: {sorted(expected - shipped)}"

@@ -212,5 +212,17 @@ def test_the_cache_key_follows_the_suites_the_tolerance_model_and_the_known_bugs
     monkeypatch.setattr(harness.suites, "get", lambda name, pass_="forward": real_get(name, pass_)[1:])
     assert selection.cache_key(case, "device", ["numpy"]) != key
     monkeypatch.undo()
-    monkeypatch.setattr(selection, "_EVIDENCE_FILES", selection._EVIDENCE_FILES[1:])  # tolerances.py left out
+    # the tolerance model's file, found through its module: an edit is a miss, and so is a
+    # file that moved away (it counts by name and reason; select does not raise)
+    import harness.oracle.tolerances as tolerances
+
+    edited = tmp_path / "tolerances.py"
+    edited.write_text(open(tolerances.__file__).read() + "\n# edited\n")
+    monkeypatch.setattr(tolerances, "__file__", str(edited))
+    assert selection.cache_key(case, "device", ["numpy"]) != key
+    monkeypatch.setattr(tolerances, "__file__", str(tmp_path / "moved-away.py"))
+    assert selection.cache_key(case, "device", ["numpy"]) not in (key, None)
+    monkeypatch.undo()
+    # answers cached under another way of reading the evidence are never served
+    monkeypatch.setattr(selection, "EVIDENCE_VERSION", "1")
     assert selection.cache_key(case, "device", ["numpy"]) != key

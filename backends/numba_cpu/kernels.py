@@ -555,9 +555,9 @@ def _half_normalize(row, target, positions, scale, shift, values, table, bfloat,
     """target = 16-bit (row * a + c). ``fused`` (vector conversions: bfloat16, or float16
     with F16C; planes of a multiple of 8 elements): bits to bits in one vector pass, read
     from L2 where the statistics pass left them, in streaming stores with ``stream``.
-    Otherwise chunk by chunk, widened again unless ``keep``, the affine result in a separate L1 scratch (written in place, LLVM's
-    runtime alias check fails and the loop runs scalar), narrowed from there. Same bits
-    either way."""
+    Otherwise chunk by chunk, widened again unless ``keep``, the affine result in a separate
+    L1 scratch (written in place, LLVM's runtime alias check fails and the loop runs
+    scalar), narrowed from there. Same bits either way."""
     size = row.size
     if fused:
         _affine_bits_planes(row, target, scale, shift, positions, bfloat, stream)
@@ -1176,11 +1176,11 @@ def group_norm_backward_half_by_group(xbits, gbits, num_groups, weight, stats, t
     of x and dy (float16 with ``table`` as in :func:`group_norm_half_by_group`, or
     bfloat16), chunk by chunk in cache: the sums read x's and dy's bits, widened in
     registers (:func:`_chunk_sums_bits`), and dx comes from the bits in one vector pass
-    (without vector conversions: each chunk widened into float32 scratch, dx narrowed
-    from scratch), so no full-size float32 temporary exists. Same bits as widening x and
-    dy, the float32 kernel and narrowing dx (the widening is exact; the same chunks, sums and dx code). ``stream``: dx's fused pass
-    in streaming stores. Returns dx's bits, dweight and dbias per (sample, channel) in
-    float64."""
+    (without vector conversions: each chunk widened into float32 scratch, dx narrowed from
+    scratch), so no full-size float32 temporary exists. Same bits as widening x and dy, the
+    float32 kernel and narrowing dx (the widening is exact; the same chunks, sums and dx
+    code). ``stream``: dx's fused pass in streaming stores. Returns dx's bits, dweight and
+    dbias per (sample, channel) in float64."""
     total, size = xbits.shape
     channels = weight.shape[0]
     cpg = channels // num_groups

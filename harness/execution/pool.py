@@ -401,7 +401,7 @@ def _start_program(name: str, device: str, environment=None, pickled: bytes | No
     import sys
     from multiprocessing.connection import Connection
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds backends/, harness/
     env = dict(os.environ)
     for key, value in (environment or {}).items():
         env.setdefault(key, value)

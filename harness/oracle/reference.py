@@ -9,8 +9,9 @@ propagate as in IEEE arithmetic: a group holding one becomes NaN throughout.
 
 **Backward** (:func:`group_norm_backward_reference`): with ``xhat = (x - mu) * r`` over a
 group of ``m`` elements (``r = 1 / sqrt(var + eps)``, the statistics of
-:func:`normalize_rows`), ``y = xhat * w + b`` and an incoming gradient ``gy``, write ``g = gy * w`` (w of each element's channel; 1 without a
-weight). Then, per group, with means over its m elements::
+:func:`normalize_rows`), ``y = xhat * w + b`` and an incoming gradient ``gy``, write ``g =
+gy * w`` (w of each element's channel; 1 without a weight). Then, per group, with means over
+its m elements::
 
     dx_i     = r * (g_i - mean(g) - xhat_i * mean(g * xhat))
     dweight_c = sum over the batch and the spatial positions of channel c of gy * xhat

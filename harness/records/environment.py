@@ -22,7 +22,7 @@ from importlib import metadata
 
 PACKAGES = ("numpy", "pandas", "ml_dtypes", "torch", "jax", "jaxlib", "numba", "numba-cuda",
             "cupy-cuda13x", "cupy-cuda12x", "cupy", "triton")
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout
 
 
 def _run(command, timeout=10) -> str:

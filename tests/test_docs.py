@@ -1,6 +1,7 @@
-"""The README's Python blocks run as written, as files; its output blocks are the tools'
-captured output."""
+"""The README and the docs pages: their Python blocks run as written, as files; their output
+blocks are the tools' captured output; the site builds with ``mkdocs build --strict``."""
 
+import glob
 import os
 import re
 import subprocess
@@ -10,30 +11,44 @@ import pytest
 
 from conftest import ROOT, run_harness
 
+PAGES = ["README.md"] + sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
 
-def _readme() -> str:
-    with open(os.path.join(ROOT, "README.md")) as handle:
+
+def _text(page: str) -> str:
+    with open(os.path.join(ROOT, page)) as handle:
         return handle.read()
 
 
+def _readme() -> str:
+    return _text("README.md")
+
+
 def _python_blocks() -> dict[str, str]:
-    """Every ```python block of the README, keyed by the heading above it (and a number
-    when a section has several)."""
+    """Every ```python block of the README and the docs pages, keyed by the page and the
+    heading above it (and a number when a section has several)."""
     blocks: dict[str, str] = {}
-    heading = "top"
-    for match in re.finditer(r"^(#+ [^\n]*)$|^```python\n(.*?)^```", _readme(), re.S | re.M):
-        if match.group(1):
-            heading = re.sub(r"[^a-z0-9]+", "-", match.group(1).lstrip("#").strip().lower()).strip("-")
-            continue
-        key, number = heading, 2
-        while key in blocks:
-            key, number = f"{heading}-{number}", number + 1
-        blocks[key] = match.group(2)
+    for page in PAGES:
+        name = os.path.splitext(os.path.basename(page))[0].lower()
+        heading = "top"
+        for match in re.finditer(r"^(#+ [^\n]*)$|^```python\n(.*?)^```", _text(page), re.S | re.M):
+            if match.group(1):
+                heading = re.sub(r"[^a-z0-9]+", "-", match.group(1).lstrip("#").strip().lower()).strip("-")
+                continue
+            key, number = f"{name}:{heading}", 2
+            while key in blocks:
+                key, number = f"{name}:{heading}-{number}", number + 1
+            blocks[key] = match.group(2)
     return blocks
 
 
-def test_the_readme_has_the_python_blocks_this_test_runs():
-    assert {"verify", "select", "results", "verify-your-own-groupnorm-in-20-lines"} <= set(_python_blocks())
+def test_the_docs_have_the_python_blocks_this_test_runs():
+    assert {"readme:verify", "readme:select", "readme:drop-in-groupnorm", "results:results", "select:select",
+            "plugins:verify-your-own-groupnorm-in-20-lines"} <= set(_python_blocks())
+
+
+def test_the_readme_is_short():
+    """What each job is, with one example; the rest is in docs/."""
+    assert len(_readme().splitlines()) <= 300
 
 
 @pytest.mark.parametrize("name", sorted(_python_blocks()))
@@ -41,7 +56,7 @@ def test_readme_python_block_runs_as_a_file(name, tmp_path):
     """Saved to a file and run as ``python file.py`` (a plain script, no __main__ guard),
     from the repository root so its relative paths hold; it runs clean: exit 0 and no
     warning or traceback on stderr."""
-    script = tmp_path / f"readme_{name.replace('-', '_')}.py"  # not select.py: that shadows a stdlib module
+    script = tmp_path / f"doc_{re.sub('[^a-z0-9]+', '_', name)}.py"  # not select.py: that shadows a stdlib module
     script.write_text(_python_blocks()[name])
     env = dict(os.environ, PYTHONPATH=ROOT)  # as installed, or from a checkout
     result = subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -49,7 +64,7 @@ def test_readme_python_block_runs_as_a_file(name, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Warning" not in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert result.stdout.strip(), "every block prints what it shows"
-    if name == "verify-your-own-groupnorm-in-20-lines":
+    if name == "plugins:verify-your-own-groupnorm-in-20-lines":
         assert len(script.read_text().strip().splitlines()) <= 20
         assert "passed" in result.stdout
 
@@ -90,7 +105,7 @@ SUMMARY_LINE = re.compile(
 
 def test_verify_as_documented_prints_what_the_readme_shows(tmp_path):
     """The README's verify block is a committed capture; a live run must still have its form."""
-    documented = _block("results/cpu-2026-12-03-backward/verify-default.txt")
+    documented = _block("results/examples/suites/verify-default.txt")
     ran = run_harness("verify", "--suite", "smoke", "--backends", "torch,jax,numpy,numba-cpu", "--out", str(tmp_path))
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert _header(ran.stdout) == _header(documented)
@@ -102,11 +117,11 @@ def test_verify_as_documented_prints_what_the_readme_shows(tmp_path):
 def test_cases_as_documented_prints_exactly_the_readme_block():
     ran = run_harness("cases", "--suite", "smoke")
     assert ran.returncode == 0
-    assert ran.stdout == _block("results/cpu-2026-12-03/cases-smoke.txt")
+    assert ran.stdout == _block("results/examples/cases-smoke.txt")
 
 
 def test_list_as_documented_has_the_readme_columns_and_backends():
-    documented = _block("results/cpu-2026-12-03/list.txt")
+    documented = _block("results/examples/list.txt")
     ran = run_harness("list")
     assert ran.returncode == 0, ran.stderr
     assert _header(ran.stdout) == _header(documented) == ["backend", "device", "dtypes", "layouts", "status", "version"]
@@ -117,3 +132,15 @@ def test_list_as_documented_has_the_readme_columns_and_backends():
         ]
 
     assert names(documented) and names(ran.stdout)[: len(names(documented))] == names(documented)
+
+
+def test_the_site_builds_strictly(tmp_path):
+    """mkdocs build --strict: a broken link, a missing anchor or a page left out of the nav
+    fails (mkdocs.yml turns those warnings on)."""
+    pytest.importorskip("mkdocs", reason="the docs extra installs MkDocs")
+    pytest.importorskip("material", reason="the docs extra installs mkdocs-material")
+    ran = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, NO_MKDOCS_2_WARNING="1"))
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    assert (tmp_path / "site" / "index.html").exists() and (tmp_path / "site" / "numba-cpu" / "index.html").exists()
