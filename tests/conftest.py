@@ -12,6 +12,29 @@ if ROOT not in sys.path:
 
 import backends  # noqa: E402
 
+# -- running in parallel ------------------------------------------------------------------
+# pyproject.toml runs the suite with pytest-xdist (-n auto --dist loadgroup). A module is a
+# group: its tests run on one worker, so a module-scoped fixture (the self-test's run, the
+# CUDA simulator's, the compiled SASS) is made once. Modules that start a local Ray share
+# a group, so that two Rays never run at once. The heaviest groups are queued first, so
+# the last group to start is a short one (the workers finish together).
+SHARED_GROUPS = {"test_cluster": "ray", "test_docs": "ray"}
+HEAVY_FIRST = ("test_numba_cuda", "test_selftest", "test_cluster", "test_docs", "test_select", "test_imports",
+               "test_backends", "test_cupy_kernels", "test_numba_cpu_statistics", "test_asv", "test_isolation",
+               "test_dropin_dispatch", "test_user_contexts")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    def module(item):
+        return item.module.__name__.rpartition(".")[2]
+
+    order = {name: index for index, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: order.get(SHARED_GROUPS.get(module(item), module(item)),
+                                          order.get(module(item), len(order))))
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(module(item), module(item))))
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _runs_and_cache_in_a_temporary_folder(tmp_path_factory):

@@ -15,8 +15,9 @@ import time
 import pytest
 
 import backends
-from harness.commands.verify import plan, verify
+from harness.commands.verify import verify
 from harness.execution.cluster import ClusterSweep, fingerprint, mismatch
+from harness.problems.plan import plan
 from harness.records import results
 
 TESTS = os.path.dirname(os.path.abspath(__file__))

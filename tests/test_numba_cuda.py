@@ -110,10 +110,12 @@ def test_collapse(shape, strides, expected):
 
 def _simulator_selection() -> list[tuple[str, str]]:
     """(case id, config) pairs: every (layout, dtype) of the small default cases on each
-    of the three paths, the remaining small default cases (ranks 2-5, empty inputs)
-    rotated over the paths, and one small case of each adversarial distribution on each
-    path; and every layout and dtype once more with four blocks running at once. Sized to
-    stay near 2.5 minutes on two cores."""
+    of the three paths; then, rotated over the paths, the smallest remaining case of each
+    distribution and of each rank those left out, and the empty inputs; one small case of
+    each adversarial distribution, rotated over the paths; and every layout and dtype once
+    more with four blocks running at once. Each (path, layout, dtype) and each
+    distribution, rank and adversarial input runs once: the simulator runs every thread in
+    Python, so a repeat costs seconds and shows nothing new."""
     small = [c for c in suites.get("default")
              if c.numel <= 512 and c.id.endswith("-s0") and c.shape[0] * c.num_groups <= 16]
     pairs, used = [], set()
@@ -123,14 +125,21 @@ def _simulator_selection() -> list[tuple[str, str]]:
             case = candidates[config_index % len(candidates)]
             pairs.append((case.id, config))
             used.add(case.id)
-    rest = [c for c in small if c.id not in used]
-    pairs.extend((case.id, CONFIG_NAMES[i % 3]) for i, case in enumerate(rest))
+    chosen = [c for c in small if c.id in used]
+    rest = sorted((c for c in small if c.id not in used), key=lambda c: (c.numel, c.id))
+    extra = []
+    for case in rest:
+        new_distribution = case.distribution not in {c.distribution for c in chosen + extra}
+        new_rank = len(case.shape) not in {len(c.shape) for c in chosen + extra}
+        if new_distribution or new_rank or case.numel == 0:
+            extra.append(case)
+    pairs.extend((case.id, CONFIG_NAMES[i % 3]) for i, case in enumerate(extra))
     seen = set()
     for case in suites.get("adversarial"):
         if case.numel > 9504 or case.distribution in seen or case.dtype == "float64":
             continue
         seen.add(case.distribution)
-        pairs.extend((case.id, config) for config in CONFIG_NAMES)
+        pairs.append((case.id, CONFIG_NAMES[len(seen) % 3]))
     # blocks running at once (cudasim_worker.run_blocks_concurrently): every layout and every
     # dtype once, on cases whose groups can be cut (over 32 elements)
     for layout, dtype in CONCURRENT_KEYS:
