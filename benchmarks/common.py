@@ -58,11 +58,13 @@ class Problem:
     def __init__(self, backend_device: str, case_id: str):
         import time
 
-        from harness.execution import memory
-        from harness.execution.tasks import timed_call
-        from harness.execution.timing import pin_allocator
-        from harness.problems.cases import Case
-        from harness.problems.inputs import make
+        from . import harness_module
+
+        memory = harness_module("memory")
+        timed_call = harness_module("tasks").timed_call
+        pin_allocator = harness_module("timing").pin_allocator
+        Case = harness_module("cases").Case
+        make = harness_module("inputs").make
 
         name, _, device = backend_device.partition(":")
         try:

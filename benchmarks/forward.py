@@ -7,26 +7,24 @@ per GB moved and as the percentage left below the device's copy bandwidth.
 
 from __future__ import annotations
 
+from . import harness_module
 from .common import BACKEND_DEVICES, CASES, Problem
 
-TRACK_BUDGET_S = 0.5  # harness.execution.timing budget of one bandwidth track
+TRACK_BUDGET_S = 0.5  # the timing budget of one bandwidth track (seconds)
 
 
 def _device_seconds(problem) -> float:
     """Median device seconds per call, timed by the harness (device events on GPUs)."""
-    from harness.execution.timing import measure
-
-    return measure(problem.call, problem.backend, problem.device, budget=TRACK_BUDGET_S).median
+    return harness_module("timing").measure(problem.call, problem.backend, problem.device, budget=TRACK_BUDGET_S).median
 
 
 def _copy_gb_per_s(device: str) -> float:
     """The device's copy bandwidth, measured now as ``gnbench bench`` measures its roofline."""
     import backends
-    from harness.commands.bench import COPY_BYTES, COPY_PREFERENCE
-    from harness.execution.timing import measure
 
-    nbytes = COPY_BYTES.get(device, 256 << 20)
-    for name in COPY_PREFERENCE:
+    bench, measure = harness_module("bench"), harness_module("timing").measure
+    nbytes = bench.COPY_BYTES.get(device, 256 << 20)
+    for name in bench.COPY_PREFERENCE:
         backend = backends.get(name)
         if backend.availability(device) is None:
             kernel = backend.copy_kernel(device, nbytes)
@@ -51,11 +49,9 @@ class Forward:
 
     def track_error_ratio(self, backend, case):
         """Worst |error| / tolerance against the float64 oracle (<= 1 passes)."""
-        from harness.oracle.checks import run_case
-        from harness.oracle.expected import Expected
-
         problem = self.problem
-        verdict = run_case(problem.backend, problem.case, problem.host, Expected.of(problem.case, problem.host))
+        expected = harness_module("expected").Expected.of(problem.case, problem.host)
+        verdict = harness_module("checks").run_case(problem.backend, problem.case, problem.host, expected)
         if verdict.ratio == verdict.ratio:  # finite ratio: passed, or a mismatch (> 1) worth a graph
             return verdict.ratio
         raise AssertionError(f"{verdict.status}: {verdict.reason}")
@@ -64,18 +60,14 @@ class Forward:
 
     def track_ms_per_gb(self, backend, case):
         """Inverse bandwidth: device milliseconds per GB a forward pass must move."""
-        from harness.commands.bench import min_bytes
-
-        return _device_seconds(self.problem) * 1e3 / (min_bytes(self.problem.case) / 1e9)
+        return _device_seconds(self.problem) * 1e3 / (harness_module("bench").min_bytes(self.problem.case) / 1e9)
 
     track_ms_per_gb.unit = "ms/GB"
 
     def track_roofline_gap_pct(self, backend, case):
         """Percent below the device's copy bandwidth (0 = at the copy roofline; can go
         negative when the case fits in cache)."""
-        from harness.commands.bench import min_bytes
-
-        achieved = min_bytes(self.problem.case) / _device_seconds(self.problem) / 1e9
+        achieved = harness_module("bench").min_bytes(self.problem.case) / _device_seconds(self.problem) / 1e9
         return 100.0 * (1.0 - achieved / _copy_gb_per_s(self.problem.device))
 
     track_roofline_gap_pct.unit = "%"

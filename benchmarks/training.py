@@ -10,6 +10,7 @@ gradients (the train pass), and milliseconds per GB of the pass's floor
 
 from __future__ import annotations
 
+from . import harness_module
 from .common import BACKEND_DEVICES, TRAINING_CASES, Problem
 from .forward import TRACK_BUDGET_S
 
@@ -39,11 +40,9 @@ class Training:
 
     def track_train_error_ratio(self, backend, case):
         """Worst |error| / tolerance over y, grad_x, grad_weight and grad_bias (<= 1 passes)."""
-        from harness.oracle.checks import run_case
-        from harness.oracle.expected import Expected
-
         problem = self.train
-        verdict = run_case(problem.backend, problem.case, problem.host, Expected.of(problem.case, problem.host))
+        expected = harness_module("expected").Expected.of(problem.case, problem.host)
+        verdict = harness_module("checks").run_case(problem.backend, problem.case, problem.host, expected)
         if verdict.ratio == verdict.ratio:
             return verdict.ratio
         raise AssertionError(f"{verdict.status}: {verdict.reason}")
@@ -52,11 +51,9 @@ class Training:
 
     def track_backward_ms_per_gb(self, backend, case):
         """Inverse bandwidth of the backward alone: device ms per GB of its 3·E·b floor."""
-        from harness.commands.bench import min_bytes
-        from harness.execution.timing import measure
-
         problem = self.backward
+        measure = harness_module("timing").measure
         seconds = measure(problem.call, problem.backend, problem.device, budget=TRACK_BUDGET_S).median
-        return seconds * 1e3 / (min_bytes(problem.case) / 1e9)
+        return seconds * 1e3 / (harness_module("bench").min_bytes(problem.case) / 1e9)
 
     track_backward_ms_per_gb.unit = "ms/GB"

@@ -5,7 +5,7 @@ torch's GroupNorm and with ours, and the dispatch overhead per call once a choic
 
 Times come from ``torch.utils.benchmark.Timer.blocked_autorange`` (median, IQR), after a
 warm-up call that compiles (``torch.compile``) and decides every GroupNorm problem (the
-module's one-time verification, reported apart). Writes ``dropin.csv`` with the machine's
+module's one-time verification, reported apart). Writes ``dropin.parquet`` with the machine's
 environment columns and prints a table.
 """
 
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--min-run-time", type=float, default=3.0, help="seconds per timing (blocked_autorange)")
     parser.add_argument("--eager-only", action="store_true", help="skip torch.compile (about a minute of compiling)")
-    parser.add_argument("--out", default=None, help="folder for dropin.csv and dispatch.csv")
+    parser.add_argument("--out", default=None, help="folder for dropin.parquet and dispatch.parquet")
     args = parser.parse_args(argv)
     shape = (args.batch, args.channels, args.size, args.size)
     modes = ("eager",) if args.eager_only else ("eager", "compiled")
@@ -177,8 +177,8 @@ def main(argv=None) -> int:
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         env = environment()
-        pd.DataFrame([{**row, **env} for row in rows]).to_csv(os.path.join(args.out, "dropin.csv"), index=False)
-        pd.DataFrame([{**overhead, **env}]).to_csv(os.path.join(args.out, "dispatch.csv"), index=False)
+        pd.DataFrame([{**row, **env} for row in rows]).to_parquet(os.path.join(args.out, "dropin.parquet"), index=False)
+        pd.DataFrame([{**overhead, **env}]).to_parquet(os.path.join(args.out, "dispatch.parquet"), index=False)
     return 0
 
 

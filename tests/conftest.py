@@ -13,44 +13,19 @@ if ROOT not in sys.path:
 import backends  # noqa: E402
 
 # -- running in parallel ------------------------------------------------------------------
-# pyproject.toml runs the suite with pytest-xdist (-n auto --dist loadgroup). A module is a
-# group: its tests run on one worker, so a module-scoped fixture (the self-test's run, the
-# CUDA simulator's, the compiled SASS) is made once. Modules that start a local Ray share
-# a group, so that two Rays never run at once. The heaviest groups are queued first, so
-# the last group to start is a short one (the workers finish together).
-SHARED_GROUPS = {"test_cluster": "ray", "test_docs": "ray"}
-HEAVY_FIRST = ("test_numba_cuda", "test_selftest", "test_cluster", "test_docs", "test_select", "test_imports",
-               "test_backends", "test_cupy_kernels", "test_numba_cpu_statistics", "test_asv", "test_isolation",
-               "test_dropin_dispatch", "test_user_contexts")
+# pyproject.toml runs the suite with pytest-xdist (-n auto --dist loadfile): a module runs on
+# one worker, so a module-scoped fixture (the self-test's run, the CUDA simulator's, the
+# compiled SASS) is made once. Everything that starts a local Ray is in test_cluster.py (the
+# docs' Ray block too), so two Rays never run at once. The heaviest modules are queued
+# first, so the last module to start is a short one and the workers finish together.
+HEAVY_FIRST = ("test_numba_cuda", "test_selftest", "test_cupy_kernels", "test_docs", "test_select", "test_imports",
+               "test_numba_cpu_statistics", "test_asv", "test_cluster", "test_backends", "test_dropin_dispatch",
+               "test_dropin_testing", "test_isolation", "test_cli", "test_user_contexts", "test_fuzz")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    def module(item):
-        return item.module.__name__.rpartition(".")[2]
-
     order = {name: index for index, name in enumerate(HEAVY_FIRST)}
-    items.sort(key=lambda item: order.get(SHARED_GROUPS.get(module(item), module(item)),
-                                          order.get(module(item), len(order))))
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(module(item), module(item))))
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _runs_and_cache_in_a_temporary_folder(tmp_path_factory):
-    """The tests never write into the user's results/local/ or selection cache: runs
-    without --out and cached selections go to a temporary folder (inherited by every
-    command a test starts)."""
-    base = tmp_path_factory.mktemp("gnbench-home")
-    saved = {key: os.environ.get(key) for key in ("GNBENCH_RESULTS", "GNBENCH_CACHE")}
-    os.environ["GNBENCH_RESULTS"] = str(base / "results")
-    os.environ["GNBENCH_CACHE"] = str(base / "cache")
-    yield base
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    items.sort(key=lambda item: order.get(item.module.__name__.rpartition(".")[2], len(order)))
 
 
 def plain_group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):

@@ -15,7 +15,10 @@ from conftest import ROOT, require
 from harness.problems import inputs
 from harness.problems.cases import Case
 
-PAIRS = [("torch", "cpu"), ("jax", "cpu"), ("numpy", "cpu"), ("numba-cpu", "cpu"), ("torch", "cuda"), ("jax", "cuda")]
+# torch, jax and numpy on the CPU pass the default suite in tests/test_selftest.py: the
+# self-test runs them there as its correct implementations (both passes), and
+# test_correct_frameworks_fail_and_refuse_only_as_documented checks what this test does.
+PAIRS = [("numba-cpu", "cpu"), ("torch", "cuda"), ("jax", "cuda")]
 
 
 @pytest.mark.parametrize("name, device", PAIRS, ids=[f"{n}-{d}" for n, d in PAIRS])

@@ -344,3 +344,13 @@ def test_a_local_sweep_imports_no_ray():
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr
+
+
+def test_the_docs_ray_block_runs_as_a_file(tmp_path):
+    """The cluster page's Python block (tests/test_docs.py runs every other block): here,
+    beside the other tests that start a local Ray, never at the same time as them."""
+    pytest.importorskip("ray", reason="the cluster extra installs Ray")
+    from test_docs import RAY_BLOCKS, run_python_block
+
+    for name in RAY_BLOCKS:
+        run_python_block(name, tmp_path)

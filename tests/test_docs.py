@@ -43,7 +43,7 @@ def _python_blocks() -> dict[str, str]:
 
 def test_the_docs_have_the_python_blocks_this_test_runs():
     assert {"readme:verify", "readme:select", "readme:drop-in-groupnorm", "results:results", "select:select",
-            "plugins:verify-your-own-groupnorm-in-20-lines"} <= set(_python_blocks())
+            "plugins:verify-your-own-groupnorm-in-20-lines", *RAY_BLOCKS} <= set(_python_blocks())
 
 
 def test_the_readme_is_short():
@@ -51,8 +51,15 @@ def test_the_readme_is_short():
     assert len(_readme().splitlines()) <= 300
 
 
-@pytest.mark.parametrize("name", sorted(_python_blocks()))
-def test_readme_python_block_runs_as_a_file(name, tmp_path):
+RAY_BLOCKS = ("cluster:verify-on-a-ray-cluster",)  # run by tests/test_cluster.py, beside the other Ray tests
+
+
+@pytest.mark.parametrize("name", sorted(set(_python_blocks()) - set(RAY_BLOCKS)))
+def test_python_block_runs_as_a_file(name, tmp_path):
+    run_python_block(name, tmp_path)
+
+
+def run_python_block(name: str, tmp_path) -> None:
     """Saved to a file and run as ``python file.py`` (a plain script, no __main__ guard),
     from the repository root so its relative paths hold; it runs clean: exit 0 and no
     warning or traceback on stderr."""
@@ -69,25 +76,32 @@ def test_readme_python_block_runs_as_a_file(name, tmp_path):
         assert "passed" in result.stdout
 
 
-def test_readme_output_blocks_are_the_captured_tool_output():
+@pytest.mark.parametrize("page", PAGES)
+def test_output_blocks_are_the_captured_tool_output(page):
     """Example output is refilled from results/ by `python -m harness.docs`, never typed."""
     from harness.commands import docs
 
-    with open(os.path.join(ROOT, "README.md")) as handle:
-        text = handle.read()
-    assert "<!-- output:" in text and "<!-- suites-table:" in text
-    assert text.count("<!-- output:") == text.count("<!-- /output -->") >= 4  # every block closed
+    text = _text(page)
+    assert text.count("<!-- output:") == text.count("<!-- /output -->")  # every block closed
     assert docs.render(docs.render(text)) == docs.render(text)  # refilling is idempotent
-    assert docs.render(text) == text, "README output blocks are stale: run python -m harness.docs"
+    assert docs.render(text) == text, f"{page}: output blocks are stale: run python -m harness.docs"
+
+
+def test_the_docs_hold_the_tables_and_outputs_they_promise():
+    text = "".join(_text(page) for page in PAGES)
+    for directive in ("<!-- output:", "<!-- suites-table:", "<!-- bench-table:", "<!-- known-bugs-table -->"):
+        assert directive in text, directive
+    assert "<!-- known-bugs-table -->" in _readme()
 
 
 def _block(path: str) -> str:
-    """The text of the README output block filled from ``path``."""
-    match = re.search(
-        r"<!-- output: " + re.escape(path) + r"(?: lines=\d+-\d+)? -->\n```text\n(.*?)```", _readme(), re.S
-    )
-    assert match, f"the README has no output block from {path}"
-    return match.group(1)
+    """The text of the output block (README or a docs page) filled from ``path``."""
+    pattern = r"<!-- output: " + re.escape(path) + r"(?: lines=-?\d+-(?:\d+|end))? -->\n```text\n(.*?)```"
+    for page in PAGES:
+        match = re.search(pattern, _text(page), re.S)
+        if match:
+            return match.group(1)
+    raise AssertionError(f"no page has an output block from {path}")
 
 
 def _header(text: str) -> list[str]:
