@@ -84,7 +84,7 @@ if [[ ",$TIERS," == *",3,"* ]]; then
   tier 3
   step verify-adversarial 90 python3 -m harness verify --suite adversarial --backends torch,cupy,numba-cuda --devices cuda --out "$R/verify-adversarial"
   step torch-compile 60 python3 -m harness verify --suite default --backends torch-compile --devices cuda --out "$R/verify-compile"
-  step dropin-cuda 50 python3 -m pytest -q -p no:cacheprovider -rs tests/test_dropin_cuda.py
+  step dropin-cuda 50 python3 -m pytest -o addopts="" -q -p no:cacheprovider -rs tests/test_dropin_cuda.py
   step crosscheck 35 python3 -m harness.crosscheck --device cuda --budget 1 --rounds 2
 fi
 

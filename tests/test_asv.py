@@ -1,4 +1,4 @@
-"""The asv suite (benchmarks/) and the gate (harness/asv_runs.py).
+"""The asv suite (benchmarks/) and the gate (harness/commands/asv_runs.py).
 
 CI runs ``asv check`` and a quick asv run of a small subset here, so a broken benchmark
 fails CI; the gate's rule is tested on synthetic samples (its end-to-end demonstration

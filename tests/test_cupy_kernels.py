@@ -5,9 +5,9 @@ disassembled, its decomposition verified through the NumPy model, its host logic
   (``cupy_backend.all_name_expressions()``), by NVRTC (the compiler CuPy uses), to a
   cubin, with ``-Xptxas=-v``: every instantiation must lower, none may spill.
 * SASS: ``cuobjdump -sass`` of that cubin; registers, occupancy and the instructions per
-  element of each main loop (the counting rule: ``backends/sass.py``) must stay within
+  element of each main loop (the counting rule: ``backends/cuda/sass.py``) must stay within
   ``backends/cuda/sass_budget.json``.
-* Model: ``backends/_cuda_model.py`` performs the kernels' arithmetic in their order;
+* Model: ``backends/cuda/model.py`` performs the kernels' arithmetic in their order;
   the harness verifies it against the float64 oracle on the default and adversarial
   suites, with an H100's facts and with plans forced onto each path.
 """

@@ -33,7 +33,7 @@ def test_the_project_file_loads_with_rerun_lines():
 @pytest.mark.parametrize("fields, matches", [
     ({}, True),
     ({"status": "passed"}, False),
-    ({"status": "nan_mismatch"}, False),
+    ({"status": "wrong_dtype"}, False),
     ({"layout": "contiguous"}, False),
     ({"shape": "2x16x9"}, False),  # rank 3: torch copies, and is right
     ({"shape": "1x8x3x4x5"}, True),

@@ -104,3 +104,18 @@ def test_cpu_signature_reads_the_first_cpu_and_its_caches(tmp_path, caches, expe
             (folder / name).write_text(value + "\n")
     assert _cpu_signature(str(tmp_path / "cpuinfo"), str(tmp_path / "cache")) == expected
     assert _cpu_signature(str(tmp_path / "missing"), str(tmp_path / "cache"))  # elsewhere: the platform's strings
+
+
+def test_a_folder_of_old_csv_files_loads_in_the_current_schema():
+    """CSV is no longer written by runs, but old folders hold it: a folder with only CSV
+    files of schema 1 and 2 (tests/data) loads, every current column present, the columns
+    those schemas lacked empty."""
+    import os
+
+    from conftest import ROOT
+
+    rows = results.load(os.path.join(ROOT, "tests", "data"))
+    assert set(rows.schema_version) == {1, 2}
+    assert set(results.COLUMNS) <= set(rows.columns)
+    assert (rows.cpu_signature.fillna("") == "").all() and len(rows) == 45
+    assert {"passed", "mismatch", "unsupported"} <= set(rows.status)

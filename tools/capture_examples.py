@@ -20,7 +20,9 @@ import time
 OUT = "results/examples"
 SUITES = ("default", "adversarial", "sd-unet", "sd-vae", "kernelbench", "audio-1d", "volumetric-3d")
 WORKLOADS = ("sd-unet", "sd-vae", "kernelbench", "audio-1d", "volumetric-3d")
-HARNESS = [sys.executable, "-m", "harness"]
+# gnbench where it is installed beside this Python (the rerun lines it prints name the program), else the module
+_SCRIPT = os.path.join(os.path.dirname(sys.executable), "gnbench")
+HARNESS = [_SCRIPT] if os.path.exists(_SCRIPT) else [sys.executable, "-m", "harness"]
 
 # name -> (output file, command); run in this order (select answers from the bench rows)
 CAPTURES = {
@@ -57,7 +59,8 @@ def main(argv=None) -> int:
     if args.list:
         for name in chosen:
             path, command = CAPTURES[name]
-            print(f"{name:16} {OUT}/{path}: {' '.join(['python'] + command[1:])}")
+            program = ["gnbench"] if command[0] == _SCRIPT else ["python"]
+            print(f"{name:16} {OUT}/{path}: {' '.join(program + command[1:])}")
         return 0
     env = dict(os.environ, COLUMNS=str(args.columns), GNBENCH_CACHE=tempfile.mkdtemp(prefix="gnbench-cache-"))
     for name in chosen:

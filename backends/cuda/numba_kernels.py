@@ -96,7 +96,7 @@ def accumulation(kind):
     return float64 if kind == "float64" else float32
 
 
-UNROLL = 16  # scalar items in flight per thread (backends/_launch.py unroll(1))
+UNROLL = 16  # scalar items in flight per thread (launch.py unroll(1))
 TABLE_BYTES = 8192  # shared memory for the per-channel (scale, shift) table (GN_TABLE_BYTES)
 
 
@@ -316,7 +316,7 @@ def build(x_kind: str, param_kind: str, threads: int, plant: str | None = None):
             if fused:
                 group = index
                 k = int64(0)
-            else:  # backends/_launch.py decode
+            else:  # launch.py decode
                 wave_index = index // per_wave
                 first = wave_index * wave
                 in_wave = min(wave, groups_total - first) * chunks

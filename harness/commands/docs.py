@@ -48,8 +48,7 @@ def suites_table(directory: str) -> str:
 
     from harness.records import results
     from harness.records.known_bugs import unexpected
-
-    from .verify import FAILED
+    from harness.records.results import FAILED
 
     lines = [
         "| suite | cases | rows | passed | failed | known bugs | skipped or unsupported | worst passing ratio "
