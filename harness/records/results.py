@@ -113,8 +113,9 @@ COLUMNS = {
 def verdict_row(
     case, backend_name: str, version: str, verdict, seconds: float, groups: tuple[int, int], environment: dict
 ) -> dict:
-    """One results row: the case's fields, the verdict's numbers, ``groups`` (verified, total),
-    the environment, and the known bug that explains a failure (``known_bug``)."""
+    """One results row: the case's fields, the verdict's numbers, ``groups`` (verified, total)
+    and the environment. Its ``known_bug`` is filled by
+    :func:`harness.records.known_bugs.annotate`, which the sweeps call on each row."""
     row = {
         "case_id": case.id,
         "backend": backend_name,
