@@ -23,6 +23,20 @@ HEAVY_FIRST = ("test_numba_cuda", "test_selftest", "test_cupy_kernels", "test_do
                "test_dropin_testing", "test_isolation", "test_cli", "test_user_contexts", "test_fuzz")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_cache(tmp_path_factory):
+    """Every test process caches select/verified answers in a folder of its own, never in
+    the user's ~/.cache: an answer left there by an earlier run would let a test skip the
+    measuring it checks (and a test's answers must not reach the user's models)."""
+    saved = os.environ.get("GNBENCH_CACHE")
+    os.environ["GNBENCH_CACHE"] = str(tmp_path_factory.mktemp("gnbench-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("GNBENCH_CACHE", None)
+    else:
+        os.environ["GNBENCH_CACHE"] = saved
+
+
 def pytest_collection_modifyitems(config, items):
     order = {name: index for index, name in enumerate(HEAVY_FIRST)}
     items.sort(key=lambda item: order.get(item.module.__name__.rpartition(".")[2], len(order)))

@@ -17,7 +17,9 @@ from harness.commands import selection  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def fresh_dispatch():
+def fresh_dispatch(monkeypatch, tmp_path):
+    """No choice of another test, in this process or on disk, decides this one's."""
+    monkeypatch.setenv("GNBENCH_CACHE", str(tmp_path / "cache"))
     gnb.clear()
     yield
     gnb.clear()
