@@ -5,7 +5,18 @@ import math
 import numpy as np
 import pytest
 
-from harness.oracle.tolerances import K_FUSED, K_OUTPUT, K_STATS, tolerance, unit_roundoff
+from harness.oracle.tolerances import (
+    K_FUSED,
+    K_OUTPUT,
+    K_STATS,
+    K_VAR,
+    M_SERIAL,
+    distinct_per_row,
+    growth,
+    resemblance,
+    tolerance,
+    unit_roundoff,
+)
 
 
 def _tol(dtype="float32", group_size=64, mean=0.0, rstd=1.0, xhat=1.0, weight=None, bias=None):
@@ -24,10 +35,65 @@ def test_formula_on_one_element():
     weight, bias = np.array([2.0, 1.0]), np.array([-0.5, 0.0])
     got = _tol("float16", group_size=100, mean=3.0, rstd=0.5, xhat=1.5, weight=weight, bias=bias)
     u_out, u_acc = 2.0 ** -11, 2.0 ** -24
+    kappa = 3.0 * 0.5
+    walk = (K_STATS * math.sqrt(100) + K_FUSED) * u_acc  # 100 distinct values: the random-walk regime
+    f = 1 / math.sqrt(1 - K_VAR * u_acc * kappa)  # eps unknown: no floor
     expected = (K_OUTPUT * u_out * (1.5 * 2 + 0.5)
-                + (K_STATS * math.sqrt(100) + K_FUSED) * u_acc * 2 * (1 + 3.0 * 0.5 + 1.5)
+                + walk * 2 * (1 + kappa + 1.5)
+                + 2 * 1.5 * (walk * (1 + kappa)) ** 2  # the mean's error in the variance
+                + 2 * (1.5 + walk * (1 + kappa)) * (f - 1)  # an updating variance's error
                 + 2.0 ** -14)  # float16's smallest normal
     assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_growth_is_the_random_walk_for_distinct_values_and_linear_for_repeated_ones():
+    m = 480
+    assert growth(m) == pytest.approx(K_STATS * math.sqrt(m) + K_FUSED)
+    assert growth(m, m) == growth(m)
+    assert growth(m, 1) == pytest.approx(m / 2 + K_FUSED)  # a constant group: the serial worst case, first order
+    assert growth(m, 4) == pytest.approx(m / 2 + K_FUSED)  # too few values for the biases to cancel
+    assert growth(m, 4) > growth(m, 100) > growth(m, m)
+    # a serial chain never holds more than M_SERIAL terms: past it the linear term stops growing
+    assert growth(4 * M_SERIAL, 1) == pytest.approx((M_SERIAL + 3) / 2 + K_FUSED)
+
+
+def test_distinct_values_are_counted_per_row():
+    rows = np.array([[1.0, 1.0, 1.0], [1.0, 2.0, 1.0], [3.0, 2.0, 1.0]])
+    assert distinct_per_row(rows).tolist() == [1, 2, 3]
+
+
+def test_a_constant_group_is_allowed_the_linear_error_of_a_serial_sum():
+    """A constant group of 480 (serial float32 two-pass errs by ~0.23 m u on its mean)."""
+    m, c, eps = 480, 7.3, 1e-5
+    normalized = np.zeros((1, 4, m // 4))
+    rstd = np.array([[1 / math.sqrt(eps)]])
+    constant = tolerance("float32", normalized, np.array([[c]]), rstd, m, eps=eps)[0, 0, 0]
+    varied = tolerance("float32", normalized + np.arange(m // 4) * 1e-3, np.array([[c]]), rstd, m, eps=eps)[0, 0, 0]
+    serial_error = 0.23 * m * 2.0 ** -24 * c * rstd[0, 0]  # measured: the mean's error, in xhat units
+    assert constant > 2 * serial_error > varied
+
+
+def test_a_lost_variance_is_bounded_by_eps():
+    """Where K_VAR * u * kappa >= 1 the variance may vanish: xhat can grow by s / sqrt(eps), no more."""
+    eps, var, mean = 1e-3, 0.25, 1e7
+    s = math.sqrt(var + eps)
+    bounded = tolerance("float32", np.ones((1, 1, 2)), np.array([[mean]]), np.array([[1 / s]]), 2, eps=eps)[0, 0, 0]
+    assert s / math.sqrt(eps) < bounded < np.inf
+    assert tolerance("float32", np.ones((1, 1, 2)), np.array([[mean]]), np.array([[1 / s]]), 2)[0, 0, 0] == np.inf
+
+
+@pytest.mark.parametrize("ratio, m, kappa, phrase", [
+    (3.0, 1_179_648, 1e3, "serial float32 sum over 1,179,648"),
+    (3e3, 100, 1e4, "one-pass variance"),
+    (1e9, 100, 1.0, "structural slip"),
+], ids=["huge-serial", "one-pass", "structural"])
+def test_a_failure_names_the_class_it_resembles(ratio, m, kappa, phrase):
+    assert phrase in resemblance("float32", ratio, m, None, kappa)
+    assert resemblance("float32", 0.9, m, None, kappa) == ""
+
+
+def test_a_half_accumulation_error_is_named():
+    assert "accumulated in float16" in resemblance("float16", 3e3, 64, None, 0.5)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])

@@ -49,7 +49,7 @@ from harness.records.environment import machine
 PREFERENCE = ("torch", "cupy", "numba-cuda", "numba-cpu", "jax", "torch-compile", "numpy")
 ADVERSARIAL_DISTRIBUTION = "offset"
 SEEDS = (0, 1)
-EVIDENCE_VERSION = "2"  # how evidence_hash reads its files: a new way invalidates every cached answer
+EVIDENCE_VERSION = "3"  # how evidence_hash reads its files: a new way invalidates every cached answer
 
 
 class NoVerifiedBackendError(GroupNormBenchError, LookupError):

@@ -104,7 +104,7 @@ class SharedCase:
                 (f"{prefix}tolerance", each.tolerance, "float64"),
                 (f"{prefix}groups", each.groups, "int64"),
             ]
-            meta[prefix] = (each.shape, each.num_groups, each.dtype)
+            meta[prefix] = (each.shape, each.num_groups, each.dtype, each.condition, each.distinct, each.group_size)
         arrays = {}
         try:
             for name, array, dtype in named:
@@ -125,9 +125,10 @@ class SharedCase:
         def expectation(prefix):
             if prefix not in self.expected_meta:
                 return None
-            shape, num_groups, dtype = self.expected_meta[prefix]
+            shape, num_groups, dtype, condition, distinct, group_size = self.expected_meta[prefix]
             return Expected(
-                shape, num_groups, dtype, view[f"{prefix}groups"], view[f"{prefix}y"], view[f"{prefix}tolerance"]
+                shape, num_groups, dtype, view[f"{prefix}groups"], view[f"{prefix}y"], view[f"{prefix}tolerance"],
+                condition=condition, distinct=distinct, group_size=group_size,
             )
 
         grads = None

@@ -143,7 +143,8 @@ def judge(output, dtype: str, expected: Expected) -> Verdict:
         verdict = dataclasses.replace(
             verdict,
             status="mismatch",
-            reason=f"{outside} of {expected.y.size} elements outside tolerance (worst {ratio:.3g}x it)",
+            reason=f"{outside} of {expected.y.size} elements outside tolerance (worst {ratio:.3g}x it)"
+            + (f"; {hint}" if (hint := expected.resemblance(row, ratio)) else ""),
         )
     return verdict
 

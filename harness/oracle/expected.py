@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from .reference import group_norm_backward_reference, normalize_rows
-from .tolerances import tolerance_of, tolerances
+from .tolerances import distinct_per_row, resemblance, tolerance_of, tolerances
 
 VERIFY_ELEMENTS = 2 ** 26
 BLOCK_ELEMENTS = 2 ** 22  # rows of the oracle computed at a time
@@ -59,6 +59,9 @@ class Expected:
         tolerance: float64, same shape: the tolerance per element.
         grads: backward and train cases: the gradients' expectations
             (:class:`harness.oracle.expected.ExpectedGrads`); None for the forward.
+        condition, distinct: per verified row, |mean|/s and the distinct values the
+            tolerance counted (None where rows are not groups: grad_weight, grad_bias).
+        group_size: the elements each statistic sums over (for :meth:`resemblance`).
     """
 
     shape: tuple
@@ -68,6 +71,16 @@ class Expected:
     y: np.ndarray
     tolerance: np.ndarray
     grads: object = None
+    condition: np.ndarray | None = None
+    distinct: np.ndarray | None = None
+    group_size: int = 0
+
+    def resemblance(self, row: int, ratio: float) -> str:
+        """The rejected class (docs/tolerance.md) that an error of ``ratio`` times the
+        tolerance in verified row ``row`` resembles; "" when rows are not groups."""
+        if self.condition is None or not self.group_size:
+            return ""
+        return resemblance(self.dtype, ratio, self.group_size, self.distinct[row], float(self.condition[row]))
 
     @property
     def total_groups(self) -> int:
@@ -103,6 +116,8 @@ class Expected:
         x_rows = as_rows(host.x, groups_per_sample)
         y = np.empty((len(groups), size))
         tol = np.empty((len(groups), size))
+        conditions = np.empty(len(groups))
+        distincts = np.empty(len(groups))
 
         step = max(1, BLOCK_ELEMENTS // max(size, 1))
         for start in range(0, len(groups), step):
@@ -112,9 +127,14 @@ class Expected:
             bias = _per_element(host.bias, groups_per_sample, spatial, ids)
             with np.errstate(all="ignore"):
                 condition = (np.abs(mean) * rstd)[:, None]
+                distinct = distinct_per_row(normalized)
+                floor = (case.eps * np.square(rstd))[:, None]
+                conditions[start:start + step] = condition[:, 0]
+                distincts[start:start + step] = distinct
                 tol[start:start + step] = tolerance_of(
                     case.dtype, normalized, condition,
                     1.0 if weight is None else np.abs(weight), 0.0 if bias is None else np.abs(bias), size,
+                    distinct[:, None], floor,
                 )
                 if weight is not None:
                     normalized *= weight
@@ -124,7 +144,7 @@ class Expected:
         grads = None
         if getattr(case, "pass_", "forward") != "forward":
             grads = ExpectedGrads.of(case, host)
-        return cls(tuple(case.shape), groups_per_sample, case.dtype, groups, y, tol, grads)
+        return cls(tuple(case.shape), groups_per_sample, case.dtype, groups, y, tol, grads, conditions, distincts, size)
 
 
 def _per_element(params, groups_per_sample: int, spatial: int, ids: np.ndarray):
@@ -156,10 +176,14 @@ class ExpectedGrads:
     def of(cls, case, host) -> ExpectedGrads:
         """The gradients of ``case`` for its host inputs (``host.grad_y`` set)."""
         ref = group_norm_backward_reference(host.x, host.grad_y, case.num_groups, host.weight, host.bias, case.eps)
-        tol = tolerances(case.dtype, case.param_dtype or case.dtype, ref, host.grad_y, host.weight)
+        tol = tolerances(case.dtype, case.param_dtype or case.dtype, ref, host.grad_y, host.weight, eps=case.eps)
         groups = case.shape[0] * case.num_groups
+        with np.errstate(all="ignore"):
+            condition = (np.abs(ref.mean) * ref.rstd).reshape(-1)
         grad_x = Expected(tuple(case.shape), case.num_groups, case.dtype, np.arange(groups),
-                          as_rows(ref.grad_x, case.num_groups), as_rows(tol["grad_x"], case.num_groups))
+                          as_rows(ref.grad_x, case.num_groups), as_rows(tol["grad_x"], case.num_groups),
+                          condition=condition, distinct=np.full(groups, float(case.group_size)),
+                          group_size=case.group_size)
         param_dtype = case.param_dtype or case.dtype
 
         def per_channel(values, tolerance):

@@ -1,114 +1,86 @@
 """The tolerance model: how far a correct GroupNorm may be from the float64 oracle.
 
-One formula, per output element, from a first-order error analysis (Higham, *Accuracy
-and Stability of Numerical Algorithms*, ch. 3-4). Write the operation as
+The acceptance policy it implements, the table of algorithms and data classes, and the
+derivation with its sources (Higham, *Accuracy and Stability of Numerical Algorithms*,
+2nd ed., ch. 4 and sec. 1.9; Chan, Golub & LeVeque 1983; Higham & Mary 2019) are in
+``docs/tolerance.md``. In one line: a GroupNorm is accepted when its error is within
+what an accepted algorithm in the accepted accumulation precision can make on that
+input; accepted are every summation (serial chains of at most :data:`M_SERIAL` terms,
+pairwise, blocked, Kahan, Welford, chunks merged by Chan's formula) of centred
+statistics, in float32 or wider for half inputs and in the input's precision or wider
+otherwise.
 
-    y = xhat * w + b,   xhat = (x - mu) * r,   r = 1 / sqrt(var + eps) = 1 / s
+Notation, per group of ``m`` elements: ``xhat = (x - mu) * r``, ``s = 1 / r =
+sqrt(var + eps)``, ``kappa = |mu| / s``, ``u_out`` the output dtype's unit roundoff,
+``u_acc`` the accumulation's (float32 for half inputs), ``D`` the number of distinct
+values among the summed terms.
 
-over a group of ``m`` elements. A correct implementation computes mu and var with some
-accumulation precision (unit roundoff ``u_acc``: float32 for half inputs, as torch,
-cuDNN and apex do; the input's own precision for float32 and float64) and rounds y to
-the output dtype (unit roundoff ``u_out``).
+**Growth of a sum's error**, :func:`growth`::
 
-* Output rounding: each rounding of a value of size |xhat*w| + |b| into the output dtype
-  costs at most ``u_out * (|xhat*w| + |b|)``. We allow ``K_OUTPUT = 2`` of them (the
-  product and the sum, or one cast after a wider computation).
-* Statistics: a sum of m terms in precision u has a typical (not worst-case) error of
-  ``u * sqrt(m)`` relative to the sum of magnitudes (random-walk model; the worst case
-  ``m * u`` is never attained by blocked or pairwise sums). For the mean, the terms are
-  of size |mu| + s, so the error is ``delta_mu ~ u_acc * sqrt(m) * (|mu| + s)``, and it
-  reaches y multiplied by |w| * r: ``u_acc * sqrt(m) * |w| * (1 + |mu|/s)``. That is
-  where the condition number ``|mu|/s`` (mean over standard deviation, eps included)
-  enters: data far from zero with little spread is hard for everyone. The variance's
-  relative error, of the same order, scales xhat: ``u_acc * sqrt(m) * |w| * |xhat|``.
-  We allow ``K_STATS = 2`` times the sum of both.
-* The affine in fused form, ``y = x * a + c`` with ``a = w * r`` and ``c = b - mu * a``
-  (what torch's kernels evaluate), rounds three values of size up to
-  ``|w| * (|mu|/s + |xhat|)`` in the accumulation precision whatever the group size:
-  ``K_FUSED = 3`` more of ``u_acc * |w| * (1 + |mu|/s + |xhat|)``. It matters for tiny,
-  ill-conditioned groups (torch's kernels reach 0.92 of the bound without it on
-  3-element groups with |mu|/s near 1e6 in the adversarial suite).
-* A floor of the output dtype's smallest normal number, for outputs that round to
-  subnormals or flush to zero.
+    G(m, D) = max(K_STATS * sqrt(m), (L / 2) * min(1, K_STATS / sqrt(D_L))) + K_FUSED
+    L   = min(m, M_SERIAL) + ceil(m / M_SERIAL) - 1        the longest accepted chain
+    D_L = min(D, L)
 
-Hence, for element i of group (n, g) and channel c::
+The first term is the probabilistic bound of Higham & Mary (independent rounding errors:
+lambda * sqrt(m) * u, lambda = K_STATS). It is not a bound where errors correlate: a
+chain adding the same value within one binade rounds the same way each time. The
+second term covers that case: a chain of L terms taking D distinct values accumulates
+D biases of at most L / D half-units each; at lambda standard deviations that is
+L / sqrt(D) (K_STATS = 2), never more than the first-order worst case L / 2 of a serial
+chain (Higham (4.3)). For data with distinct values (D = m) it is sqrt(L), below the
+first term: the model of the first edition is unchanged there. Constant and quantised
+data (D small) get the linear term.
 
-    tol_i = K_OUTPUT * u_out * (|xhat_i * w_c| + |b_c|)
-          + (K_STATS * sqrt(m) + K_FUSED) * u_acc * |w_c| * (1 + |mu|/s + |xhat_i|)
-          + tiny(out dtype)
+**Forward**, per element::
 
-It grows with the group size (sqrt(m)) and with |mu|/s, and for float16 output is about
-2 * 2^-11 relative (torch.testing uses 1e-3 for float16), for bfloat16 2 * 2^-8 (torch
-uses 1.6e-2). What it rejects: statistics accumulated in half precision (u_acc would be
-2^-11, not 2^-24), E[x^2] - E[x]^2 (its error grows like (|mu|/s)^2, not |mu|/s), a
-serial float32 sum stagnating over millions of elements, and every structural mistake.
+    tol = K_OUTPUT * u_out * (|xhat * w| + |b|)
+        + G(m, D_x) * u_acc * |w| * (1 + kappa + |xhat|)
+        + |w| * |xhat| * min(1, (G(m, D_x) * u_acc * (1 + kappa))^2)
+        + |w| * (|xhat| + G(m, D_x) * u_acc * (1 + kappa)) * (f - 1)
+    f = 1 / sqrt(max(1 - K_VAR * u_acc * kappa, eps / s^2))
+        + tiny(out dtype)
 
-The self-test (:mod:`harness.commands.selftest`) checks both sides of the model: every
-planted bug fails it and every correct implementation stays within it.
+The mean's error reaches y as |w| * delta_mu / s (relative to mean|x| <= |mu| + s: the
+factor 1 + kappa); the variance's relative error scales xhat (the factor |xhat|);
+K_FUSED covers the roundings of a fused affine ``y = x * a + (b - mu * a)`` whatever
+the group size. The squared term is the mean's error entering the variance (a two-pass
+variance is var + delta_mu^2: the n^2 kappa^2 u^2 term of Chan, Golub & LeVeque); it
+matters only where G u kappa is not small (nearly constant data far from 0). With a
+mean's error e (relative to s) the computed xhat is (xhat - e) / sqrt(1 + e^2): the
+shift is in the first-order term, and the scale never errs by more than |xhat|, hence
+the cap at 1. The last term is the updating algorithms' (Welford, Chan merges): their
+variance errs by about K_VAR * u * kappa relative (not kappa^2 as one-pass does; Chan,
+Golub & LeVeque), which scales the (shifted) xhat by up to f; where K_VAR * u * kappa
+reaches 1 the variance can be lost altogether, var + eps falls to eps, and f is s /
+sqrt(eps). Past that point (|mean|/std ~ 3e6 in float32) the input holds no digit of
+the answer, and the bound says so by growing with f.
 
-## The backward
+**Backward** (same constants; ``g = grad_y * w``, ``A_i`` the sum of the magnitudes of
+the three terms of dx, ``C_i`` what the statistics' error adds)::
 
-Same method as the forward's (first-order error analysis,
-random-walk sums, the same constants), applied to each gradient. Notation, per group of
-``m`` elements: ``xhat = (x - mu) * r``, ``s = 1 / r = sqrt(var + eps)``, ``g = gy * w``
-(1 for w without a weight), ``u_acc`` the accumulation's unit roundoff (float32 for half
-inputs), ``u_x`` grad_x's (x's dtype) and ``u_p`` the gradients of the parameters'
-(the parameters' dtype). The exact gradients are::
+    tol_dx_i = K_OUTPUT * u_x * A_i + G(m, D_g) * u_acc * (A_i + C_i) + r * E_i * E_g + tiny(x's dtype)
+    A_i = r * (|g_i| + mean|g| + |xhat_i| * mean|g * xhat|)
+    C_i = r * (mean|g * xhat| * (1 + kappa + |xhat_i|) + |xhat_i| * mean|g| * (1 + kappa))
+    E_i = min(G(m, D_g) * u_acc * (1 + kappa + |xhat_i|), 1 + |xhat_i|)            xhat_i's error
+    E_g = min(G(m, D_g) * u_acc * (1 + kappa), 1) * mean|g| + G(m, D_g) * u_acc * mean|g * xhat|
+    tol_dweight_c = (K_OUTPUT * u_p + G(M_c, D_c) * u_acc) * sum |gy * xhat|
+                  + u_acc * sum G(m, D_g) * |gy| * (1 + kappa + |xhat|) + tiny(parameters' dtype)
+    tol_dbias_c   = (K_OUTPUT * u_p + G(M_c, D_c) * u_acc) * sum |gy| + tiny
 
-    dx_i      = r * (g_i - mean(g) - xhat_i * mean(g * xhat))
-    dweight_c = sum over N and space of channel c of gy * xhat          (M_c terms)
-    dbias_c   = sum over the same of gy
+with ``D_g`` the fewest distinct values among the group's x, g and g * xhat, ``M_c`` the
+N * spatial terms of channel c and ``D_c`` the fewest distinct values among its gy and
+gy * xhat. The tolerance scales with the magnitudes of the terms that cancel, never with
+the result (a constant gy makes the exact dx 0). The product ``r * E_i * E_g`` is the one
+second-order term that matters: where r is large against the data (a constant group has
+s = sqrt(eps)), xhat's error E_i is not small, and it enters dx squared through
+xhat * mean(g * xhat) (a serial float32 sum of a constant group of 480 gives E_i = 0.05).
 
-**Why not relative to |expected|.** dx is a difference of terms that cancel: for a
-constant gy, g_i = mean(g) and dx is exactly 0 while each term is r * |g|; for gy = c *
-xhat, the third term cancels the first. A correct float32 kernel then returns values of
-size u_acc * r * |g|, infinitely far from 0 in relative terms. The tolerance therefore
-scales with the *magnitudes of the terms*, never with the result.
-
-**grad_x.** Let ``A_i = r * (|g_i| + mean|g| + |xhat_i| * mean|g * xhat|)``: the sum of
-the magnitudes of the three terms (the means taken of absolute values, so that a sum that
-cancels to 0 still counts its terms). Error sources:
-
-* rounding dx into x's dtype, and rounding the three terms and their sum: at most
-  ``K_OUTPUT * u_x * A_i`` (as the forward's output rounding, on A_i instead of |y|);
-* the two sums over the group, mean(g) and mean(g * xhat), each a random walk:
-  ``u_acc * sqrt(m) * r * mean|g|`` and ``u_acc * sqrt(m) * r * |xhat_i| * mean|g * xhat|``,
-  both below ``u_acc * sqrt(m) * A_i``;
-* the statistics. xhat carries the forward's error ``u_acc * sqrt(m) * (1 + |mu|/s +
-  |xhat|)`` (absolute; from mu and r), which reaches dx twice: in xhat_i times mean(g *
-  xhat), ``r * mean|g * xhat| * (1 + |mu|/s + |xhat_i|)``, and inside the sum mean(g *
-  xhat), times |xhat_i|: ``r * |xhat_i| * mean|g| * (1 + |mu|/s)`` (plus a mean|g * xhat|
-  part already counted). Kernels that compute mean(g * xhat) as r * (mean(g * x) - mu *
-  mean(g)) meet the same |mu|/s factor: data far from 0 with little spread is hard for
-  the backward as for the forward. r's own relative error, ``u_acc * sqrt(m)``, scales all
-  of dx: ``u_acc * sqrt(m) * A_i``.
-
-As in the forward, the group terms get ``K_STATS * sqrt(m) + K_FUSED`` (K_FUSED for the
-few roundings a fused kernel adds whatever the group size)::
-
-    tol_dx_i = K_OUTPUT * u_x * A_i
-             + (K_STATS * sqrt(m) + K_FUSED) * u_acc * (A_i + C_i)
-             + tiny(x's dtype)
-    C_i      = r * (mean|g * xhat| * (1 + |mu|/s + |xhat_i|) + |xhat_i| * mean|g| * (1 + |mu|/s))
-
-**grad_weight and grad_bias.** Sums of M_c = N * (spatial size) terms, rounded into the
-parameters' dtype. For dweight, the terms are gy * xhat with xhat's statistics error::
-
-    tol_dweight_c = (K_OUTPUT * u_p + (K_STATS * sqrt(M_c) + K_FUSED) * u_acc) * S_c
-                  + K_STATS * sqrt(m) * u_acc * R_c + tiny(parameters' dtype)
-    S_c = sum |gy * xhat|,   R_c = sum |gy| * (1 + |mu|/s + |xhat|)   (over channel c)
-    tol_dbias_c   = (K_OUTPUT * u_p + (K_STATS * sqrt(M_c) + K_FUSED) * u_acc) * sum |gy| + tiny
-
-**What it rejects**, by construction: a dx without the mean(g) term (off by r * mean(g),
-which for a constant gy is the whole A_i / 2, not a u-sized fraction of it); a dx
-without the xhat * mean(g * xhat) term (off by |xhat_i| * r * mean|g * xhat| for gy =
-c * xhat); a weight ignored in dx (off by a factor |w| - 1 on every term); dweight summed
-per group instead of per channel, or dbias from sample 0 only (off by whole terms of
-S_c); eps outside the square root (off by r * eps / 2 relative: caught where eps is
-large relative to var, as in constant groups); dweight accumulated in half precision
-(u_acc would be 2^-11, and the sqrt(M_c) walk over thousands of terms exceeds the bound).
-
-The constants are the forward's.
+What falls outside, by construction: statistics accumulated in half precision (u_acc
+2^-11 or 2^-8, not 2^-24), E[x^2] - E[x]^2 (error like kappa^2 * u), one serial chain over
+more than M_SERIAL terms where its error grows past what blocked sums make, and every
+structural slip (a term, element, parameter or eps misplaced). :func:`resemblance` names
+the class a failure is closest to. The self-test checks both sides: every planted bug
+fails, every member of the correct ensemble passes where the policy accepts it.
 """
 
 from __future__ import annotations
@@ -124,6 +96,8 @@ from .reference import GradReference
 K_OUTPUT = 2.0
 K_STATS = 2.0
 K_FUSED = 3.0
+K_VAR = 5.0  # an updating (Welford, Chan-merge) variance errs by about K_VAR * u * kappa, relative
+M_SERIAL = 2 ** 16  # the longest serial chain the policy accepts (docs/tolerance.md)
 
 _MANTISSA_BITS = {"float16": 11, "bfloat16": 8, "float32": 24, "float64": 53}
 
@@ -133,7 +107,54 @@ def unit_roundoff(dtype: str) -> float:
     return 2.0 ** -_MANTISSA_BITS[dtype]
 
 
-def tolerance_of(dtype: str, normalized, condition, weight_abs, bias_abs, group_size: int) -> np.ndarray:
+def longest_chain(terms: int) -> int:
+    """L: the most additions one accepted sum of ``terms`` terms puts in a row (a serial
+    chain of at most M_SERIAL terms, then the chains' sums added one by one)."""
+    terms = max(int(terms), 1)
+    return min(terms, M_SERIAL) + -(-terms // M_SERIAL) - 1
+
+
+def growth(terms: int, distinct=None):
+    """G(m, D): how many unit roundoffs (relative to the terms' magnitudes) an accepted
+    sum of ``terms`` terms taking ``distinct`` distinct values may err by, K_FUSED
+    included (see the module docstring). ``distinct`` None means all distinct; an array
+    gives an array."""
+    m = max(int(terms), 1)
+    chain = longest_chain(m)
+    random = K_STATS * math.sqrt(m)
+    if distinct is None:
+        distinct = chain
+    with np.errstate(all="ignore"):
+        d = np.clip(np.asarray(distinct, np.float64), 1.0, chain)
+        correlated = 0.5 * chain * np.minimum(1.0, K_STATS / np.sqrt(d))
+        result = np.maximum(random, correlated) + K_FUSED
+    return float(result) if np.ndim(result) == 0 else result
+
+
+def distinct_per_row(rows) -> np.ndarray:
+    """The number of distinct values in each row of a 2-D array (NaNs each count)."""
+    rows = np.asarray(rows)
+    if rows.ndim != 2:
+        raise ValueError(f"distinct_per_row takes a 2-D array, got shape {rows.shape}")
+    if rows.shape[1] <= 1:
+        return np.full(rows.shape[0], float(rows.shape[1]))
+    ordered = np.sort(rows, axis=1)
+    return 1.0 + np.count_nonzero(ordered[:, 1:] != ordered[:, :-1], axis=1)
+
+
+def variance_scale(condition, u_acc: float, floor) -> np.ndarray:
+    """f - 1, where f = 1 / sqrt(max(1 - rho, floor)) bounds how much a variance with a
+    relative error rho = K_VAR * u_acc * kappa can scale xhat (and r): a relative error
+    rho < 1 scales xhat by at most f; a variance lost altogether (rho >= 1) leaves
+    var + eps >= eps, a scale of at most s / sqrt(eps) (``floor`` = eps / s^2; 0 when eps
+    is not known: no bound then)."""
+    with np.errstate(all="ignore"):
+        rho = K_VAR * u_acc * condition
+        return 1.0 / np.sqrt(np.maximum(1.0 - rho, floor)) - 1.0
+
+
+def tolerance_of(dtype: str, normalized, condition, weight_abs, bias_abs, group_size: int, distinct=None,
+                 floor=0.0) -> np.ndarray:
     """The formula itself, on arrays broadcastable to ``normalized``'s shape.
 
     Args:
@@ -142,18 +163,28 @@ def tolerance_of(dtype: str, normalized, condition, weight_abs, bias_abs, group_
         condition: |mean| / s of each element's group (s = sqrt(var + eps)).
         weight_abs, bias_abs: |w| and |b| of each element's channel (1 and 0 without affine).
         group_size: m, the number of elements in one (sample, group).
+        distinct: D, distinct values in each element's group (broadcastable); None: all distinct.
+        floor: eps / s^2 of each element's group (eps * rstd^2), the least var + eps can
+            fall to relative to its exact value; 0 (eps unknown) leaves a lost variance unbounded.
     """
     u_out = unit_roundoff(dtype)
     u_acc = unit_roundoff(accumulation_dtype(dtype))
     with np.errstate(all="ignore"):
         magnitude = np.abs(normalized)
         output_term = K_OUTPUT * u_out * (magnitude * weight_abs + bias_abs)
-        growth = K_STATS * math.sqrt(max(group_size, 1)) + K_FUSED
-        stats_term = growth * u_acc * weight_abs * (1.0 + condition + magnitude)
-        return output_term + stats_term + float(finfo(dtype).tiny)
+        walk = growth(group_size, distinct) * u_acc
+        stats_term = walk * weight_abs * (1.0 + condition + magnitude)
+        # second order: the mean's error E = G u (1 + kappa), relative to s, enters the
+        # variance squared (var + E^2 s^2: Chan, Golub & LeVeque's n^2 kappa^2 u^2 term)
+        # (capped at 1: the computed xhat is (xhat - e) / sqrt(1 + e^2), whatever e is)
+        second = weight_abs * magnitude * np.minimum(np.square(walk * (1.0 + condition)), 1.0)
+        # a lost or inflated variance scales the shifted xhat: (|xhat| + E) * (f - 1)
+        shift = walk * (1.0 + condition)
+        updating = weight_abs * (magnitude + shift) * variance_scale(condition, u_acc, floor)
+        return output_term + stats_term + second + updating + float(finfo(dtype).tiny)
 
 
-def tolerance(dtype: str, normalized, mean, rstd, group_size: int, weight=None, bias=None) -> np.ndarray:
+def tolerance(dtype: str, normalized, mean, rstd, group_size: int, weight=None, bias=None, *, eps=None) -> np.ndarray:
     """Per-element tolerance for a whole GroupNorm output (see the module docstring).
 
     Args:
@@ -162,9 +193,12 @@ def tolerance(dtype: str, normalized, mean, rstd, group_size: int, weight=None, 
         mean, rstd: oracle statistics, float64, shape (N, G).
         group_size: m, the number of elements in one (sample, group).
         weight, bias: per-channel parameters (host arrays) or None.
+        eps: the case's eps (bounds what a lost variance can do; None: unbounded there).
 
     Returns:
-        float64 array of the input's shape.
+        float64 array of the input's shape. The distinct values of each group are counted
+        in ``normalized`` (equal inputs normalize equally) when it holds N * G groups of
+        ``group_size``; otherwise every value counts as distinct.
     """
     shape = normalized.shape
     n, channels = shape[:2]
@@ -173,9 +207,38 @@ def tolerance(dtype: str, normalized, mean, rstd, group_size: int, weight=None, 
     broadcast = (1, channels) + spatial
     w = np.ones(broadcast) if weight is None else np.abs(np.asarray(weight, np.float64)).reshape(broadcast)
     b = np.zeros(broadcast) if bias is None else np.abs(np.asarray(bias, np.float64)).reshape(broadcast)
+    distinct = None
+    if normalized.size and normalized.size == n * groups * group_size:
+        distinct = _per_group_element(distinct_per_row(np.reshape(normalized, (n * groups, -1))).reshape(n, groups),
+                                      shape)
     with np.errstate(all="ignore"):
         condition = np.repeat(np.abs(mean) * rstd, channels // max(groups, 1), axis=1).reshape((n, channels) + spatial)
-    return tolerance_of(dtype, normalized, condition, w, b, group_size)
+        floor = 0.0 if eps is None else _per_group_element(eps * np.square(rstd), shape)
+    return tolerance_of(dtype, normalized, condition, w, b, group_size, distinct, floor)
+
+
+def resemblance(dtype: str, ratio: float, group_size: int, distinct=None, condition: float = 0.0) -> str:
+    """The rejected class of docs/tolerance.md a statistics error of ``ratio`` times the
+    tolerance is closest to, as a phrase for a failure message ("" when ``ratio`` <= 1).
+    The error is read as ``ratio * G`` unit roundoffs of the accumulation (exact where the
+    statistics' term dominates the tolerance, as it does for float32 and float64)."""
+    if not ratio > 1.0 or not math.isfinite(ratio):
+        return ""
+    accumulation = accumulation_dtype(dtype)
+    u_acc = unit_roundoff(accumulation)
+    m = max(int(group_size), 1)
+    implied = ratio * growth(m, distinct)  # in u_acc * |w| * (1 + kappa + |xhat|)
+    half = growth(m, distinct) * unit_roundoff(dtype)  # what a sum in the input's half precision errs by
+    if dtype in ("float16", "bfloat16") and half / 8 <= implied * u_acc <= 4 * half:
+        return (f"error consistent with statistics accumulated in {dtype} "
+                f"(u = {unit_roundoff(dtype):.2g}, not {u_acc:.2g})")
+    if m > M_SERIAL and implied <= 0.5 * m + K_FUSED:
+        return (f"error consistent with one serial {accumulation} sum over {m:,} elements "
+                f"(accepted chains hold at most {M_SERIAL:,} terms)")
+    if condition > 1.0 and implied <= 8.0 * condition:
+        return (f"error consistent with one-pass variance E[x^2] - E[x]^2 (error like (|mean|/std)^2 * u; "
+                f"|mean|/std = {condition:.3g} here)")
+    return f"error beyond any accepted sum in {accumulation} on this input: a structural slip, not rounding"
 
 
 # -- backward ---------------------------------------------------------------------------
@@ -187,7 +250,7 @@ def _per_group_element(values, shape):
     return np.repeat(values, channels // max(groups, 1), axis=1).reshape((n, channels) + spatial)
 
 
-def tolerances(dtype: str, param_dtype: str, ref: GradReference, grad_y, weight=None) -> dict:
+def tolerances(dtype: str, param_dtype: str, ref: GradReference, grad_y, weight=None, *, eps=None) -> dict:
     """Per-element tolerances of each gradient (see the module docstring).
 
     Args:
@@ -196,6 +259,7 @@ def tolerances(dtype: str, param_dtype: str, ref: GradReference, grad_y, weight=
         ref: the oracle's gradients and statistics for these inputs.
         grad_y: the incoming gradient (host array of x's shape).
         weight: the per-channel weight (host array) or None.
+        eps: the case's eps (bounds what a lost variance can do; None: unbounded there).
 
     Returns:
         {"grad_x": array of x's shape, "grad_weight": (C,) or None, "grad_bias": (C,) or None}.
@@ -209,7 +273,8 @@ def tolerances(dtype: str, param_dtype: str, ref: GradReference, grad_y, weight=
     u_acc = unit_roundoff(accumulation_dtype(dtype))
     reduce = (0,) + tuple(range(2, len(shape)))
     with np.errstate(all="ignore"):
-        gy = np.abs(np.asarray(grad_y, np.float64))
+        gy_signed = np.asarray(grad_y, np.float64)
+        gy = np.abs(gy_signed)
         w = np.ones(broadcast) if weight is None else np.abs(np.asarray(weight, np.float64)).reshape(broadcast)
         r = _per_group_element(ref.rstd, shape)
         condition = 1.0 + _per_group_element(np.abs(ref.mean) * ref.rstd, shape)
@@ -218,15 +283,49 @@ def tolerances(dtype: str, param_dtype: str, ref: GradReference, grad_y, weight=
         xhat = np.abs(ref.normalized)
         terms = r * (gy * w + mean_g + xhat * mean_g_xhat)  # A_i
         statistics = r * (mean_g_xhat * (condition + xhat) + xhat * mean_g * condition)  # C_i
-        walk = K_STATS * math.sqrt(group_size) + K_FUSED
-        grad_x = K_OUTPUT * u_x * terms + walk * u_acc * (terms + statistics) + float(finfo(dtype).tiny)
+        walk = _group_growth(ref.normalized, gy_signed, weight, groups, group_size)
+        # second order: xhat's own error E_i = G u (1 + kappa + |xhat_i|) times the error it
+        # puts into mean(g * xhat); not small where r is large against the data (constant groups)
+        shift = np.minimum(walk * u_acc * (condition + xhat), 1.0 + xhat)  # a computed |xhat| stays below 1 + |xhat|
+        second = r * shift * (np.minimum(walk * u_acc * condition, 1.0) * mean_g + walk * u_acc * mean_g_xhat)
+        floor = 0.0 if eps is None else _per_group_element(eps * np.square(ref.rstd), shape)
+        scale = variance_scale(condition - 1.0, u_acc, floor)  # r, xhat and xhat^2 scale by f, f, f^2
+        grad_x = (K_OUTPUT * u_x * terms + walk * u_acc * (terms + statistics) + second
+                  + (np.power(1.0 + scale, 3) - 1.0) * terms + float(finfo(dtype).tiny))
         per_channel = n * math.prod(shape[2:])  # M_c
-        channel_walk = K_OUTPUT * u_p + (K_STATS * math.sqrt(per_channel) + K_FUSED) * u_acc
         tiny_p = float(finfo(param_dtype).tiny)
         grad_weight = grad_bias = None
+        if ref.grad_weight is not None or ref.grad_bias is not None:
+            by_channel = _by_channel(gy_signed)
+            gy_distinct = distinct_per_row(by_channel) if per_channel else np.ones(channels)
         if ref.grad_weight is not None:
-            spread = K_STATS * math.sqrt(group_size) * u_acc * (gy * (condition + xhat)).sum(axis=reduce)
-            grad_weight = channel_walk * (gy * xhat).sum(axis=reduce) + spread + tiny_p
+            products = distinct_per_row(_by_channel(gy_signed * ref.normalized)) if per_channel else gy_distinct
+            channel_walk = K_OUTPUT * u_p + growth(per_channel, np.minimum(gy_distinct, products)) * u_acc
+            spread = u_acc * ((walk - K_FUSED) * gy * (condition + xhat)).sum(axis=reduce)
+            scaled = (scale * gy * xhat).sum(axis=reduce)  # a lost or inflated variance scales xhat
+            grad_weight = channel_walk * (gy * xhat).sum(axis=reduce) + spread + scaled + tiny_p
         if ref.grad_bias is not None:
+            channel_walk = K_OUTPUT * u_p + growth(per_channel, gy_distinct) * u_acc
             grad_bias = channel_walk * gy.sum(axis=reduce) + tiny_p
     return {"grad_x": grad_x, "grad_weight": grad_weight, "grad_bias": grad_bias}
+
+
+def _by_channel(values) -> np.ndarray:
+    """(N, C, *) as (C, N * spatial): each channel's terms in a row."""
+    return np.moveaxis(values, 1, 0).reshape(values.shape[1], -1)
+
+
+def _group_growth(normalized, grad_y, weight, groups: int, group_size: int) -> np.ndarray:
+    """G(m, D_g) per element: D_g the fewest distinct values among the group's x (its
+    xhat), g = grad_y * w and g * xhat (the terms of the backward's group sums)."""
+    shape = normalized.shape
+    n, channels = shape[:2]
+    if normalized.size == 0:
+        return np.full(shape, growth(group_size))
+    broadcast = (1, channels) + (1,) * (len(shape) - 2)
+    g = grad_y if weight is None else grad_y * np.asarray(weight, np.float64).reshape(broadcast)
+    fewest = None
+    for values in (normalized, g, g * normalized):
+        counted = distinct_per_row(np.reshape(values, (n * groups, -1)))
+        fewest = counted if fewest is None else np.minimum(fewest, counted)
+    return _per_group_element(growth(group_size, fewest.reshape(n, groups)), shape)
