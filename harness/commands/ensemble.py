@@ -10,15 +10,20 @@ outside its accepted domain (``Member.accepts``) is the policy's rejection, repo
 Members (name: statistics; backward sums):
 
 * ``ok-serial-two-pass``: one running sum per group (``np.add.accumulate``), then the
-  running sum of squared deviations; serial sums. Accepted on groups of at most
-  :data:`~harness.oracle.tolerances.M_SERIAL` elements (sums of as many terms).
+  running sum of squared deviations; serial sums. Accepted on sums of at most
+  :data:`~harness.oracle.tolerances.M_SERIAL` terms over data whose local condition
+  kappa (a cluster's |centre| over its spread) keeps kappa * u * L below
+  :data:`SERIAL_REACH`: past it the chain's partial sums outgrow the terms' spread and
+  its rounding errors take one sign (:func:`serial_domain`).
 * ``ok-serial-welford``: Welford's recurrence over the whole group; serial sums.
   Accepted like the serial two-pass (it is one chain too).
 * ``ok-kahan-two-pass``: compensated (Kahan) sums in both passes and in the backward.
 * ``ok-welford``: Welford's recurrence over chunks of :data:`WELFORD_CHUNK` elements (a
-  thread's share), the chunks merged pairwise by Chan's formula; chunked sums.
-* ``ok-chunked-chan``: a centred two-pass over chunks of :data:`CHUNK` elements (serial
-  inside), chunk statistics merged one after another by Chan's formula; chunked sums.
+  vector lane's share), the chunks merged pairwise by Chan's formula (a cascade, as
+  torch's CPU kernel); chunked sums.
+* ``ok-chunked-chan``: a centred two-pass over chunks of :data:`CHUNK` elements (pairwise
+  inside), chunk statistics merged pairwise by Chan's formula (a blocked GPU kernel's
+  plan); chunked sums.
 * ``ok-pairwise``: NumPy's pairwise sums, centred two-pass.
 * ``ok-float64``: NumPy's pairwise sums in float64, whatever the input dtype.
 * ``ok-uncentred-backward``: as ``ok-pairwise``, but the backward forms mean(g * xhat)
@@ -46,7 +51,8 @@ import backends
 from backends.base import GroupNormBackend
 
 CHUNK = 1024  # elements per chunk of ok-chunked-chan
-WELFORD_CHUNK = 4096  # elements per Welford chain of ok-welford
+WELFORD_CHUNK = 16  # elements per Welford chain of ok-welford (a vector lane's share in a cascade, as torch's)
+SERIAL_REACH = 1 / 16  # a serial chain of L terms is accepted while kappa * u * L stays below this
 
 
 # -- sums over the last axis (keepdims), each in its algorithm -------------------------
@@ -136,25 +142,27 @@ def _chunk_welford(grouped):
 
 
 def _chunked_chan(grouped):
-    """Centred two-pass per chunk of CHUNK (serial inside), chunks merged in turn by Chan."""
+    """Centred two-pass per chunk of CHUNK (pairwise inside), chunk statistics merged
+    pairwise by Chan's formula."""
     size = grouped.shape[-1]
     dtype = grouped.dtype.type
     if size == 0:
         nan = np.full(grouped.shape[:-1] + (1,), np.nan, grouped.dtype)
         return nan, nan
-    mean = m2 = None
-    count = 0.0
+    means, m2s, counts = [], [], []
     for start in range(0, size, CHUNK):
         chunk = grouped[..., start:start + CHUNK]
-        length = chunk.shape[-1]
-        chunk_mean = serial_sum(chunk) / dtype(length)
-        chunk_m2 = serial_sum(np.square(chunk - chunk_mean))
-        if mean is None:
-            mean, m2, count = chunk_mean, chunk_m2, float(length)
-        else:
-            mean, m2, count = _merge(mean, m2, np.float64(count), chunk_mean, chunk_m2, np.float64(length))
-            count = float(count)
-    return mean, m2 / dtype(size)
+        mean, m2 = _centred(chunk, pairwise_sum)
+        means.append(mean)
+        m2s.append(m2 * dtype(chunk.shape[-1]))
+        counts.append(np.float64(chunk.shape[-1]))
+    while len(means) > 1:
+        merged = [_merge(means[i], m2s[i], counts[i], means[i + 1], m2s[i + 1], counts[i + 1])
+                  for i in range(0, len(means) - 1, 2)]
+        if len(means) % 2:
+            merged.append((means[-1], m2s[-1], counts[-1]))
+        means, m2s, counts = (list(column) for column in zip(*merged))
+    return means[0], m2s[0] / dtype(size)
 
 
 # -- the chains in Numba (or the same loop in NumPy) -----------------------------------
@@ -253,8 +261,31 @@ def _group_size(x, num_groups: int) -> int:
     return x.shape[1] // max(num_groups, 1) * int(np.prod(x.shape[2:], dtype=np.int64))
 
 
-def _serial_domain(case) -> str | None:
-    from harness.oracle.tolerances import M_SERIAL
+# a cluster's |centre| over its spread, per named input distribution (harness/problems/inputs.py)
+LOCAL_CONDITION = {"offset": 1e3, "offset_1e5": 1e5, "near_constant": 1e3, "near_constant_1e6": 1e6,
+                   "channel_stats": 5 * math.exp(2), "channel_stats_wide": 1e3 * math.exp(7),
+                   "split_group": 4.0, "split_group_far": 1e3}
+
+
+def local_condition(case) -> float:
+    """kappa of the data's clusters: |centre| / spread (a channel's, a group's), 1 for
+    data centred on 0, 0 for constant groups."""
+    from harness.problems.inputs import Parametric
+
+    if case.distribution == "constant":
+        return 0.0
+    made = Parametric.parse(case.distribution)
+    if made is not None:
+        return (abs(made.offset) + made.spread) / made.scale if made.scale else math.inf
+    return LOCAL_CONDITION.get(case.distribution, 1.0)
+
+
+def serial_domain(case) -> str | None:
+    """None where the policy accepts a serial chain on ``case``, else why not: a chain
+    over more than M_SERIAL terms, or one whose partial sums outgrow the terms' spread
+    (local kappa * u * L >= SERIAL_REACH)."""
+    from backends.dtypes import accumulation_dtype
+    from harness.oracle.tolerances import M_SERIAL, unit_roundoff
 
     longest = case.group_size  # the forward's sums; the backward's also sum each channel's N * spatial terms
     if case.pass_ != "forward" and case.shape[1]:
@@ -262,6 +293,10 @@ def _serial_domain(case) -> str | None:
     if longest > M_SERIAL:
         return (f"one serial chain over {longest:,} terms: the policy accepts serial chains of at most "
                 f"{M_SERIAL:,} (docs/tolerance.md)")
+    reach = local_condition(case) * unit_roundoff(accumulation_dtype(case.dtype)) * case.group_size
+    if reach >= SERIAL_REACH:
+        return (f"one serial chain over data far from 0 against its spread (kappa * u * L = {reach:.3g}, "
+                f"at least {SERIAL_REACH}): its rounding errors take one sign (docs/tolerance.md)")
     return None
 
 
@@ -339,15 +374,15 @@ class Member:
 MEMBERS = {
     member.name: member
     for member in (
-        Member("ok-serial-two-pass", "serial running sums, centred two-pass (accepted up to 2^16 terms)",
-               lambda grouped: _centred(grouped, serial_sum), serial_sum, domain=_serial_domain),
-        Member("ok-serial-welford", "Welford's recurrence over the whole group (accepted up to 2^16 terms)",
-               _serial_welford, serial_sum, domain=_serial_domain),
+        Member("ok-serial-two-pass", "serial running sums, centred two-pass (accepted on well-conditioned chains)",
+               lambda grouped: _centred(grouped, serial_sum), serial_sum, domain=serial_domain),
+        Member("ok-serial-welford", "Welford's recurrence over the whole group (accepted on well-conditioned chains)",
+               _serial_welford, serial_sum, domain=serial_domain),
         Member("ok-kahan-two-pass", "compensated (Kahan) sums, centred two-pass",
                lambda grouped: _centred(grouped, kahan_sum), kahan_sum),
         Member("ok-welford", f"Welford over chunks of {WELFORD_CHUNK}, pairwise Chan merges",
-               _chunk_welford, lambda values: chunked_sum(values, WELFORD_CHUNK)),
-        Member("ok-chunked-chan", f"centred two-pass per chunk of {CHUNK}, serial Chan merges",
+               _chunk_welford, lambda values: chunked_sum(values, 256)),
+        Member("ok-chunked-chan", f"centred two-pass per chunk of {CHUNK}, pairwise Chan merges",
                _chunked_chan, chunked_sum),
         Member("ok-pairwise", "pairwise sums, centred two-pass", lambda grouped: _centred(grouped, pairwise_sum),
                pairwise_sum),
@@ -395,4 +430,5 @@ def false_alarms(frame):
     return frame[frame.backend.isin(list(MEMBERS)) & frame.status.isin(FAILED) & ~outside_policy(frame)]
 
 
-__all__ = ["MEMBERS", "Member", "accepts", "false_alarms", "outside_policy", "register_backends"]
+__all__ = ["MEMBERS", "Member", "accepts", "false_alarms", "local_condition", "outside_policy", "register_backends",
+           "serial_domain"]

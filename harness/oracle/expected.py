@@ -27,8 +27,10 @@ import math
 
 import numpy as np
 
+from backends.dtypes import accumulation_dtype
+
 from .reference import group_norm_backward_reference, normalize_rows
-from .tolerances import distinct_per_row, resemblance, tolerance_of, tolerances
+from .tolerances import distinct_per_row, resemblance, statistics_stall, tolerance_of, tolerances, unit_roundoff
 
 VERIFY_ELEMENTS = 2 ** 26
 BLOCK_ELEMENTS = 2 ** 22  # rows of the oracle computed at a time
@@ -120,6 +122,7 @@ class Expected:
         distincts = np.empty(len(groups))
 
         step = max(1, BLOCK_ELEMENTS // max(size, 1))
+        u_acc = unit_roundoff(accumulation_dtype(case.dtype))
         for start in range(0, len(groups), step):
             ids = groups[start:start + step]
             normalized, mean, rstd = normalize_rows(x_rows[ids], case.eps)
@@ -129,12 +132,13 @@ class Expected:
                 condition = (np.abs(mean) * rstd)[:, None]
                 distinct = distinct_per_row(normalized)
                 floor = (case.eps * np.square(rstd))[:, None]
+                stall = tuple(share[:, None] for share in statistics_stall(normalized, (mean * rstd)[:, None], u_acc))
                 conditions[start:start + step] = condition[:, 0]
                 distincts[start:start + step] = distinct
                 tol[start:start + step] = tolerance_of(
                     case.dtype, normalized, condition,
                     1.0 if weight is None else np.abs(weight), 0.0 if bias is None else np.abs(bias), size,
-                    distinct[:, None], floor,
+                    distinct[:, None], floor, stall,
                 )
                 if weight is not None:
                     normalized *= weight

@@ -29,7 +29,9 @@ D biases of at most L / D half-units each; at lambda standard deviations that is
 L / sqrt(D) (K_STATS = 2), never more than the first-order worst case L / 2 of a serial
 chain (Higham (4.3)). For data with distinct values (D = m) it is sqrt(L), below the
 first term: the model of the first edition is unchanged there. Constant and quantised
-data (D small) get the linear term.
+data (D small) get the linear term. A serial chain over data far from 0 against their
+spread (kappa u L above 1/16) errs linearly too, whatever D is: the policy rejects such
+chains, and the model does not cover them (docs/tolerance.md).
 
 **Forward**, per element::
 
@@ -153,8 +155,35 @@ def variance_scale(condition, u_acc: float, floor) -> np.ndarray:
         return 1.0 / np.sqrt(np.maximum(1.0 - rho, floor)) - 1.0
 
 
+def stalled(rows, u: float) -> np.ndarray:
+    """Per row of terms, the share of their magnitude that a running sum can lose whole:
+    the terms no larger than 2 u times the largest partial sum an accepted chain reaches
+    (T L / m for T the sum of magnitudes and L the longest chain, at least the largest
+    term). Added to a partial sum that large, each rounds away, always toward the partial
+    sum: a bias, not a random walk. 0 where T is 0 or not finite."""
+    rows = np.abs(np.asarray(rows, np.float64))
+    if rows.ndim != 2 or rows.shape[1] == 0:
+        return np.zeros(rows.shape[0] if rows.ndim else 1)
+    with np.errstate(all="ignore"):
+        total = rows.sum(axis=1, keepdims=True)
+        reach = np.maximum(total * min(1.0, longest_chain(rows.shape[1]) / rows.shape[1]),
+                           rows.max(axis=1, keepdims=True))
+        lost = np.where(rows <= 2.0 * u * reach, rows, 0.0).sum(axis=1) / total[:, 0]
+    return np.where(np.isfinite(lost), lost, 0.0)
+
+
+def statistics_stall(normalized_rows, condition_signed_rows, u: float) -> tuple:
+    """:func:`stalled` for the two sums of a two-pass, per row: (the values' share, x / s =
+    mu / s + xhat: the mean's relative error; the squared deviations' share, xhat^2: the
+    variance's)."""
+    with np.errstate(all="ignore"):
+        values = stalled(np.asarray(condition_signed_rows, np.float64) + normalized_rows, u)
+        squares = stalled(np.square(normalized_rows), u)
+    return values, squares
+
+
 def tolerance_of(dtype: str, normalized, condition, weight_abs, bias_abs, group_size: int, distinct=None,
-                 floor=0.0) -> np.ndarray:
+                 floor=0.0, stall=(0.0, 0.0)) -> np.ndarray:
     """The formula itself, on arrays broadcastable to ``normalized``'s shape.
 
     Args:
@@ -166,6 +195,8 @@ def tolerance_of(dtype: str, normalized, condition, weight_abs, bias_abs, group_
         distinct: D, distinct values in each element's group (broadcastable); None: all distinct.
         floor: eps / s^2 of each element's group (eps * rstd^2), the least var + eps can
             fall to relative to its exact value; 0 (eps unknown) leaves a lost variance unbounded.
+        stall: (mean's, variance's) share of each element's group that a running sum can
+            lose (:func:`statistics_stall`, broadcastable; 0: none).
     """
     u_out = unit_roundoff(dtype)
     u_acc = unit_roundoff(accumulation_dtype(dtype))
@@ -173,7 +204,9 @@ def tolerance_of(dtype: str, normalized, condition, weight_abs, bias_abs, group_
         magnitude = np.abs(normalized)
         output_term = K_OUTPUT * u_out * (magnitude * weight_abs + bias_abs)
         walk = growth(group_size, distinct) * u_acc
-        stats_term = walk * weight_abs * (1.0 + condition + magnitude)
+        stall_mean, stall_var = stall  # terms a running sum loses whole: the mean's error, the variance's
+        stats_term = weight_abs * (walk * (1.0 + condition + magnitude) + stall_mean * (1.0 + condition)
+                                   + stall_var * magnitude)
         # second order: the mean's error E = G u (1 + kappa), relative to s, enters the
         # variance squared (var + E^2 s^2: Chan, Golub & LeVeque's n^2 kappa^2 u^2 term)
         # (capped at 1: the computed xhat is (xhat - e) / sqrt(1 + e^2), whatever e is)
@@ -207,14 +240,19 @@ def tolerance(dtype: str, normalized, mean, rstd, group_size: int, weight=None, 
     broadcast = (1, channels) + spatial
     w = np.ones(broadcast) if weight is None else np.abs(np.asarray(weight, np.float64)).reshape(broadcast)
     b = np.zeros(broadcast) if bias is None else np.abs(np.asarray(bias, np.float64)).reshape(broadcast)
-    distinct = None
+    distinct, stall = None, (0.0, 0.0)
     if normalized.size and normalized.size == n * groups * group_size:
-        distinct = _per_group_element(distinct_per_row(np.reshape(normalized, (n * groups, -1))).reshape(n, groups),
-                                      shape)
+        rows = np.reshape(normalized, (n * groups, -1))
+        distinct = _per_group_element(distinct_per_row(rows).reshape(n, groups), shape)
+        with np.errstate(all="ignore"):
+            signed = (mean * rstd).reshape(-1, 1)
+        u_acc = unit_roundoff(accumulation_dtype(dtype))
+        stall = tuple(_per_group_element(share.reshape(n, groups), shape)
+                      for share in statistics_stall(rows, signed, u_acc))
     with np.errstate(all="ignore"):
         condition = np.repeat(np.abs(mean) * rstd, channels // max(groups, 1), axis=1).reshape((n, channels) + spatial)
         floor = 0.0 if eps is None else _per_group_element(eps * np.square(rstd), shape)
-    return tolerance_of(dtype, normalized, condition, w, b, group_size, distinct, floor)
+    return tolerance_of(dtype, normalized, condition, w, b, group_size, distinct, floor, stall)
 
 
 def resemblance(dtype: str, ratio: float, group_size: int, distinct=None, condition: float = 0.0) -> str:
@@ -283,14 +321,20 @@ def tolerances(dtype: str, param_dtype: str, ref: GradReference, grad_y, weight=
         xhat = np.abs(ref.normalized)
         terms = r * (gy * w + mean_g + xhat * mean_g_xhat)  # A_i
         statistics = r * (mean_g_xhat * (condition + xhat) + xhat * mean_g * condition)  # C_i
-        walk = _group_growth(ref.normalized, gy_signed, weight, groups, group_size)
+        walk, lost_sums, lost_stats = _group_growth(ref.normalized, gy_signed, weight, groups, group_size,
+                                                    ref.mean * ref.rstd, u_acc)
         # second order: xhat's own error E_i = G u (1 + kappa + |xhat_i|) times the error it
         # puts into mean(g * xhat); not small where r is large against the data (constant groups)
         shift = np.minimum(walk * u_acc * (condition + xhat), 1.0 + xhat)  # a computed |xhat| stays below 1 + |xhat|
         second = r * shift * (np.minimum(walk * u_acc * condition, 1.0) * mean_g + walk * u_acc * mean_g_xhat)
         floor = 0.0 if eps is None else _per_group_element(eps * np.square(ref.rstd), shape)
         scale = variance_scale(condition - 1.0, u_acc, floor)  # r, xhat and xhat^2 scale by f, f, f^2
-        grad_x = (K_OUTPUT * u_x * terms + walk * u_acc * (terms + statistics) + second
+        # terms a running sum loses whole: of the group sums (relative to r * the terms' means), and
+        # of the forward's statistics (xhat's error, as in the forward's tolerance)
+        stall_mean, stall_var = lost_stats
+        xhat_error = stall_mean * condition + stall_var * (1.0 + xhat)
+        stalls = r * (lost_sums * (mean_g + xhat * mean_g_xhat) + (mean_g_xhat + xhat * mean_g) * xhat_error)
+        grad_x = (K_OUTPUT * u_x * terms + walk * u_acc * (terms + statistics) + second + stalls
                   + (np.power(1.0 + scale, 3) - 1.0) * terms + float(finfo(dtype).tiny))
         per_channel = n * math.prod(shape[2:])  # M_c
         tiny_p = float(finfo(param_dtype).tiny)
@@ -300,12 +344,14 @@ def tolerances(dtype: str, param_dtype: str, ref: GradReference, grad_y, weight=
             gy_distinct = distinct_per_row(by_channel) if per_channel else np.ones(channels)
         if ref.grad_weight is not None:
             products = distinct_per_row(_by_channel(gy_signed * ref.normalized)) if per_channel else gy_distinct
-            channel_walk = K_OUTPUT * u_p + growth(per_channel, np.minimum(gy_distinct, products)) * u_acc
-            spread = u_acc * ((walk - K_FUSED) * gy * (condition + xhat)).sum(axis=reduce)
+            stall = np.maximum(stalled(by_channel, u_acc), stalled(_by_channel(gy_signed * ref.normalized), u_acc))
+            channel_walk = (K_OUTPUT * u_p + growth(per_channel, np.minimum(gy_distinct, products)) * u_acc
+                            + stall)
+            spread = (((walk - K_FUSED) * u_acc) * gy * (condition + xhat) + gy * xhat_error).sum(axis=reduce)
             scaled = (scale * gy * xhat).sum(axis=reduce)  # a lost or inflated variance scales xhat
             grad_weight = channel_walk * (gy * xhat).sum(axis=reduce) + spread + scaled + tiny_p
         if ref.grad_bias is not None:
-            channel_walk = K_OUTPUT * u_p + growth(per_channel, gy_distinct) * u_acc
+            channel_walk = K_OUTPUT * u_p + growth(per_channel, gy_distinct) * u_acc + stalled(by_channel, u_acc)
             grad_bias = channel_walk * gy.sum(axis=reduce) + tiny_p
     return {"grad_x": grad_x, "grad_weight": grad_weight, "grad_bias": grad_bias}
 
@@ -315,17 +361,26 @@ def _by_channel(values) -> np.ndarray:
     return np.moveaxis(values, 1, 0).reshape(values.shape[1], -1)
 
 
-def _group_growth(normalized, grad_y, weight, groups: int, group_size: int) -> np.ndarray:
-    """G(m, D_g) per element: D_g the fewest distinct values among the group's x (its
-    xhat), g = grad_y * w and g * xhat (the terms of the backward's group sums)."""
+def _group_growth(normalized, grad_y, weight, groups: int, group_size: int, signed_condition, u: float):
+    """Per element: G(m, D_g), D_g the fewest distinct values among the group's x (its
+    xhat), g = grad_y * w and g * xhat (the terms of the backward's group sums); the share
+    of those group sums a running sum can lose (:func:`stalled`); and the forward
+    statistics' (mean's, variance's) shares."""
     shape = normalized.shape
     n, channels = shape[:2]
     if normalized.size == 0:
-        return np.full(shape, growth(group_size))
+        return np.full(shape, growth(group_size)), 0.0, (0.0, 0.0)
     broadcast = (1, channels) + (1,) * (len(shape) - 2)
     g = grad_y if weight is None else grad_y * np.asarray(weight, np.float64).reshape(broadcast)
     fewest = None
     for values in (normalized, g, g * normalized):
         counted = distinct_per_row(np.reshape(values, (n * groups, -1)))
         fewest = counted if fewest is None else np.minimum(fewest, counted)
-    return _per_group_element(growth(group_size, fewest.reshape(n, groups)), shape)
+    rows = np.reshape(normalized, (n * groups, -1))
+    stats = statistics_stall(rows, np.reshape(signed_condition, (-1, 1)), u)
+    sums = np.maximum(*(stalled(np.reshape(values, (n * groups, -1)), u) for values in (g, g * normalized)))
+
+    def spread(values):
+        return _per_group_element(values.reshape(n, groups), shape)
+
+    return spread(growth(group_size, fewest)), spread(sums), tuple(spread(share) for share in stats)
