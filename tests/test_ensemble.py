@@ -64,3 +64,14 @@ def test_a_member_handles_empty_groups():
     assert member.group_norm(x, 2).shape == x.shape
     grad_x, grad_weight, grad_bias = member.backward(x, x, 2, np.ones(8, np.float32), np.zeros(8, np.float32), 1e-5)
     assert grad_x.shape == x.shape and grad_weight.tolist() == [0.0] * 8 and grad_bias.tolist() == [0.0] * 8
+
+
+def test_a_serial_chain_far_from_zero_against_its_spread_is_outside_the_policy():
+    """kappa * u * L >= 1/16: the chain's roundings take one sign (the fuzz's finding:
+    1,120 values near 1000 with a spread of 0.001 within each channel)."""
+    far = Case.from_id("3x20x8x7x4-g4-float32-strided-p_o1000.0_s0.001_c1.0_k2_z0-s2-affine_none")
+    near = Case((2, 12, 5, 7), 3, "float32", "contiguous", "offset")  # kappa 1e3 over 140 terms
+    assert "one sign" in ensemble.accepts("ok-serial-two-pass", far)
+    assert ensemble.accepts("ok-serial-two-pass", near) is None
+    assert ensemble.accepts("ok-welford", far) is None and ensemble.accepts("ok-chunked-chan", far) is None
+    assert ensemble.local_condition(Case((2, 8, 4, 4), 2, distribution="constant")) == 0.0

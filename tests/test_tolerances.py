@@ -113,3 +113,13 @@ def test_half_statistics_are_held_to_float32_accumulation():
     """A float16 kernel is allowed float16 output rounding but float32 statistics."""
     big = _tol("float16", group_size=2 ** 20, mean=1e3, rstd=1.0, xhat=0.0)
     assert big < 2.0 ** -11 * 2 ** 10  # what float16 accumulation would need
+
+
+def test_terms_a_running_sum_can_lose_whole_are_counted():
+    """One outlier among 5,069 small squared deviations: the small ones can all round away."""
+    from harness.oracle.tolerances import stalled
+
+    rows = np.concatenate([np.full((1, 5069), 1.0), np.array([[1e8]])], axis=1)
+    share = stalled(rows, 2.0 ** -24)[0]
+    assert share == pytest.approx(5069 / (1e8 + 5069))
+    assert stalled(np.ones((1, 5070)), 2.0 ** -24)[0] == 0.0  # equal terms: none is below the partial sums' last place

@@ -39,6 +39,7 @@ chains, and the model does not cover them (docs/tolerance.md).
         + G(m, D_x) * u_acc * |w| * (1 + kappa + |xhat|)
         + |w| * |xhat| * min(1, (G(m, D_x) * u_acc * (1 + kappa))^2)
         + |w| * (|xhat| + G(m, D_x) * u_acc * (1 + kappa)) * (f - 1)
+        + |w| * (S_x * (1 + kappa) + S_d * |xhat|)
     f = 1 / sqrt(max(1 - K_VAR * u_acc * kappa, eps / s^2))
         + tiny(out dtype)
 
@@ -55,19 +56,24 @@ variance errs by about K_VAR * u * kappa relative (not kappa^2 as one-pass does;
 Golub & LeVeque), which scales the (shifted) xhat by up to f; where K_VAR * u * kappa
 reaches 1 the variance can be lost altogether, var + eps falls to eps, and f is s /
 sqrt(eps). Past that point (|mean|/std ~ 3e6 in float32) the input holds no digit of
-the answer, and the bound says so by growing with f.
+the answer, and the bound says so by growing with f. ``S_x`` and ``S_d`` are the shares
+of the group's values and squared deviations that a running sum can lose whole
+(:func:`stalled`: terms below half a unit in the last place of the partial sum they
+join, a bias rather than a random walk; one outlier among small deviations makes them).
 
 **Backward** (same constants; ``g = grad_y * w``, ``A_i`` the sum of the magnitudes of
 the three terms of dx, ``C_i`` what the statistics' error adds)::
 
-    tol_dx_i = K_OUTPUT * u_x * A_i + G(m, D_g) * u_acc * (A_i + C_i) + r * E_i * E_g + tiny(x's dtype)
+    tol_dx_i = K_OUTPUT * u_x * A_i + G(m, D_g) * u_acc * (A_i + C_i) + r * E_i * E_g
+             + (f^3 - 1) * A_i + (stalled shares, as in the forward) + tiny(x's dtype)
     A_i = r * (|g_i| + mean|g| + |xhat_i| * mean|g * xhat|)
     C_i = r * (mean|g * xhat| * (1 + kappa + |xhat_i|) + |xhat_i| * mean|g| * (1 + kappa))
     E_i = min(G(m, D_g) * u_acc * (1 + kappa + |xhat_i|), 1 + |xhat_i|)            xhat_i's error
     E_g = min(G(m, D_g) * u_acc * (1 + kappa), 1) * mean|g| + G(m, D_g) * u_acc * mean|g * xhat|
     tol_dweight_c = (K_OUTPUT * u_p + G(M_c, D_c) * u_acc) * sum |gy * xhat|
-                  + u_acc * sum G(m, D_g) * |gy| * (1 + kappa + |xhat|) + tiny(parameters' dtype)
-    tol_dbias_c   = (K_OUTPUT * u_p + G(M_c, D_c) * u_acc) * sum |gy| + tiny
+                  + u_acc * sum G(m, D_g) * |gy| * (1 + kappa + |xhat|) + sum (f - 1) |gy * xhat|
+                  + (stalled shares) + tiny(parameters' dtype)
+    tol_dbias_c   = (K_OUTPUT * u_p + G(M_c, D_c) * u_acc + S_gy) * sum |gy| + tiny
 
 with ``D_g`` the fewest distinct values among the group's x, g and g * xhat, ``M_c`` the
 N * spatial terms of channel c and ``D_c`` the fewest distinct values among its gy and
