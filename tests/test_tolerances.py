@@ -123,3 +123,12 @@ def test_terms_a_running_sum_can_lose_whole_are_counted():
     share = stalled(rows, 2.0 ** -24)[0]
     assert share == pytest.approx(5069 / (1e8 + 5069))
     assert stalled(np.ones((1, 5070)), 2.0 ** -24)[0] == 0.0  # equal terms: none is below the partial sums' last place
+
+
+def test_long_rows_are_counted_on_a_sample():
+    from harness.oracle.tolerances import DISTINCT_SAMPLE
+
+    m = 4 * DISTINCT_SAMPLE
+    rng = np.random.default_rng(0)
+    assert distinct_per_row(rng.standard_normal((1, m)))[0] == m  # all distinct
+    assert distinct_per_row(rng.integers(0, 7, (1, m)).astype(float))[0] == 7  # quantised: the exact count
