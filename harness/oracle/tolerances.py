@@ -55,7 +55,7 @@ the cap at 1. The last term is the updating algorithms' (Welford, Chan merges): 
 variance errs by about K_VAR * u * kappa relative (not kappa^2 as one-pass does; Chan,
 Golub & LeVeque), which scales the (shifted) xhat by up to f; where K_VAR * u * kappa
 reaches 1 the variance can be lost altogether, var + eps falls to eps, and f is s /
-sqrt(eps). Past that point (|mean|/std ~ 3e6 in float32) the input holds no digit of
+sqrt(eps). Past that point (|mean|/std ~ 5e5 in float32) the input holds no digit of
 the answer, and the bound says so by growing with f. ``S_x`` and ``S_d`` are the shares
 of the group's values and squared deviations that a running sum can lose whole
 (:func:`stalled`: terms below half a unit in the last place of the partial sum they
@@ -104,7 +104,7 @@ from .reference import GradReference
 K_OUTPUT = 2.0
 K_STATS = 2.0
 K_FUSED = 3.0
-K_VAR = 5.0  # an updating (Welford, Chan-merge) variance errs by about K_VAR * u * kappa, relative
+K_VAR = 32.0  # an updating (Welford, Chan-merge) variance errs by up to about K_VAR * u * kappa, relative
 M_SERIAL = 2 ** 16  # the longest serial chain the policy accepts (docs/tolerance.md)
 
 _MANTISSA_BITS = {"float16": 11, "bfloat16": 8, "float32": 24, "float64": 53}
