@@ -75,3 +75,21 @@ def test_a_serial_chain_far_from_zero_against_its_spread_is_outside_the_policy()
     assert ensemble.accepts("ok-serial-two-pass", near) is None
     assert ensemble.accepts("ok-welford", far) is None and ensemble.accepts("ok-chunked-chan", far) is None
     assert ensemble.local_condition(Case((2, 8, 4, 4), 2, distribution="constant")) == 0.0
+
+
+def test_a_lost_variance_with_eps_0_may_divide_by_zero():
+    """Two values 1 ulp apart near 10, eps = 0: Welford's float32 variance is 0 and its
+    output NaN/Inf, what an accepted algorithm returns there (found by the fuzz); torch's
+    one-pass NaN near 100 with a spread of 0.1 stays a failure."""
+    import harness
+
+    ensemble.register_backends()
+    lost = "2x2x2-g2-float32-contiguous-p_o10.0_s1e-05_c0.0_k0_z0-s0-eps0.0"
+    rows = harness.verify(backends=["ok-welford"], cases=[lost], isolate=False)
+    assert rows.status.tolist() == ["passed"]
+    wrong = backends.GroupNormBackend.from_function(
+        "nan-near-100", lambda x, g, w=None, b=None, eps=1e-5: np.full_like(x, np.nan))
+    backends.register(wrong, replace=True)
+    kept = "1x1x1x2-g1-float32-channels_last-p_o100.0_s0.1_c0.0_k0_z0-s0-eps0.0"
+    assert harness.verify(backends=[wrong.name], cases=[kept], isolate=False).status.tolist() == [
+        "nan_mismatch"]
