@@ -416,11 +416,16 @@ def outside_policy(frame):
 
     from harness.problems.cases import Case
 
-    members = frame.backend.isin(list(MEMBERS))
-    outside = pd.Series(False, index=frame.index)
-    for index, row in frame[members].iterrows():
-        outside[index] = accepts(row.backend, Case.from_id(row.case_id)) is not None
-    return outside
+    known = {}
+
+    def outside(backend, case_id) -> bool:
+        if backend not in MEMBERS:
+            return False
+        if (backend, case_id) not in known:
+            known[backend, case_id] = accepts(backend, Case.from_id(case_id)) is not None
+        return known[backend, case_id]
+
+    return pd.Series([outside(b, c) for b, c in zip(frame.backend, frame.case_id)], index=frame.index, dtype=bool)
 
 
 def false_alarms(frame):
