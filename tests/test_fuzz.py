@@ -67,7 +67,7 @@ def test_a_short_seeded_search_finds_no_false_alarm_in_the_ensemble():
 
     ensemble.register_backends()
     members = ["ok-serial-two-pass", "ok-welford", "ok-chunked-chan"]
-    result = fuzz.fuzz(backends=members, devices=["cpu"], budget=6, seed=3)
+    result = fuzz.fuzz(backends=members, devices=["cpu"], budget=3, seed=3)
     assert all(result.examples[name, "cpu"] > 30 for name in members), result.examples
     assert not result.findings, [(f.backend, f.case_id, f.reason) for f in result.findings]
 
