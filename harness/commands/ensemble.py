@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import warnings
 
 import numpy as np
@@ -245,13 +246,7 @@ def _numba_chains(numba):
             m2[r] = acc
         return mean, m2
 
-    class Chains:
-        pass
-
-    Chains.kahan = staticmethod(lambda rows: kahan(rows) if rows.shape[1] else np.zeros(rows.shape[0], rows.dtype))
-    Chains.welford = staticmethod(
-        lambda rows: welford(rows) if rows.shape[1] else (np.zeros(rows.shape[0], rows.dtype),) * 2)
-    return Chains
+    return types.SimpleNamespace(kahan=kahan, welford=welford)
 
 
 # -- members ----------------------------------------------------------------------------

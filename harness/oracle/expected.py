@@ -27,10 +27,8 @@ import math
 
 import numpy as np
 
-from backends.dtypes import accumulation_dtype
-
 from .reference import group_norm_backward_reference, normalize_rows
-from .tolerances import distinct_per_row, resemblance, statistics_stall, tolerance_of, tolerances, unit_roundoff
+from .tolerances import group_terms, resemblance, tolerance_of, tolerances
 
 VERIFY_ELEMENTS = 2 ** 26
 BLOCK_ELEMENTS = 2 ** 22  # rows of the oracle computed at a time
@@ -122,23 +120,19 @@ class Expected:
         distincts = np.empty(len(groups))
 
         step = max(1, BLOCK_ELEMENTS // max(size, 1))
-        u_acc = unit_roundoff(accumulation_dtype(case.dtype))
         for start in range(0, len(groups), step):
             ids = groups[start:start + step]
             normalized, mean, rstd = normalize_rows(x_rows[ids], case.eps)
             weight = _per_element(host.weight, groups_per_sample, spatial, ids)
             bias = _per_element(host.bias, groups_per_sample, spatial, ids)
+            terms = group_terms(case.dtype, normalized, mean, rstd, case.eps)
+            conditions[start:start + step] = terms["condition"]
+            distincts[start:start + step] = terms["distinct"]
             with np.errstate(all="ignore"):
-                condition = (np.abs(mean) * rstd)[:, None]
-                distinct = distinct_per_row(normalized)
-                floor = (case.eps * np.square(rstd))[:, None]
-                stall = tuple(share[:, None] for share in statistics_stall(normalized, (mean * rstd)[:, None], u_acc))
-                conditions[start:start + step] = condition[:, 0]
-                distincts[start:start + step] = distinct
                 tol[start:start + step] = tolerance_of(
-                    case.dtype, normalized, condition,
+                    case.dtype, normalized, terms["condition"][:, None],
                     1.0 if weight is None else np.abs(weight), 0.0 if bias is None else np.abs(bias), size,
-                    distinct[:, None], floor, stall,
+                    terms["distinct"][:, None], terms["floor"][:, None], tuple(s[:, None] for s in terms["stall"]),
                 )
                 if weight is not None:
                     normalized *= weight

@@ -198,10 +198,21 @@ def statistics_stall(normalized_rows, condition_signed_rows, u: float) -> tuple:
     """:func:`stalled` for the two sums of a two-pass, per row: (the values' share, x / s =
     mu / s + xhat: the mean's relative error; the squared deviations' share, xhat^2: the
     variance's)."""
+    values = stalled(np.asarray(condition_signed_rows, np.float64) + normalized_rows, u)
+    return values, stalled(np.square(normalized_rows), u)
+
+
+def group_terms(dtype: str, normalized_rows, mean, rstd, eps=None) -> dict:
+    """What the forward bound needs of each group, per row of ``normalized_rows`` (one
+    group a row; ``mean``, ``rstd`` one value a row): ``condition`` |mean|/s, ``distinct``
+    D, ``floor`` eps/s^2 (0 when eps is None), ``stall`` (S_x, S_d)."""
+    mean, rstd = np.reshape(mean, -1), np.reshape(rstd, -1)
     with np.errstate(all="ignore"):
-        values = stalled(np.asarray(condition_signed_rows, np.float64) + normalized_rows, u)
-        squares = stalled(np.square(normalized_rows), u)
-    return values, squares
+        signed = mean * rstd
+        floor = 0.0 if eps is None else eps * np.square(rstd)
+    u_acc = unit_roundoff(accumulation_dtype(dtype))
+    return {"condition": np.abs(signed), "distinct": distinct_per_row(normalized_rows), "floor": floor,
+            "stall": statistics_stall(normalized_rows, signed[:, None], u_acc)}
 
 
 def tolerance_of(dtype: str, normalized, condition, weight_abs, bias_abs, group_size: int, distinct=None,
@@ -226,15 +237,13 @@ def tolerance_of(dtype: str, normalized, condition, weight_abs, bias_abs, group_
         magnitude = np.abs(normalized)
         output_term = K_OUTPUT * u_out * (magnitude * weight_abs + bias_abs)
         walk = growth(group_size, distinct) * u_acc
+        shift = walk * (1.0 + condition)  # E: the mean's error, relative to s
         stall_mean, stall_var = stall  # terms a running sum loses whole: the mean's error, the variance's
-        stats_term = weight_abs * (walk * (1.0 + condition + magnitude) + stall_mean * (1.0 + condition)
-                                   + stall_var * magnitude)
-        # second order: the mean's error E = G u (1 + kappa), relative to s, enters the
-        # variance squared (var + E^2 s^2: Chan, Golub & LeVeque's n^2 kappa^2 u^2 term)
-        # (capped at 1: the computed xhat is (xhat - e) / sqrt(1 + e^2), whatever e is)
-        second = weight_abs * magnitude * np.minimum(np.square(walk * (1.0 + condition)), 1.0)
+        stats_term = weight_abs * (shift + walk * magnitude + stall_mean * (1.0 + condition) + stall_var * magnitude)
+        # second order: E enters the variance squared (var + E^2 s^2: Chan, Golub & LeVeque's
+        # n^2 kappa^2 u^2 term), capped at 1: the computed xhat is (xhat - e) / sqrt(1 + e^2)
+        second = weight_abs * magnitude * np.minimum(np.square(shift), 1.0)
         # a lost or inflated variance scales the shifted xhat: (|xhat| + E) * (f - 1)
-        shift = walk * (1.0 + condition)
         updating = weight_abs * (magnitude + shift) * variance_scale(condition, u_acc, floor)
         return output_term + stats_term + second + updating + float(finfo(dtype).tiny)
 
@@ -262,18 +271,16 @@ def tolerance(dtype: str, normalized, mean, rstd, group_size: int, weight=None, 
     broadcast = (1, channels) + spatial
     w = np.ones(broadcast) if weight is None else np.abs(np.asarray(weight, np.float64)).reshape(broadcast)
     b = np.zeros(broadcast) if bias is None else np.abs(np.asarray(bias, np.float64)).reshape(broadcast)
+    def spread(per_group):
+        return per_group if np.ndim(per_group) == 0 else _per_group_element(per_group.reshape(n, groups), shape)
+
     distinct, stall = None, (0.0, 0.0)
     if normalized.size and normalized.size == n * groups * group_size:
-        rows = np.reshape(normalized, (n * groups, -1))
-        distinct = _per_group_element(distinct_per_row(rows).reshape(n, groups), shape)
-        with np.errstate(all="ignore"):
-            signed = (mean * rstd).reshape(-1, 1)
-        u_acc = unit_roundoff(accumulation_dtype(dtype))
-        stall = tuple(_per_group_element(share.reshape(n, groups), shape)
-                      for share in statistics_stall(rows, signed, u_acc))
+        terms = group_terms(dtype, np.reshape(normalized, (n * groups, -1)), mean, rstd, eps)
+        distinct, stall = spread(terms["distinct"]), tuple(map(spread, terms["stall"]))
     with np.errstate(all="ignore"):
-        condition = np.repeat(np.abs(mean) * rstd, channels // max(groups, 1), axis=1).reshape((n, channels) + spatial)
-        floor = 0.0 if eps is None else _per_group_element(eps * np.square(rstd), shape)
+        condition = spread(np.abs(mean) * rstd)
+        floor = 0.0 if eps is None else spread(eps * np.square(rstd))
     return tolerance_of(dtype, normalized, condition, w, b, group_size, distinct, floor, stall)
 
 
